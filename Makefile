@@ -1,0 +1,45 @@
+# edge-infer: set-up, tests, model export and benchmarks. Everything runs in ./.venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SHARED ?= ../shared
+
+.PHONY: help install test test-fast model bench-model clean
+
+help:
+	@echo "make install      create $(VENV) with the runtime, export and test dependencies"
+	@echo "make test         install, then run the whole test suite (what CI runs)"
+	@echo "make model        re-export the embedded int8 model from $(SHARED) (weights + photos)"
+	@echo "make bench-model  model-only latency: int8 vs fp32 vs the Model Zoo peer, side by side"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch==2.13.0 is the CPU build; see pyproject.toml's export extra.
+	$(PY) -m pip install --quiet -e '.[export,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+build/model/model.onnx: install
+	$(PY) -m edge_infer export --weights $(SHARED)/weights/mobilenet_v2_imagenet1k.pth \
+	    --images $(SHARED)/images/imagenet-samples --labels-csv $(SHARED)/images/imagenet-samples/labels.csv \
+	    --class-names $(SHARED)/labels/imagenet1k_labels.txt --out build/model
+
+model: build/model/model.onnx
+	cp build/model/model.onnx build/model/model.json edge_infer/models/
+	@echo "embedded model updated: commit edge_infer/models/"
+
+bench-model: build/model/model.onnx
+	$(PY) -m edge_infer bench --model-only --images $(SHARED)/images/imagenet-samples \
+	    --model int8=edge_infer/models/model.onnx --model fp32=build/model/fp32/model.onnx \
+	    --model zoo-int8=$(SHARED)/models/onnx-zoo-mobilenetv2-12-int8.onnx
+
+clean:
+	rm -rf build .pytest_cache

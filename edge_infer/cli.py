@@ -1,0 +1,181 @@
+"""Command line: argument parsing, and the only place that maps errors to exit codes and prints."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import ConfigError, EdgeInferError, ExportError, ModelError, VerificationError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; the systemd unit does not restart on it
+EXIT_VERIFY = 3
+
+log = logging.getLogger("edge_infer")
+
+
+def _csv_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _named_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-infer", description="int8 MobileNetV2 image classification for edge devices")
+    p.add_argument("--version", action="version", version=f"edge-infer {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="the model and runtime, as one JSON object")
+    s.add_argument("--model", help="a .onnx model (with model.json beside it); default: the embedded model")
+
+    s = sub.add_parser("classify", help="classify files and folders; one JSON object per line on stdout")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--model", help="a .onnx model (with model.json beside it); default: the embedded model")
+    s.add_argument("--top-k", type=int, default=5, help="predictions per image (default 5)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+
+    s = sub.add_parser("export", help="torch weights -> ONNX fp32 -> calibrated int8 -> verified, with manifest")
+    s.add_argument("--weights", required=True,
+                   help="a MobileNetV2 state dict file (torchvision key names), or 'torchvision' to download")
+    s.add_argument("--images", required=True, type=Path, help="folder of sample images for calibration and verification")
+    s.add_argument("--out", required=True, type=Path, help="output folder: model.onnx + model.json, fp32/ beside")
+    s.add_argument("--labels-csv", type=Path, help="file,class_index CSV: report top-1 accuracy of both models")
+    s.add_argument("--class-names", type=Path, help="class names, one a line (default: the embedded model's)")
+    s.add_argument("--width-mult", type=float, default=1.0, help="MobileNetV2 width multiplier, 0.35 to 1.4")
+    s.add_argument("--opset", type=int, default=17)
+    s.add_argument("--calib-every", type=int, default=4, help="every N-th image calibrates, the rest verify (default 4)")
+    s.add_argument("--min-agreement", type=float, default=0.90,
+                   help="fail when int8 top-1 agrees with fp32 on fewer images than this (default 0.90)")
+    s.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    s.add_argument("--torchscript", type=Path, help="also write a traced fp32 TorchScript file")
+    s.add_argument("--ops-yaml", type=Path, help="also write the TorchScript model's root operators (YAML)")
+    s.add_argument("--no-bench", action="store_true", help="skip the latency comparison")
+
+    s = sub.add_parser("bench", help="model-only latency and throughput, models side by side")
+    s.add_argument("--model-only", action="store_true", help="time the models alone (the only mode so far)")
+    s.add_argument("--model", dest="models", action="append", type=_named_path, default=[], metavar="NAME=PATH",
+                   help="a model to compare (repeatable); default: int8=the embedded model")
+    s.add_argument("--images", type=Path, help="prepare inputs from these images (default: random pixels)")
+    s.add_argument("--batch", type=_csv_ints, default=(1, 8), help="batch sizes, e.g. 1,8")
+    s.add_argument("--threads", type=_csv_ints, default=(1, 2), help="intra-op thread counts, e.g. 1,2")
+    s.add_argument("--rounds", type=int, default=15, help="interleaved bursts per model and setting")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.command == "export" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return {"info": cmd_info, "classify": cmd_classify, "export": cmd_export, "bench": cmd_bench}[args.command](args)
+    except ConfigError as e:
+        print(f"edge-infer: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except VerificationError as e:
+        print(f"edge-infer: verification failed: {e}", file=sys.stderr)
+        return EXIT_VERIFY
+    except EdgeInferError as e:
+        print(f"edge-infer: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("edge-infer: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from .session import ModelSession
+
+    session = ModelSession.load(args.model)
+    _print_json({"version": __version__, "model": session.info(),
+                 "onnxruntime": {"version": ort.__version__, "providers": ort.get_available_providers()}})
+    return EXIT_OK
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .classify import classify, expand
+    from .progress import Progress
+    from .session import ModelSession, SessionOptions
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ConfigError("--top-k" if args.top_k < 1 else "--batch-size", "must be >= 1")
+    session = ModelSession.load(args.model, SessionOptions(intra_op_threads=args.threads))
+    progress = Progress([], "classify", total=sum(1 for _ in expand(args.paths)))
+
+    def emit(obj: dict[str, Any]) -> None:
+        _print_json(obj)
+        sys.stdout.flush()
+
+    _, failed = classify(args.paths, session, args.top_k, emit, batch_size=args.batch_size, on_item=progress.advance)
+    progress.close()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from .export.pipeline import ExportOptions, run_export
+        from .export.quantize import QuantSettings
+    except ImportError as e:
+        raise ExportError(f"export needs the 'export' extra (pip install 'edge-infer[export]'): {e}") from e
+
+    opts = ExportOptions(
+        weights=args.weights, images=args.images, out=args.out, labels_csv=args.labels_csv,
+        class_names=args.class_names, width_mult=args.width_mult, opset=args.opset,
+        calib_every=args.calib_every, min_agreement=args.min_agreement,
+        quant=QuantSettings(calibration=args.calibration), torchscript=args.torchscript,
+        ops_yaml=args.ops_yaml, bench=not args.no_bench)
+    report = run_export(opts)
+    print(report.table())
+    print(f"wrote {report.int8_path} and {report.fp32_path} (each with model.json)")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .bench import format_table, model_only
+    from .manifest import default_model_path
+    from .preprocess import PreprocessSpec
+
+    models = {name: Path(path) for name, path in args.models} or {"int8": default_model_path()}
+    for name, path in models.items():
+        if not path.is_file():
+            raise ModelError(f"--model {name}={path}: no such file")
+    spec = PreprocessSpec()
+    if args.images:
+        from .export.images import list_images, load_images
+
+        inputs = load_images(list_images(args.images)[:16], spec, "preparing inputs").tensors
+    else:
+        inputs = np.random.default_rng(0).standard_normal((16, 3, spec.crop, spec.crop), dtype=np.float32)
+    results = model_only(models, inputs, batches=args.batch, threads=args.threads, rounds=args.rounds)
+    if args.json:
+        _print_json([{**r.__dict__, "best_ms_per_image": r.best_ms_per_image, "images_per_second": r.images_per_second}
+                     for r in results])
+    else:
+        print(format_table(results))
+    return EXIT_OK

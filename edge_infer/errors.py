@@ -1,0 +1,36 @@
+"""The typed errors of edge-infer. ``cli.py`` maps them to exit codes; stages catch them at their boundary."""
+from __future__ import annotations
+
+
+class EdgeInferError(Exception):
+    """Base class: an expected failure with a message fit for a user (no traceback needed)."""
+
+
+class ConfigError(EdgeInferError):
+    """A bad setting; ``key`` is its dotted path (``sources[1].fps``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class ModelError(EdgeInferError):
+    """The model or its manifest is missing, unreadable or inconsistent."""
+
+
+class InputError(EdgeInferError):
+    """One input could not be processed; ``kind`` is the result JSON's ``error.kind``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class ExportError(EdgeInferError):
+    """The export could not run: bad weights, no calibration images, an unwritable output."""
+
+
+class VerificationError(ExportError):
+    """The exported int8 model disagrees with fp32 more than the threshold allows."""

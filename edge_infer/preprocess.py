@@ -1,0 +1,169 @@
+"""Image preprocessing: the one implementation used by the daemon, ``classify``, ``bench`` and calibration.
+
+The model's manifest says what it expects (``PreprocessSpec``); everything here is a pure function of the
+input and that spec, so the model never sees pixels prepared two different ways.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+DEFAULT_MAX_PIXELS = 50_000_000  # a 12 MP phone photo is ~12e6; beyond this it is most likely a bomb
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What the model expects, as written in its manifest (torchvision's ImageNet transforms by default)."""
+
+    resize: int = 256  # shorter side, before the centre crop
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.layout != "NCHW" or self.dtype != "float32":
+            raise ValueError(f"unsupported input layout/dtype {self.layout}/{self.dtype}")
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"need 0 < crop <= resize, got crop={self.crop} resize={self.resize}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
+        return cls(
+            resize=int(d["resize"]),
+            crop=int(d["crop"]),
+            interpolation=str(d["interpolation"]),
+            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+            layout=str(d.get("layout", "NCHW")),
+            dtype=str(d.get("dtype", "float32")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "layout": self.layout,
+            "dtype": self.dtype,
+            "color": "RGB",
+            "scale": "pixel / 255, then (x - mean) / std",
+        }
+
+
+@dataclass
+class Prepared:
+    """One preprocessed image: the CHW tensor and the decoded size (for the result's ``image`` field)."""
+
+    tensor: np.ndarray
+    width: int
+    height: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def open_image(source: str | os.PathLike[str] | bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image fully, raising ``InputError`` with a result-JSON ``kind`` for every failure."""
+    fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        img = Image.open(fp)
+        w, h = img.size
+        if w * h > max_pixels:
+            raise InputError("too_large", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+        img.load()
+    except InputError:
+        raise
+    except FileNotFoundError as e:
+        raise InputError("io", f"file vanished before it was read: {e.strerror}") from e
+    except PermissionError as e:
+        raise InputError("io", f"cannot read file: {e.strerror}") from e
+    except UnidentifiedImageError as e:
+        raise InputError("decode", "not a recognised image format") from e
+    except Image.DecompressionBombError as e:
+        raise InputError("too_large", str(e)) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError depending on the codec.
+        raise InputError("decode", f"corrupt or truncated image: {e}") from e
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Upright RGB: EXIF orientation applied, alpha composited on white, other modes converted."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits by the full 16-bit range rather than clipping at 255.
+        arr = np.asarray(img, dtype=np.uint32)
+        return Image.fromarray((arr >> 8).astype(np.uint8), "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """torchvision's ``Resize(spec.resize)`` then ``CenterCrop(spec.crop)``, pixel for pixel."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = spec.resize, int(spec.resize * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), INTERPOLATIONS[spec.interpolation])
+    left = int(round((new_w - spec.crop) / 2.0))
+    top = int(round((new_h - spec.crop) / 2.0))
+    return img.crop((left, top, left + spec.crop, top + spec.crop))
+
+
+def normalise(img: Image.Image, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """HWC uint8 -> CHW float32 ``(x / 255 - mean) / std``, written into ``out`` when given (a batch slot)."""
+    arr = np.asarray(img, dtype=np.float32)
+    scale = np.float32(1.0 / 255.0) / np.asarray(spec.std, dtype=np.float32)
+    offset = np.asarray(spec.mean, dtype=np.float32) / np.asarray(spec.std, dtype=np.float32)
+    chw = (arr * scale - offset).transpose(2, 0, 1)
+    if out is None:
+        return np.ascontiguousarray(chw)
+    out[...] = chw
+    return out
+
+
+def prepare(source: str | os.PathLike[str] | bytes | BinaryIO, spec: PreprocessSpec,
+            max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None) -> Prepared:
+    """Decode, orient, convert, resize, crop and normalise one image."""
+    img = open_image(source, max_pixels)
+    try:
+        rgb = to_rgb(img)
+        width, height = rgb.size
+        tensor = normalise(resize_crop(rgb, spec), spec, out)
+    except (OSError, ValueError) as e:
+        raise InputError("decode", f"cannot convert image: {e}") from e
+    finally:
+        img.close()
+    return Prepared(tensor=tensor, width=width, height=height)
+
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS

@@ -1,0 +1,32 @@
+"""The result and error objects of the contract (one JSON object per input)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .errors import InputError
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def model_ref(name: str, sha256: str, precision: str) -> dict[str, str]:
+    return {"name": name, "sha256": sha256, "precision": precision}
+
+
+def ok_result(source: str, input_name: str, input_sha256: str, predictions: list[dict[str, Any]],
+              model: dict[str, str], width: int, height: int, timings_ms: dict[str, float]) -> dict[str, Any]:
+    return {
+        "source": source, "input": input_name, "input_sha256": input_sha256, "status": "ok",
+        "predictions": predictions, "model": model, "image": {"width": width, "height": height},
+        "timings_ms": {k: round(v, 3) for k, v in timings_ms.items()}, "finished_at": utc_now(),
+    }
+
+
+def error_result(source: str, input_name: str, input_sha256: str | None, error: InputError,
+                 model: dict[str, str]) -> dict[str, Any]:
+    return {
+        "source": source, "input": input_name, "input_sha256": input_sha256, "status": "failed",
+        "error": {"kind": error.kind, "message": error.message}, "model": model, "finished_at": utc_now(),
+    }

@@ -1,0 +1,75 @@
+"""Shared fixtures. Tests that need ../shared (real weights and photos) skip with a reason where it is absent."""
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EDGE_INFER_SHARED", ROOT.parent / "shared"))
+SAMPLES = SHARED / "images" / "imagenet-samples"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet1k.pth"
+LABEL_NAMES = SHARED / "labels" / "imagenet1k_labels.txt"
+PEER = SHARED / "models" / "onnx-zoo-mobilenetv2-12-int8.onnx"
+
+
+def _shared_reason() -> str:
+    return (f"needs the shared data at {SHARED} (real weights and photos; present in CI, absent in a fresh "
+            "clone; set EDGE_INFER_SHARED to point elsewhere)")
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SAMPLES / "labels.csv").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have ../shared: {_shared_reason()}")
+        pytest.skip(_shared_reason())
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_leaks():
+    """Fail any test that leaves a thread running (watchdog's own guard)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads leaked: {[t.name for t in leaked]}")
+
+
+def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[Path]:
+    """``n`` small real JPEG files with smooth random content (not noise: JPEG would blur noise away)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(small, "RGB").resize(size, Image.Resampling.BICUBIC)
+        p = folder / f"img_{i:03d}.jpg"
+        img.save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def torch_module():
+    """torch (the `export` extra); skipped with a reason where it is not installed, required in CI."""
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install the export extra (torch)")
+        pytest.skip("needs torch: pip install -e '.[export,dev]'")
+    return torch
