@@ -34,3 +34,13 @@ class ExportError(EdgeInferError):
 
 class VerificationError(ExportError):
     """The exported int8 model disagrees with fp32 more than the threshold allows."""
+
+
+class InvalidConfig(EdgeInferError):
+    """Every problem found in one config file, each a ``ConfigError`` naming its key path."""
+
+    def __init__(self, path: str, problems: list[ConfigError]) -> None:
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s)\n{lines}")
+        self.path = path
+        self.problems = problems
