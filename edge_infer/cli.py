@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import ConfigError, EdgeInferError, ExportError, ModelError, VerificationError
+from .errors import ConfigError, EdgeInferError, ExportError, InvalidConfig, ModelError, VerificationError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
+    s = sub.add_parser("run", help="the daemon, in the foreground (systemd Type=notify)")
+    s.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
+
+    s = sub.add_parser("check-config", help="validate a config; print every problem with its key path")
+    s.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
+
     s = sub.add_parser("info", help="the model and runtime, as one JSON object")
     s.add_argument("--model", help="a .onnx model (with model.json beside it); default: the embedded model")
 
@@ -64,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calib-every", type=int, default=4, help="every N-th image calibrates, the rest verify (default 4)")
     s.add_argument("--min-agreement", type=float, default=0.90,
                    help="fail when int8 top-1 agrees with fp32 on fewer images than this (default 0.90)")
-    s.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    s.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="percentile",
+                   help="activation range calibration (default percentile, of --percentile)")
+    s.add_argument("--percentile", type=float, default=99.99)
     s.add_argument("--torchscript", type=Path, help="also write a traced fp32 TorchScript file")
     s.add_argument("--ops-yaml", type=Path, help="also write the TorchScript model's root operators (YAML)")
     s.add_argument("--no-bench", action="store_true", help="skip the latency comparison")
@@ -86,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.command == "export" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return {"info": cmd_info, "classify": cmd_classify, "export": cmd_export, "bench": cmd_bench}[args.command](args)
+        return {"run": cmd_run, "check-config": cmd_check_config, "info": cmd_info, "classify": cmd_classify, "export": cmd_export, "bench": cmd_bench}[args.command](args)
+    except InvalidConfig as e:
+        print(f"edge-infer: invalid config {e}", file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as e:
         print(f"edge-infer: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -103,6 +114,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .app import check_supported
+    from .config import load_config
+
+    config = load_config(args.config)
+    check_supported(config)
+    print(f"{args.config}: ok ({len(config.sources)} source(s))")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from .app import App
+    from .config import load_config
+    from .lifecycle import ShutdownFlags, capture_signals
+    from .systemd import Notifier
+
+    config = load_config(args.config)
+    if not args.verbose:
+        logging.getLogger().setLevel(config.logging.level.upper())
+    app = App(config, Notifier.from_environ(os.environ))
+    flags = ShutdownFlags()
+    with capture_signals(flags):
+        try:
+            app.serve(flags)
+        except OSError as e:
+            raise EdgeInferError(f"cannot start: {e}") from e
+    return EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -146,7 +188,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         weights=args.weights, images=args.images, out=args.out, labels_csv=args.labels_csv,
         class_names=args.class_names, width_mult=args.width_mult, opset=args.opset,
         calib_every=args.calib_every, min_agreement=args.min_agreement,
-        quant=QuantSettings(calibration=args.calibration), torchscript=args.torchscript,
+        quant=QuantSettings(calibration=args.calibration, percentile=args.percentile), torchscript=args.torchscript,
         ops_yaml=args.ops_yaml, bench=not args.no_bench)
     report = run_export(opts)
     print(report.table())

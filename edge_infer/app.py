@@ -1,0 +1,190 @@
+"""The daemon: builds every stage, starts them in order, supervises them, and shuts down in order.
+
+Only this module knows every stage. Start order: HTTP (so /readyz answers 503 during warm-up), model,
+writer, inference, workers, then the sources; READY=1 once all are armed. Stop order: sources first (no new
+work), drain what is in flight within ``shutdown.drain_timeout_s``, then the stages downstream-last, HTTP last.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
+from .errors import ConfigError
+from .inference import InferenceStage
+from .jobs import Job
+from .lifecycle import ShutdownFlags
+from .metrics import Metrics
+from .results import model_ref
+from .session import ModelSession, SessionOptions
+from .sources.folder import FolderSource
+from .systemd import Notifier
+from .web import HttpServer
+from .workers import PreprocessWorker
+from .writer import ResultWriter, SourceRoute
+
+log = logging.getLogger(__name__)
+HANG_TIMEOUT_S = 30.0  # an inference loop silent this long is hung: /healthz fails, WATCHDOG=1 stops
+STATUS_EVERY_S = 10.0
+STAGE_JOIN_S = 2.0
+
+
+class Counter:
+    """Inputs taken from the sources and not yet acknowledged: the drain waits for zero."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self._n += n
+
+    @property
+    def value(self) -> int:
+        return self._n
+
+
+def check_supported(config: AppConfig) -> None:
+    """Features the config language has but this build does not run yet are refused by key, not ignored."""
+    for i, s in enumerate(config.sources):
+        if isinstance(s, CameraSource):
+            raise ConfigError(f"sources[{i}].type", "camera sources are not supported by this version yet")
+    if config.output.mqtt is not None:
+        raise ConfigError("output.mqtt", "the MQTT sink is not supported by this version yet")
+
+
+class App:
+    """One daemon instance. Everything it owns is created here and passed down; nothing is global."""
+
+    def __init__(self, config: AppConfig, notifier: Notifier | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        check_supported(config)
+        self.config = config
+        self.notifier = notifier or Notifier(None)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.ready = False
+        self.draining = False
+        self.pending = Counter()
+        p = config.pipeline
+        self.jobs: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
+        self.prepared: queue.Queue[Job] = queue.Queue(maxsize=2 * config.batch.max_size)
+        self.finished: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
+        self.http = HttpServer(config.metrics.host, config.metrics.port, self.registry, self.is_alive, self.is_ready)
+        self.sources: list[FolderSource] = []
+        self.workers: list[PreprocessWorker] = []
+        self.inference: InferenceStage | None = None
+        self.writer: ResultWriter | None = None
+        self._started_at = time.monotonic()
+
+    # -- health ---------------------------------------------------------------------------------------------
+    def is_alive(self) -> bool:
+        if self.inference is None:
+            return True  # still starting: alive, not ready
+        return self.inference.healthy() and self.inference.heartbeat.age() < HANG_TIMEOUT_S
+
+    def is_ready(self) -> bool:
+        return self.ready and not self.draining and self.is_alive()
+
+    # -- startup --------------------------------------------------------------------------------------------
+    def startup(self) -> None:
+        c = self.config
+        self.http.start()
+        log.info("metrics and health on http://%s:%d/", c.metrics.host, self.http.port)
+        self.notifier.status("loading model")
+        session = ModelSession.load(c.model.path, SessionOptions(intra_op_threads=c.model.threads))
+        session.warm_up(c.batch.max_size)
+        m = session.manifest
+        self.metrics.set_model(m.name, session.sha256, session.precision)
+        model = model_ref(m.name, session.sha256, session.precision)
+        self.sources = [FolderSource(s, self.jobs, on_seen=lambda _name: self.pending.add(1))
+                        for s in c.sources if isinstance(s, FolderSourceConfig)]
+        routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
+                  for src in self.sources}
+        self.writer = ResultWriter(self.finished, c.output.dir, routes, model, self.metrics,
+                                   on_acknowledged=lambda _job: self.pending.add(-1))
+        self.inference = InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
+                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0)
+        n_workers = c.pipeline.workers or os.cpu_count() or 2
+        self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
+                                         c.pipeline.max_pixels, c.pipeline.max_file_bytes) for i in range(n_workers)]
+        c.output.dir.mkdir(parents=True, exist_ok=True)
+        for stage in (self.writer, self.inference, *self.workers):
+            stage.start()
+        for src in self.sources:
+            self.metrics.init_source(src.config.name, "folder")
+            src.start()
+        self.ready = True
+        self.metrics.set_ready(True)
+        self.notifier.ready()
+        log.info("ready: model %s (%s, %s), %d source(s), %d worker(s)", m.name, session.precision,
+                 session.sha256[:12], len(self.sources), n_workers)
+
+    # -- main loop ------------------------------------------------------------------------------------------
+    def main_loop(self, flags: ShutdownFlags) -> None:
+        interval = self.notifier.watchdog_interval
+        tick = min(0.5, interval) if interval else 0.5
+        next_status = 0.0
+        while not flags.should_exit.wait(tick):
+            self.metrics.set_queue_depth(self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize())
+            if self.is_alive():
+                # Only a loop that is making progress (or idle and healthy) keeps systemd's watchdog fed.
+                self.notifier.watchdog()
+            else:
+                log.error("inference loop unhealthy (last heartbeat %.0fs ago)",
+                          self.inference.heartbeat.age() if self.inference else -1)
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + STATUS_EVERY_S
+                self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        blocked = self.writer.blocked_reason if self.writer else None
+        return (f"{'draining' if self.draining else 'ready' if self.ready else 'starting'}; "
+                f"{self.pending.value} in flight; queue {self.jobs.qsize()}"
+                + (f"; {blocked}" if blocked else ""))
+
+    # -- shutdown -------------------------------------------------------------------------------------------
+    def shutdown(self, flags: ShutdownFlags) -> bool:
+        """Stop sources, drain, stop the rest; True when everything stopped within its bounds."""
+        self.draining = True
+        self.metrics.set_ready(False)
+        self.notifier.stopping()
+        self.notifier.status("draining")
+        clean = True
+        for src in self.sources:
+            src.stop()
+        for src in self.sources:
+            clean &= src.join(STAGE_JOIN_S)
+        deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
+        while self.pending.value > 0 and time.monotonic() < deadline and not flags.force_exit.is_set():
+            time.sleep(0.05)
+        if self.pending.value > 0:
+            log.warning("drain ended with %d input(s) unacknowledged; they stay in place for the next start",
+                        self.pending.value)
+        for stage in (*self.workers, self.inference, self.writer):
+            if stage is not None:
+                stage.stop()
+        for stage in (*self.workers, self.inference, self.writer):
+            if stage is not None:
+                clean &= stage.join(STAGE_JOIN_S)
+        self.http.stop()
+        clean &= self.http.join(STAGE_JOIN_S)
+        log.info("stopped%s", "" if clean else " (some stages did not stop in time)")
+        return clean
+
+    def serve(self, flags: ShutdownFlags) -> None:
+        try:
+            self.startup()
+            self.main_loop(flags)
+        finally:
+            self.shutdown(flags)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"ready": self.is_ready(), "pending": self.pending.value}

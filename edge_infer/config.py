@@ -1,0 +1,424 @@
+"""The YAML config, parsed once into frozen dataclasses; every problem is reported with its key path."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import string
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Literal, TypeVar, Union
+
+import yaml
+
+from .errors import ConfigError, InvalidConfig
+
+AFTER_CHOICES = ("move", "delete", "keep")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
+TOPIC_FIELDS = ("device", "source")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ONNX model; ``path=None`` is the embedded default model. ``threads=0`` lets onnxruntime choose."""
+    path: Path | None = None
+    top_k: int = 5
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """A watched folder. ``polling`` is for network mounts without inotify."""
+    name: str
+    path: Path
+    done_dir: Path | None
+    failed_dir: Path
+    type: Literal["folder"] = "folder"
+    after: Literal["move", "delete", "keep"] = "move"
+    recursive: bool = True
+    polling: bool = False
+    poll_interval_s: float = 1.0
+    settle_s: float = 0.5  # polling: a file is complete once its size and mtime hold still this long
+
+
+@dataclass(frozen=True)
+class CameraSource:
+    """A camera or stream, sampled at ``fps`` frames per second."""
+    name: str
+    url: str
+    type: Literal["camera"] = "camera"
+    fps: float = 2.0
+
+
+SourceConfig = Union[FolderSource, CameraSource]
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_size: int = 8
+    max_wait_ms: float = 10.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """``workers=0`` is one per CPU core."""
+    queue_size: int = 64
+    workers: int = 0
+    max_pixels: int = 50_000_000
+    max_file_bytes: int = 104_857_600
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int = 1883
+    topic: str = "edge-infer/{device}/{source}/results"
+    qos: int = 1
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: Path
+    mqtt: MqttConfig | None = None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``port=0`` binds any free port (for tests)."""
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    drain_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The whole config; ``path`` is the file it came from (None when built by ``parse_config``)."""
+    model: ModelConfig
+    sources: tuple[SourceConfig, ...]
+    batch: BatchConfig
+    pipeline: PipelineConfig
+    output: OutputConfig
+    metrics: MetricsConfig
+    shutdown: ShutdownConfig
+    logging: LoggingConfig
+    path: Path | None = None
+
+
+_ABSENT: Any = object()
+_REQUIRED: Any = object()
+# Stands in for a required path that is missing or invalid; never valid (real ones are absolute), and a config
+# holding it is always discarded with its problems.
+_UNSET = Path()
+_T = TypeVar("_T")
+
+
+def _show(v: Any) -> str:
+    """A value as the user wrote it in YAML (``true``, ``null``), shortened."""
+    text = "null" if v is None else ("true" if v else "false") if isinstance(v, bool) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Section:
+    """One mapping of the config: reads typed fields, collects problems, and flags keys nobody read."""
+
+    def __init__(self, data: Any, where: str, problems: list[ConfigError], base_dir: Path, quiet: bool = False):
+        self.where, self.problems, self.base_dir, self.quiet = where, problems, base_dir, quiet
+        self.seen: set[Any] = set()
+        if data is not None and not isinstance(data, dict):
+            problems.append(ConfigError(where or "<root>", f"must be a mapping, got {_show(data)}"))
+            # Whatever is reported below it would only be a consequence of this one problem.
+            self.quiet = True
+        self.data: dict[Any, Any] = data if isinstance(data, dict) else {}
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def error(self, name: str, message: str) -> None:
+        if not self.quiet:
+            self.problems.append(ConfigError(self.key(name), message))
+
+    def child(self, where: str, data: Any) -> _Section:
+        return _Section(data, where, self.problems, self.base_dir, self.quiet)
+
+    def raw(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name, _ABSENT)
+
+    def finish(self) -> None:
+        for k in self.data:
+            if k not in self.seen:
+                self.error(str(k), "unknown key")
+
+    def section(self, name: str, parse: Callable[[_Section], _T]) -> _T:
+        v = self.raw(name)
+        sub = self.child(self.key(name), None if v is _ABSENT else v)
+        result = parse(sub)
+        sub.finish()
+        return result
+
+    def _get(self, name: str, default: Any) -> Any:
+        # Absent takes the default; an explicit null is only "absent" for a required key, else a type error.
+        v = self.raw(name)
+        if default is _REQUIRED and v in (_ABSENT, None):
+            self.error(name, "required")
+            return _ABSENT
+        return default if v is _ABSENT else v
+
+    def _check_range(self, name: str, v: float, gt: float | None, ge: float | None, le: float | None) -> None:
+        for ok, rule in ((gt is None or v > gt, f"> {gt}"), (ge is None or v >= ge, f">= {ge}"),
+                         (le is None or v <= le, f"<= {le}")):
+            if not ok:
+                self.error(name, f"must be {rule}, got {_show(v)}")
+                return
+
+    def integer(self, name: str, default: int, *, ge: int | None = None, le: int | None = None) -> int:
+        v = self._get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.error(name, f"must be an integer, got {_show(v)}")
+            return default
+        self._check_range(name, v, None, ge, le)
+        return v
+
+    def number(self, name: str, default: float, *, gt: float | None = None, ge: float | None = None,
+               le: float | None = None) -> float:
+        v = self._get(name, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            self.error(name, f"must be a number, got {_show(v)}")
+            return default
+        if not math.isfinite(v):  # NaN would slip through every range check
+            self.error(name, f"must be a finite number, got {_show(v)}")
+            return default
+        self._check_range(name, v, gt, ge, le)
+        return float(v)
+
+    def flag(self, name: str, default: bool) -> bool:
+        v = self._get(name, default)
+        if not isinstance(v, bool):
+            self.error(name, f"must be true or false, got {_show(v)}")
+            return default
+        return v
+
+    def text(self, name: str, default: str = _REQUIRED, pattern: re.Pattern[str] | None = None) -> str:
+        v = self._get(name, default)
+        if v is _ABSENT:
+            return ""
+        if not isinstance(v, str):
+            self.error(name, f"must be a string, got {_show(v)}")
+        elif not v.strip():
+            self.error(name, "must not be empty")
+        elif pattern is not None and not pattern.fullmatch(v):  # fullmatch: "$" would accept a trailing newline
+            self.error(name, f"must match {pattern.pattern}, got {_show(v)}")
+        return v if isinstance(v, str) else ""
+
+    def choice(self, name: str, default: Any, options: tuple[Any, ...]) -> Any:
+        v = self._get(name, default)
+        if type(v) is not type(default) or v not in options:  # type(): True == 1 and 1.0 == 1 in Python
+            self.error(name, f"must be one of {', '.join(map(str, options))}, got {_show(v)}")
+            return default
+        return v
+
+    def optional_path(self, name: str, required: bool = False) -> Path | None:
+        v = self.raw(name)
+        if v in (_ABSENT, None):
+            if required:
+                self.error(name, "required")
+            return None
+        if not isinstance(v, str) or not v.strip():
+            self.error(name, f"must be a non-empty path, got {_show(v)}")
+            return None
+        try:
+            p = Path(v).expanduser()
+        except RuntimeError as e:  # ~user that does not exist, or no home directory at all
+            self.error(name, f"cannot expand {v!r}: {e}")
+            return None
+        # normpath, not resolve(): no filesystem access while parsing, and the folders may not exist yet.
+        return Path(os.path.normpath(self.base_dir / p))
+
+    def path(self, name: str) -> Path:
+        return self.optional_path(name, required=True) or _UNSET
+
+
+def _known(*paths: Path | None) -> bool:
+    """True when every path parsed (a missing or invalid one is None or ``_UNSET``)."""
+    return all(p is not None and p.is_absolute() for p in paths)
+
+
+def _parse_folder(s: _Section, name: str) -> FolderSource:
+    path = s.path("path")
+    after = s.choice("after", FolderSource.after, AFTER_CHOICES)
+    done = s.optional_path("done_dir", required=after == "move")
+    failed = s.path("failed_dir")
+    recursive = s.flag("recursive", FolderSource.recursive)
+    # done_dir only matters when files are moved there.
+    for key, d in (("done_dir", done if after == "move" else None), ("failed_dir", failed)):
+        if not _known(d, path):
+            continue
+        if d == path:
+            s.error(key, f"must not be the same folder as path ({path})")
+        elif recursive and d.is_relative_to(path):
+            s.error(key, f"must not be inside path ({path}) when recursive: it would re-process its own output")
+    if after == "move" and _known(done, failed) and failed == done:
+        s.error("failed_dir", f"must not be the same folder as done_dir ({done})")
+    return FolderSource(name=name, path=path, done_dir=done, failed_dir=failed, after=after, recursive=recursive,
+                        polling=s.flag("polling", FolderSource.polling),
+                        poll_interval_s=s.number("poll_interval_s", FolderSource.poll_interval_s, gt=0),
+                        settle_s=s.number("settle_s", FolderSource.settle_s, ge=0))
+
+
+def _parse_camera(s: _Section, name: str) -> CameraSource:
+    return CameraSource(name=name, url=s.text("url"), fps=s.number("fps", CameraSource.fps, gt=0, le=60))
+
+
+# The source types, keyed by the config's `type`; a new source kind adds its parser here.
+_SOURCE_PARSERS: dict[str, Callable[[_Section, str], SourceConfig]] = {
+    "camera": _parse_camera,
+    "folder": _parse_folder,
+}
+
+
+def _parse_source(s: _Section) -> SourceConfig | None:
+    name = s.text("name", pattern=NAME_PATTERN)
+    kind = s.raw("type")
+    if kind in (_ABSENT, None):
+        s.error("type", "required")
+        return None
+    parse = _SOURCE_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parse is None:
+        s.error("type", f"must be one of {', '.join(sorted(_SOURCE_PARSERS))}, got {_show(kind)}")
+        return None  # without a known type its other keys cannot be judged
+    source = parse(s, name)
+    s.finish()
+    return source
+
+
+def _parse_sources(s: _Section) -> tuple[SourceConfig, ...]:
+    raw = s.raw("sources")
+    if raw in (_ABSENT, None, []):
+        s.error("sources", "required (at least one source)")
+        return ()
+    if not isinstance(raw, list):
+        s.error("sources", f"must be a list of sources, got {_show(raw)}")
+        return ()
+    sources: list[SourceConfig] = []
+    first: dict[str, str] = {}
+    for i, item in enumerate(raw):
+        where = f"{s.key('sources')}[{i}]"
+        source = _parse_source(s.child(where, item))
+        if source is not None:
+            sources.append(source)
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name in first:
+            s.error(f"sources[{i}].name", f"duplicate source name {name!r} (also {first[name]})")
+        elif isinstance(name, str):
+            first[name] = where
+    return tuple(sources)
+
+
+def _parse_mqtt(s: _Section) -> MqttConfig:
+    topic = s.text("topic", MqttConfig.topic)
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(topic) if f is not None}
+    except ValueError:  # an unbalanced brace
+        fields = {"{"}
+    if not fields <= set(TOPIC_FIELDS):
+        s.error("topic", f"may only use the placeholders {{device}} and {{source}}, got {topic!r}")
+    if "+" in topic or "#" in topic:  # wildcards are for subscribing; a broker rejects them in a publish
+        s.error("topic", f"must not contain the MQTT wildcards + or #, got {topic!r}")
+    return MqttConfig(host=s.text("host"), port=s.integer("port", MqttConfig.port, ge=1, le=65535),
+                      topic=topic, qos=s.choice("qos", MqttConfig.qos, (0, 1, 2)))
+
+
+def _parse_output(s: _Section) -> OutputConfig:
+    mqtt = None if s.raw("mqtt") in (_ABSENT, None) else s.section("mqtt", _parse_mqtt)
+    return OutputConfig(dir=s.path("dir"), mqtt=mqtt)
+
+
+def _check_output_dir(s: _Section, cfg: AppConfig) -> None:
+    # Result files written under a watched folder would come back as inputs.
+    out = cfg.output.dir
+    for src in cfg.sources:
+        if isinstance(src, FolderSource) and _known(out, src.path) and (
+                out == src.path or (src.recursive and out.is_relative_to(src.path))):
+            s.error("output.dir", f"must not be inside the folder of source {src.name!r} ({src.path})")
+
+
+def parse_config(data: Any, base_dir: Path, where: str = "config") -> AppConfig:
+    """Validate a parsed YAML document; relative paths are taken against ``base_dir``.
+
+    Raises ``InvalidConfig(where, problems)`` listing every problem found, each naming its key path.
+    """
+    problems: list[ConfigError] = []
+    s = _Section(data, "", problems, Path(os.path.abspath(Path(base_dir).expanduser())))
+    cfg = AppConfig(
+        model=s.section("model", lambda m: ModelConfig(
+            path=m.optional_path("path"), top_k=m.integer("top_k", ModelConfig.top_k, ge=1, le=1000),
+            threads=m.integer("threads", ModelConfig.threads, ge=0, le=64))),
+        sources=_parse_sources(s),
+        batch=s.section("batch", lambda b: BatchConfig(
+            max_size=b.integer("max_size", BatchConfig.max_size, ge=1, le=256),
+            max_wait_ms=b.number("max_wait_ms", BatchConfig.max_wait_ms, ge=0, le=10000))),
+        pipeline=s.section("pipeline", lambda p: PipelineConfig(
+            queue_size=p.integer("queue_size", PipelineConfig.queue_size, ge=1, le=100_000),
+            workers=p.integer("workers", PipelineConfig.workers, ge=0, le=64),
+            max_pixels=p.integer("max_pixels", PipelineConfig.max_pixels, ge=1),
+            max_file_bytes=p.integer("max_file_bytes", PipelineConfig.max_file_bytes, ge=1))),
+        output=s.section("output", _parse_output),
+        metrics=s.section("metrics", lambda m: MetricsConfig(
+            host=m.text("host", MetricsConfig.host), port=m.integer("port", MetricsConfig.port, ge=0, le=65535))),
+        shutdown=s.section("shutdown", lambda d: ShutdownConfig(
+            drain_timeout_s=d.number("drain_timeout_s", ShutdownConfig.drain_timeout_s, gt=0))),
+        logging=s.section("logging", lambda g: LoggingConfig(level=g.choice("level", LoggingConfig.level, LOG_LEVELS))),
+    )
+    s.finish()
+    _check_output_dir(s, cfg)
+    if problems:
+        raise InvalidConfig(where, problems)
+    return cfg
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise resolve silently to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # overriding a merged (<<) key is legitimate
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # super() reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a YAML config file; raises ``InvalidConfig`` listing every problem."""
+    def fail(message: str) -> InvalidConfig:
+        return InvalidConfig(str(path), [ConfigError("<file>", message)])
+
+    try:
+        file = Path(os.path.abspath(Path(path).expanduser()))
+        text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM some Windows editors write
+    except (OSError, RuntimeError) as e:
+        raise fail(f"cannot read: {getattr(e, 'strerror', None) or e}") from e
+    except UnicodeDecodeError as e:
+        raise fail(f"not UTF-8 text: {e}") from e
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        raise fail(f"invalid YAML: {e}") from e
+    return replace(parse_config(data, file.parent, where=str(path)), path=file)

@@ -1,0 +1,92 @@
+"""The inference thread: dynamic batching, one session, top-k. It alone touches the session."""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+
+import numpy as np
+
+from .errors import InputError
+from .jobs import Job
+from .lifecycle import Heartbeat, Stage
+from .metrics import Metrics
+from .postprocess import top_k
+from .session import ModelSession
+
+log = logging.getLogger(__name__)
+
+
+def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: float) -> list[Job]:
+    """``first`` plus whatever else arrives within ``max_wait_s``, up to ``max_size`` jobs."""
+    batch = [first]
+    deadline = time.monotonic() + max_wait_s
+    while len(batch) < max_size:
+        try:
+            batch.append(q.get_nowait())  # already waiting: never pay the wait for it
+            continue
+        except queue.Empty:
+            pass
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            batch.append(q.get(timeout=remaining))
+        except queue.Empty:
+            break
+    return batch
+
+
+class InferenceStage(Stage):
+    """prepared -> finished, in batches of up to ``max_size`` collected within ``max_wait_s``."""
+
+    def __init__(self, session: ModelSession, prepared: "queue.Queue[Job]", finished: "queue.Queue[Job]",
+                 metrics: Metrics, top: int, max_size: int, max_wait_s: float) -> None:
+        super().__init__("inference")
+        self.session = session
+        self._prepared, self._finished = prepared, finished
+        self._metrics = metrics
+        self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
+        self.heartbeat = Heartbeat()
+        self.busy_since: float | None = None  # monotonic start of the running batch, for the hang detector
+
+    def run(self) -> None:
+        while self.should_keep_running():
+            self.heartbeat.beat()
+            try:
+                first = self._prepared.get(timeout=self.poll_s)
+            except queue.Empty:
+                continue
+            batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s)
+            self._infer(batch)
+            for job in batch:
+                self._put(job)
+
+    def _infer(self, batch: list[Job]) -> None:
+        x = np.stack([j.tensor for j in batch])  # type: ignore[misc]
+        self.busy_since = time.monotonic()
+        try:
+            logits = self.session.run(x)
+        except Exception as e:  # noqa: BLE001 - an onnxruntime failure fails this batch, not the daemon
+            log.exception("inference failed for a batch of %d", len(batch))
+            for j in batch:
+                j.error = InputError("internal", f"inference failed: {e}")
+            return
+        finally:
+            elapsed = time.monotonic() - self.busy_since
+            self.busy_since = None
+        self._metrics.observe_batch(len(batch))
+        self._metrics.observe_stage("inference", elapsed)
+        labels = self.session.manifest.labels
+        for job, preds in zip(batch, top_k(logits, self._top, labels)):
+            job.predictions = preds
+            job.timings["inference"] = elapsed
+            job.tensor = None  # free the pixels now: results can wait in the writer's queue
+
+    def _put(self, job: Job) -> None:
+        while self.should_keep_running():
+            try:
+                self._finished.put(job, timeout=self.poll_s)
+                return
+            except queue.Full:
+                self.heartbeat.beat()  # blocked by the writer, not hung

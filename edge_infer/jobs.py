@@ -1,0 +1,37 @@
+"""What flows between the stages: one ``Job`` per input, carried from its source to its acknowledgement."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass
+class Job:
+    """One input. ``rel`` is its path relative to the source folder (the name results are filed under)."""
+
+    source: str
+    rel: str
+    path: Path
+    detected_at: float = field(default_factory=time.time)  # wall clock: end-to-end latency starts here
+    enqueued_at: float = field(default_factory=time.monotonic)
+    # Filled in along the way:
+    sha256: str | None = None
+    tensor: np.ndarray | None = None
+    width: int = 0
+    height: int = 0
+    error: InputError | None = None
+    duplicate: bool = False
+    predictions: list[dict[str, Any]] | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def outcome(self) -> str:
+        if self.duplicate:
+            return "duplicate"
+        return "failed" if self.error is not None else "ok"

@@ -1,0 +1,106 @@
+"""Stage base class and signal capture: the lifecycle pieces every long-running part shares."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from types import FrameType
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+
+class Stage:
+    """A thread with a stop event: ``start()``, ``stop()``, ``join(timeout) -> bool``, ``healthy()``.
+
+    Subclasses implement ``run()`` as a loop that checks ``should_keep_running()`` and never blocks for
+    longer than ``poll_s`` at a time, so that ``stop()`` takes effect within that bound.
+    """
+
+    poll_s = 0.2
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        except BaseException as e:  # noqa: BLE001 - recorded, logged and surfaced through healthy()
+            self.failure = e
+            log.exception("stage %s died", self.name)
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def should_keep_running(self) -> bool:
+        return not self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when asked to stop meanwhile."""
+        return self._stop.wait(seconds)
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def healthy(self) -> bool:
+        return self.alive() and self.failure is None
+
+
+class Heartbeat:
+    """A monotonic timestamp a loop refreshes on each turn, so a supervisor can tell a hung loop."""
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+
+    def beat(self) -> None:
+        self._at = time.monotonic()
+
+    def age(self) -> float:
+        return time.monotonic() - self._at
+
+
+class ShutdownFlags:
+    """Set by signal handlers (which do nothing else): first SIGTERM/SIGINT drains, a second one forces."""
+
+    def __init__(self) -> None:
+        self.should_exit = threading.Event()
+        self.force_exit = threading.Event()
+        self.reload = threading.Event()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload.set()
+        elif self.should_exit.is_set():
+            self.force_exit.set()
+        else:
+            self.should_exit.set()
+
+
+@contextmanager
+def capture_signals(flags: ShutdownFlags) -> Iterator[ShutdownFlags]:
+    """Route SIGTERM, SIGINT and SIGHUP to ``flags`` for the duration; restore the old handlers after."""
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, flags.handle) for s in signals}
+    try:
+        yield flags
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,118 @@
+"""The daemon's Prometheus metrics, all on one registry that the app creates and passes in.
+
+Nothing here touches prometheus_client's global default registry, so tests (and several apps in one
+process) can each build their own ``Metrics`` without "Duplicated timeseries" errors.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("ok", "failed", "duplicate")
+STAGES = ("queue", "preprocess", "inference", "write")
+# Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".
+ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "internal", "other")
+
+# Stages run from sub-millisecond (queue hand-off) to seconds (a slow disk or a cold model on a Pi).
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+END_TO_END_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """Every metric of the contract, registered on ``registry`` (never the global default one).
+
+    Label values must come from bounded sets: source names from the config, the constants above, and
+    fixed reason strings; never a file name or URL.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        # prometheus_client appends "_total" to counters itself; passing the bare name keeps it exact.
+        self.images_total = Counter("edge_infer_images", "Inputs finished, by outcome.",
+                                    ["source", "outcome"], registry=registry)
+        self.queue_depth = Gauge("edge_infer_queue_depth", "Inputs waiting for inference.", registry=registry)
+        self.stage_seconds = Histogram("edge_infer_stage_seconds", "Time spent per pipeline stage.",
+                                       ["stage"], buckets=STAGE_BUCKETS, registry=registry)
+        self.end_to_end_seconds = Histogram("edge_infer_end_to_end_seconds",
+                                            "From input seen to result written.", ["source"],
+                                            buckets=END_TO_END_BUCKETS, registry=registry)
+        self.batch_size = Histogram("edge_infer_batch_size", "Inputs per inference batch.",
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.model_info = Gauge("edge_infer_model_info", "The loaded model (always 1).",
+                                ["name", "sha256", "precision"], registry=registry)
+        self.camera_up = Gauge("edge_infer_camera_up", "1 while the camera stream delivers frames.",
+                               ["source"], registry=registry)
+        self.camera_reconnects_total = Counter("edge_infer_camera_reconnects", "Camera reconnect attempts.",
+                                               ["source"], registry=registry)
+        self.frames_dropped_total = Counter("edge_infer_frames_dropped", "Camera frames not classified.",
+                                            ["source", "reason"], registry=registry)
+        self.last_success_timestamp_seconds = Gauge("edge_infer_last_success_timestamp_seconds",
+                                                    "Unix time of the last ok result.", ["source"],
+                                                    registry=registry)
+        self.ready = Gauge("edge_infer_ready", "1 when /readyz answers 200.", registry=registry)
+        self.errors_total = Counter("edge_infer_errors", "Failed inputs, by error kind.",
+                                    ["source", "kind"], registry=registry)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        # Two concurrent set_model calls must not leave two labelsets behind.
+        self._model_lock = threading.Lock()
+
+    def init_source(self, name: str, kind: str) -> None:
+        """Create the source's series at 0 so dashboards and rate() see them before the first input."""
+        for outcome in OUTCOMES:
+            self.images_total.labels(name, outcome)
+        for error_kind in ERROR_KINDS:
+            self.errors_total.labels(name, error_kind)
+        self.last_success_timestamp_seconds.labels(name)
+        if kind == "camera":
+            self.camera_up.labels(name)
+            self.camera_reconnects_total.labels(name)
+
+    def set_model(self, name: str, sha256: str, precision: str) -> None:
+        """Expose the loaded model; a reload replaces the old labelset instead of adding a second one."""
+        with self._model_lock:
+            self.model_info.clear()
+            self.model_info.labels(name, sha256, precision).set(1)
+
+    def count(self, source: str, outcome: str, kind: str | None = None) -> None:
+        """One finished input; ``kind`` (for failures) also counts ``edge_infer_errors_total``."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
+        self.images_total.labels(source, outcome).inc()
+        if outcome == "ok":
+            self.last_success_timestamp_seconds.labels(source).set(time.time())
+        elif outcome == "failed" and kind is not None:
+            self.errors_total.labels(source, kind if kind in ERROR_KINDS else "other").inc()
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+        self.stage_seconds.labels(stage).observe(seconds)
+
+    def observe_end_to_end(self, source: str, seconds: float) -> None:
+        self.end_to_end_seconds.labels(source).observe(seconds)
+
+    def observe_batch(self, size: int) -> None:
+        self.batch_size.observe(size)
+
+    def set_queue_depth(self, depth: int) -> None:
+        self.queue_depth.set(depth)
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready.set(1 if ready else 0)
+
+    def set_camera_up(self, source: str, up: bool) -> None:
+        self.camera_up.labels(source).set(1 if up else 0)
+
+    def camera_reconnected(self, source: str) -> None:
+        self.camera_reconnects_total.labels(source).inc()
+
+    def frame_dropped(self, source: str, reason: str) -> None:
+        """``reason`` is a fixed string chosen by the camera stage (e.g. ``queue_full``, ``decode``)."""
+        self.frames_dropped_total.labels(source, reason).inc()

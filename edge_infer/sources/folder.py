@@ -1,0 +1,187 @@
+"""Folder source: files dropped into a folder become jobs once complete, each exactly once.
+
+inotify (watchdog's InotifyObserver with full move events) tells us when a file is complete: a write
+handle was closed (``closed``) or a finished file was renamed or moved in (``moved``). We never act on
+``modified``, which fires many times while a file is written. Files found by the start-up scan and
+files seen by the polling observer (network mounts) instead wait until their size and mtime have been
+still for ``settle_s``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from watchdog.events import (DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent,
+                             FileSystemEvent, FileSystemEventHandler)
+
+from ..config import FolderSource as FolderSourceConfig
+from ..jobs import Job
+from ..lifecycle import Stage
+
+log = logging.getLogger(__name__)
+TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", "~")
+
+
+def is_transient(rel: str) -> bool:
+    """Names still being written by their producer: hidden anywhere in the path, or a temporary suffix."""
+    parts = rel.split("/")
+    return any(p.startswith(".") for p in parts) or parts[-1].endswith(TEMP_SUFFIXES)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, source: "FolderSource") -> None:
+        self.source = source
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        if isinstance(event, FileClosedEvent):
+            self.source.candidate(src, settled=True)
+        elif isinstance(event, FileMovedEvent) and event.dest_path:
+            self.source.candidate(os.fsdecode(event.dest_path), settled=True)
+        elif isinstance(event, DirMovedEvent) and event.dest_path:
+            self.source.scan(Path(os.fsdecode(event.dest_path)))  # a whole folder moved in
+        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)) and self.source.polling:
+            self.source.candidate(src, settled=False)  # polling sees no closes: wait for stillness
+
+
+class FolderSource(Stage):
+    """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
+
+    def __init__(self, config: FolderSourceConfig, jobs: "queue.Queue[Job]",
+                 on_seen: Callable[[str], None] | None = None) -> None:
+        super().__init__(f"source-{config.name}")
+        self.config = config
+        self.root = Path(config.path)
+        self.polling = config.polling
+        self._jobs = jobs
+        self._lock = threading.Lock()
+        self._ready: dict[str, float] = {}  # abs path -> detected_at, in arrival order
+        self._settling: dict[str, tuple[int, float, float]] = {}  # abs path -> (size, mtime, still since)
+        self._in_flight: set[str] = set()
+        self._observer = None
+        self.armed = threading.Event()
+        self._on_seen = on_seen
+
+    # -- detection ------------------------------------------------------------------------------------------
+    def candidate(self, path: str, settled: bool) -> None:
+        rel = self._rel(path)
+        if rel is None or is_transient(rel):
+            return
+        with self._lock:
+            if path in self._in_flight or path in self._ready:
+                return
+            if settled:
+                self._settling.pop(path, None)
+                self._ready[path] = time.time()
+            elif path not in self._settling:
+                self._settling[path] = (-1, -1.0, time.monotonic())
+
+    def scan(self, folder: Path | None = None) -> int:
+        """Every file already present (start-up, or a folder moved in) becomes a candidate after settling."""
+        n = 0
+        for dirpath, dirnames, filenames in os.walk(folder or self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")] if self.config.recursive else []
+            for f in filenames:
+                self.candidate(os.path.join(dirpath, f), settled=False)
+                n += 1
+        return n
+
+    def _rel(self, path: str) -> str | None:
+        try:
+            rel = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return None  # moved out of the folder, or outside it altogether
+        if not self.config.recursive and "/" in rel:
+            return None
+        return rel
+
+    def _settle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            items = list(self._settling.items())
+        for path, (size, mtime, since) in items:
+            try:
+                st = os.stat(path)
+            except OSError:
+                with self._lock:
+                    self._settling.pop(path, None)  # gone before it settled: nothing to do
+                continue
+            if not os.path.isfile(path):
+                with self._lock:
+                    self._settling.pop(path, None)
+                continue
+            with self._lock:
+                if path not in self._settling:
+                    continue
+                if (st.st_size, st.st_mtime) != (size, mtime):
+                    self._settling[path] = (st.st_size, st.st_mtime, now)
+                elif now - since >= self.config.settle_s:
+                    del self._settling[path]
+                    self._ready[path] = time.time()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        from watchdog.observers.inotify import InotifyObserver
+        from watchdog.observers.polling import PollingObserver
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.polling:
+            self._observer = PollingObserver(timeout=self.config.poll_interval_s)
+        else:
+            self._observer = InotifyObserver(generate_full_events=True)
+        self._observer.schedule(_Handler(self), str(self.root), recursive=self.config.recursive)
+        self._observer.start()  # watching before the scan: a file arriving in between is seen by one or both
+        found = self.scan()
+        log.info("source %s: watching %s (%s), %d file(s) already there", self.config.name, self.root,
+                 "polling" if self.polling else "inotify", found)
+        super().start()
+        self.armed.set()
+
+    def run(self) -> None:
+        while self.should_keep_running():
+            self._settle()
+            self._dispatch()
+            self.wait(0.05 if self._settling else self.poll_s)
+
+    def _dispatch(self) -> None:
+        while self.should_keep_running():
+            with self._lock:
+                if not self._ready:
+                    return
+                path, detected = next(iter(self._ready.items()))
+            job = Job(source=self.config.name, rel=self._rel(path) or "", path=Path(path), detected_at=detected)
+            try:
+                self._jobs.put(job, timeout=self.poll_s)
+            except queue.Full:
+                continue  # backpressure: the file stays ready and is offered again; stop is checked
+            with self._lock:
+                self._ready.pop(path, None)
+                self._in_flight.add(path)
+            if self._on_seen:
+                self._on_seen(self.config.name)
+
+    def done(self, job: Job) -> None:
+        """The job is acknowledged (result durable, input moved/deleted/kept): forget it."""
+        with self._lock:
+            self._in_flight.discard(str(job.path))
+
+    def stop(self) -> None:
+        super().stop()
+        if self._observer is not None:
+            self._observer.stop()
+
+    def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        ok = True
+        if self._observer is not None:
+            self._observer.join(max(0.0, deadline - time.monotonic()))
+            ok = not self._observer.is_alive()
+        return super().join(max(0.0, deadline - time.monotonic())) and ok
+
+    def healthy(self) -> bool:
+        return super().healthy() and (self._observer is None or self._observer.is_alive())

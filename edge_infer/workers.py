@@ -1,0 +1,90 @@
+"""Preprocessing workers: read an input once (bytes -> sha256 -> pixels), or recognise it as already done.
+
+Several run in parallel: Pillow's decode and resize and numpy release the GIL, so threads use every core.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import time
+from pathlib import Path
+
+from .errors import InputError
+from .jobs import Job
+from .lifecycle import Stage
+from .preprocess import PreprocessSpec, prepare
+from .sinks.json_file import read_json, result_path
+
+log = logging.getLogger(__name__)
+
+
+def read_input(path: Path, max_bytes: int) -> bytes:
+    """The whole file, with typed errors; the size limit is checked before reading a byte."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise InputError("too_large", f"{size} bytes exceeds pipeline.max_file_bytes ({max_bytes})")
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError as e:
+        raise InputError("io", "file vanished before it was read") from e
+    except IsADirectoryError as e:
+        raise InputError("unsupported", "is a directory") from e
+    except OSError as e:
+        raise InputError("io", f"cannot read file: {e.strerror or e}") from e
+    if not data:
+        raise InputError("decode", "empty file (0 bytes)")
+    return data
+
+
+class PreprocessWorker(Stage):
+    """jobs -> (prepared | finished): pixels for inference, or straight to the writer when failed/duplicate."""
+
+    def __init__(self, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
+                 finished: "queue.Queue[Job]", spec: PreprocessSpec, output_dir: Path,
+                 max_pixels: int, max_bytes: int) -> None:
+        super().__init__(f"preprocess-{index}")
+        self._jobs, self._prepared, self._finished = jobs, prepared, finished
+        self._spec, self._output_dir = spec, output_dir
+        self._max_pixels, self._max_bytes = max_pixels, max_bytes
+
+    def run(self) -> None:
+        while self.should_keep_running():
+            try:
+                job = self._jobs.get(timeout=self.poll_s)
+            except queue.Empty:
+                continue
+            job.timings["queue"] = time.monotonic() - job.enqueued_at
+            t0 = time.monotonic()
+            self.process(job)
+            job.timings["preprocess"] = time.monotonic() - t0
+            self._put(self._finished if job.error or job.duplicate else self._prepared, job)
+
+    def process(self, job: Job) -> None:
+        try:
+            data = read_input(job.path, self._max_bytes)
+            job.sha256 = hashlib.sha256(data).hexdigest()
+            # Exactly once: a durable result for these very bytes means a previous run (or this one, before a
+            # crash) finished the work but did not get to acknowledge the input.
+            previous = read_json(result_path(self._output_dir, job.source, job.rel))
+            if previous and previous.get("status") == "ok" and previous.get("input_sha256") == job.sha256:
+                job.duplicate = True
+                return
+            p = prepare(data, self._spec, self._max_pixels)
+            job.tensor, job.width, job.height = p.tensor, p.width, p.height
+        except InputError as e:
+            job.error = e
+        except Exception as e:  # noqa: BLE001 - one bad input must never stop the worker
+            log.exception("unexpected error preprocessing %s", job.path)
+            job.error = InputError("internal", f"{type(e).__name__}: {e}")
+
+    def _put(self, q: "queue.Queue[Job]", job: Job) -> None:
+        while self.should_keep_running():
+            try:
+                q.put(job, timeout=self.poll_s)
+                return
+            except queue.Full:
+                continue
+        # Stopping with the queue full: the input is not acknowledged, so it is picked up on the next start.

@@ -1,0 +1,122 @@
+"""The writer: commit each result durably, then acknowledge its input (move / delete / keep).
+
+The order is the exactly-once guarantee: an input leaves the inbox only after its result (or its error
+record) is on disk, and a restart that finds the result for the same bytes acknowledges without redoing.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .jobs import Job
+from .lifecycle import Stage
+from .metrics import Metrics
+from .results import error_result, ok_result
+from .sinks.json_file import error_path, result_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceRoute:
+    """Where a folder source's outputs and inputs go."""
+
+    after: str  # move | delete | keep
+    done_dir: Path | None
+    failed_dir: Path
+    on_done: Callable[[Job], None]
+
+
+def move_file(src: Path, dest: Path) -> None:
+    """Rename within a file system; copy, fsync and unlink across file systems (``shutil.move`` does)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        shutil.move(str(src), str(dest))
+
+
+class ResultWriter(Stage):
+    """finished -> result JSON on disk -> input acknowledged -> metrics."""
+
+    max_backoff_s = 30.0
+
+    def __init__(self, finished: "queue.Queue[Job]", output_dir: Path, routes: dict[str, SourceRoute],
+                 model: dict[str, str], metrics: Metrics, on_acknowledged: Callable[[Job], None]) -> None:
+        super().__init__("writer")
+        self._finished, self._output_dir, self._routes = finished, output_dir, routes
+        self._model, self._metrics = model, metrics
+        self._on_acknowledged = on_acknowledged
+        self.blocked_reason: str | None = None  # set while the disk refuses writes
+
+    def run(self) -> None:
+        while self.should_keep_running():
+            try:
+                job = self._finished.get(timeout=self.poll_s)
+            except queue.Empty:
+                continue
+            self._commit_with_retry(job)
+
+    def _commit_with_retry(self, job: Job) -> None:
+        # A full or read-only disk must not turn good inputs into failures: hold this job (which backs the
+        # pipeline up to the sources) and retry until the disk accepts it or we are told to stop.
+        delay = 0.5
+        while True:
+            try:
+                self.commit(job)
+                self.blocked_reason = None
+                return
+            except OSError as e:
+                self.blocked_reason = f"cannot write results: {e.strerror or e}"
+                log.error("%s (%s); retrying in %.1fs", self.blocked_reason, job.path, delay)
+                if self.wait(delay):
+                    return  # stopping: the input stays unacknowledged and is redone on the next start
+                delay = min(delay * 2, self.max_backoff_s)
+
+    def commit(self, job: Job) -> None:
+        route = self._routes[job.source]
+        t0 = time.monotonic()
+        if job.error is not None:
+            write_json_atomic(error_path(route.failed_dir, job.rel),
+                              error_result(job.source, job.rel, job.sha256, job.error, self._model))
+            self._acknowledge(job, route, route.failed_dir / job.rel, force_move=True)
+            log.warning("%s/%s failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
+        else:
+            if not job.duplicate:
+                assert job.predictions is not None
+                t = job.timings
+                result = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, self._model,
+                                   job.width, job.height,
+                                   {k: 1000 * t.get(k, 0.0) for k in ("queue", "preprocess", "inference")})
+                write_json_atomic(result_path(self._output_dir, job.source, job.rel), result)
+            self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
+        elapsed = time.monotonic() - t0
+        self._metrics.observe_stage("write", elapsed)
+        for stage in ("queue", "preprocess"):
+            if stage in job.timings:
+                self._metrics.observe_stage(stage, job.timings[stage])
+        self._metrics.count(job.source, job.outcome, job.error.kind if job.error else None)
+        if job.outcome == "ok":
+            self._metrics.observe_end_to_end(job.source, max(0.0, time.time() - job.detected_at))
+        route.on_done(job)
+        self._on_acknowledged(job)
+
+    @staticmethod
+    def _acknowledge(job: Job, route: SourceRoute, dest: Path | None, force_move: bool = False) -> None:
+        try:
+            if force_move or route.after == "move":
+                assert dest is not None
+                move_file(job.path, dest)
+            elif route.after == "delete":
+                job.path.unlink()
+        except FileNotFoundError:
+            log.info("%s/%s was gone before it could be acknowledged", job.source, job.rel)
