@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: help install test test-fast model bench-model clean
+.PHONY: help install run test test-fast contract-check model bench-model clean
 
 help:
+	@echo "make run          install, then run the daemon on config/local.yaml (drop images into var/inbox)"
 	@echo "make install      create $(VENV) with the runtime, export and test dependencies"
 	@echo "make test         install, then run the whole test suite (what CI runs)"
 	@echo "make model        re-export the embedded int8 model from $(SHARED) (weights + photos)"
@@ -21,18 +22,26 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+run: install
+	$(VENV)/bin/edge-infer run -c config/local.yaml
+
 test: install
 	$(PY) -m pytest -q
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-build/model/model.onnx: install
+contract-check: install
+	PY=$(abspath $(PY)) $(SHARED)/checks/contract-check
+
+build/model/model.onnx: $(VENV)/.installed
 	$(PY) -m edge_infer export --weights $(SHARED)/weights/mobilenet_v2_imagenet1k.pth \
 	    --images $(SHARED)/images/imagenet-samples --labels-csv $(SHARED)/images/imagenet-samples/labels.csv \
 	    --class-names $(SHARED)/labels/imagenet1k_labels.txt --out build/model
 
-model: build/model/model.onnx
+model: $(VENV)/.installed
+	rm -rf build/model
+	$(MAKE) build/model/model.onnx
 	cp build/model/model.onnx build/model/model.json edge_infer/models/
 	@echo "embedded model updated: commit edge_infer/models/"
 

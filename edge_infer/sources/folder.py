@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from watchdog.events import (DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent,
+from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent,
                              FileSystemEvent, FileSystemEventHandler)
 
 from ..config import FolderSource as FolderSourceConfig
@@ -45,6 +45,9 @@ class _Handler(FileSystemEventHandler):
             self.source.candidate(os.fsdecode(event.dest_path), settled=True)
         elif isinstance(event, DirMovedEvent) and event.dest_path:
             self.source.scan(Path(os.fsdecode(event.dest_path)))  # a whole folder moved in
+        elif isinstance(event, DirCreatedEvent):
+            # Files written into a new folder before its inotify watch existed send no events of their own.
+            self.source.scan(Path(src))
         elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)) and self.source.polling:
             self.source.candidate(src, settled=False)  # polling sees no closes: wait for stillness
 

@@ -1,0 +1,74 @@
+"""Helpers for daemon tests: a config on tmp_path, an in-process app on a thread, polling with deadlines."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from edge_infer.app import App
+from edge_infer.config import load_config
+from edge_infer.lifecycle import ShutdownFlags
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def write_config(root: Path, sources: list[dict[str, Any]] | None = None, **sections: Any) -> Path:
+    sources = sources or [{"name": "drops", "type": "folder", "path": "inbox", "after": "move",
+                           "done_dir": "done", "failed_dir": "failed"}]
+    data = {"sources": sources, "output": {"dir": "results"}, "metrics": {"host": "127.0.0.1", "port": 0},
+            "batch": {"max_size": 4, "max_wait_ms": 5}, "pipeline": {"workers": 2}, "shutdown": {"drain_timeout_s": 10}}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class RunningApp:
+    """An ``App`` serving on a background thread, stopped (and checked to stop) on exit."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.app = App(load_config(config_path))
+        self.flags = ShutdownFlags()
+        self.thread = threading.Thread(target=self.app.serve, args=(self.flags,), name="test-app")
+
+    def __enter__(self) -> "RunningApp":
+        self.thread.start()
+        wait_for(lambda: self.app.is_ready() or not self.thread.is_alive(), 60, "ready")
+        assert self.app.is_ready(), "app died during start-up"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flags.should_exit.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "app did not stop"
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.app.registry.get_sample_value(name, labels) or 0.0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.app.http.port}{path}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+
+def read_result(root: Path, rel: str, source: str = "drops") -> dict[str, Any]:
+    return json.loads((root / "results" / source / f"{rel}.json").read_text())

@@ -1,0 +1,157 @@
+"""The daemon as systemd runs it: a real subprocess, a real NOTIFY_SOCKET, real signals, real HTTP."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, write_images
+from tests.integration.daemon_util import wait_for, write_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    yield path, sock
+    sock.close()
+
+
+def recv_all(sock: socket.socket, until: str, timeout: float) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got.extend(sock.recv(4096).decode().splitlines())
+        except socket.timeout:
+            continue
+        if until in got:
+            return got
+    raise AssertionError(f"no {until!r} within {timeout}s; got {got}")
+
+
+def start_daemon(cfg: Path, env_extra: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_notify_ready_watchdog_and_a_graceful_drain_on_sigterm(tmp_path, notify_socket):
+    port = free_port()
+    cfg = write_config(tmp_path, metrics={"port": port})
+    path, sock = notify_socket
+    proc = start_daemon(cfg, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    try:
+        lines = recv_all(sock, "READY=1", 60)
+        assert http_status(port, "/readyz") == 200  # READY=1 only once ready
+        assert any(line.startswith("STATUS=") for line in lines)
+        recv_all(sock, "WATCHDOG=1", 5)  # fed while the idle inference loop is healthy
+        imgs = write_images(tmp_path / "staging", 20, size=(400, 300))
+        for p in imgs:
+            shutil.copy(p, tmp_path / "inbox" / p.name)
+        time.sleep(0.3)  # some in flight, most not yet
+        proc.send_signal(signal.SIGTERM)
+        recv_all(sock, "STOPPING=1", 10)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Nothing half-done: every input is either acknowledged with a complete result, or still in the inbox.
+    done = {p.name for p in (tmp_path / "done").glob("*")} if (tmp_path / "done").exists() else set()
+    waiting = {p.name for p in (tmp_path / "inbox").glob("*")}
+    assert done | waiting == {p.name for p in imgs} and not done & waiting
+    for name in done:
+        assert yaml.safe_load((tmp_path / "results" / "drops" / f"{name}.json").read_text())["status"] == "ok"
+    assert not list((tmp_path / "results").rglob(".*.tmp"))
+
+
+def test_sigint_twice_forces_a_quick_exit(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path, metrics={"port": port})
+    proc = start_daemon(cfg, {})
+    try:
+        wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_readyz_is_503_while_draining(tmp_path):
+    port = free_port()
+    # A drain long enough to look at: many large inputs through one worker.
+    cfg = write_config(tmp_path, metrics={"port": port}, pipeline={"workers": 1}, batch={"max_size": 1})
+    proc = start_daemon(cfg, {})
+    try:
+        wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
+        for p in write_images(tmp_path / "staging", 60, size=(1600, 1200)):
+            shutil.copy(p, tmp_path / "inbox" / p.name)
+        wait_for(lambda: (tmp_path / "done").exists(), 30, "work under way")
+        proc.send_signal(signal.SIGTERM)
+        assert wait_for(lambda: http_status(port, "/readyz") == 503, 10, "503 while draining")
+        assert http_status(port, "/healthz") == 200  # alive while draining
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "edge_infer", *args], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_bad_config_exits_78_naming_the_key(tmp_path):
+    cfg = write_config(tmp_path, batch={"max_size": 0})
+    r = run_cli("run", "-c", str(cfg))
+    assert r.returncode == 78 and "batch.max_size" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("check-config", "-c", str(cfg))
+    assert r.returncode == 78 and "batch.max_size: must be >= 1" in r.stderr
+    good = write_config(tmp_path)
+    assert run_cli("check-config", "-c", str(good)).returncode == 0
+
+
+def test_port_in_use_is_a_clear_fatal_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        cfg = write_config(tmp_path, metrics={"port": s.getsockname()[1]})
+        r = run_cli("run", "-c", str(cfg))
+    assert r.returncode == 1 and "cannot start" in r.stderr and "Traceback" not in r.stderr
