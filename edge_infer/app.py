@@ -13,11 +13,13 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
 from .errors import ConfigError
 from .inference import InferenceStage
+from .buffers import TensorPool
 from .jobs import Job
 from .lifecycle import ShutdownFlags
 from .metrics import Metrics
@@ -75,7 +77,8 @@ class App:
         self.pending = Counter()
         p = config.pipeline
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
-        self.prepared: queue.Queue[Job] = queue.Queue(maxsize=2 * config.batch.max_size)
+        # Bounded by the tensor pool: at most pool.count prepared images exist at once.
+        self.prepared: queue.Queue[Job] = queue.Queue()
         self.finished: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
         self.http = HttpServer(config.metrics.host, config.metrics.port, self.registry, self.is_alive, self.is_ready)
         self.sources: list[FolderSource] = []
@@ -110,11 +113,15 @@ class App:
                   for src in self.sources}
         self.writer = ResultWriter(self.finished, c.output.dir, routes, model, self.metrics,
                                    on_acknowledged=lambda _job: self.pending.add(-1))
-        self.inference = InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
-                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0)
         n_workers = c.pipeline.workers or os.cpu_count() or 2
+        # uint8 crops: enough for a full batch waiting while another is collected and every worker busy.
+        crop = m.preprocess.crop
+        pool = TensorPool(2 * c.batch.max_size + n_workers, (crop, crop, 3), np.uint8)
+        self.inference = InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
+                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool)
         self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
-                                         c.pipeline.max_pixels, c.pipeline.max_file_bytes) for i in range(n_workers)]
+                                         c.pipeline.max_pixels, c.pipeline.max_file_bytes, pool)
+                        for i in range(n_workers)]
         c.output.dir.mkdir(parents=True, exist_ok=True)
         for stage in (self.writer, self.inference, *self.workers):
             stage.start()

@@ -77,14 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ops-yaml", type=Path, help="also write the TorchScript model's root operators (YAML)")
     s.add_argument("--no-bench", action="store_true", help="skip the latency comparison")
 
-    s = sub.add_parser("bench", help="model-only latency and throughput, models side by side")
-    s.add_argument("--model-only", action="store_true", help="time the models alone (the only mode so far)")
+    s = sub.add_parser("bench", help="throughput and latency: end to end (default) or --model-only")
+    s.add_argument("--model-only", action="store_true", help="time the models alone, side by side")
     s.add_argument("--model", dest="models", action="append", type=_named_path, default=[], metavar="NAME=PATH",
                    help="a model to compare (repeatable); default: int8=the embedded model")
     s.add_argument("--images", type=Path, help="prepare inputs from these images (default: random pixels)")
     s.add_argument("--batch", type=_csv_ints, default=(1, 8), help="batch sizes, e.g. 1,8")
     s.add_argument("--threads", type=_csv_ints, default=(1, 2), help="intra-op thread counts, e.g. 1,2")
-    s.add_argument("--rounds", type=int, default=15, help="interleaved bursts per model and setting")
+    s.add_argument("--rounds", type=int, default=None,
+                   help="interleaved bursts per model and setting (default 15), or end-to-end rounds (default 3)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
@@ -203,6 +204,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .manifest import default_model_path
     from .preprocess import PreprocessSpec
 
+    if not args.model_only:
+        from .bench_e2e import end_to_end
+
+        if args.images is None:
+            raise ConfigError("--images", "the end-to-end benchmark needs a folder of images")
+        model = Path(args.models[0][1]) if args.models else None
+        print(end_to_end(args.images, rounds=args.rounds or 3, model=model))
+        return EXIT_OK
     models = {name: Path(path) for name, path in args.models} or {"int8": default_model_path()}
     for name, path in models.items():
         if not path.is_file():
@@ -214,7 +223,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         inputs = load_images(list_images(args.images)[:16], spec, "preparing inputs").tensors
     else:
         inputs = np.random.default_rng(0).standard_normal((16, 3, spec.crop, spec.crop), dtype=np.float32)
-    results = model_only(models, inputs, batches=args.batch, threads=args.threads, rounds=args.rounds)
+    results = model_only(models, inputs, batches=args.batch, threads=args.threads, rounds=args.rounds or 15)
     if args.json:
         _print_json([{**r.__dict__, "best_ms_per_image": r.best_ms_per_image, "images_per_second": r.images_per_second}
                      for r in results])

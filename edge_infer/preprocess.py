@@ -135,31 +135,51 @@ def resize_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return img.crop((left, top, left + spec.crop, top + spec.crop))
 
 
-def normalise(img: Image.Image, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """HWC uint8 -> CHW float32 ``(x / 255 - mean) / std``, written into ``out`` when given (a batch slot)."""
-    arr = np.asarray(img, dtype=np.float32)
-    scale = np.float32(1.0 / 255.0) / np.asarray(spec.std, dtype=np.float32)
-    offset = np.asarray(spec.mean, dtype=np.float32) / np.asarray(spec.std, dtype=np.float32)
-    chw = (arr * scale - offset).transpose(2, 0, 1)
+def normalise(img: Image.Image | np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """HWC uint8 -> CHW float32 ``(x / 255 - mean) / std``, written into ``out`` when given (a batch slot).
+
+    Computed in place in the destination: no full-size temporaries, which on a small device cost as much
+    memory traffic as the arithmetic.
+    """
     if out is None:
-        return np.ascontiguousarray(chw)
-    out[...] = chw
+        out = np.empty((3, spec.crop, spec.crop), np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    out[...] = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)  # the cast happens in the copy
+    out *= np.float32(1.0 / 255.0) / std
+    out -= np.asarray(spec.mean, dtype=np.float32)[:, None, None] / std
     return out
 
 
-def prepare(source: str | os.PathLike[str] | bytes | BinaryIO, spec: PreprocessSpec,
-            max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None) -> Prepared:
-    """Decode, orient, convert, resize, crop and normalise one image."""
+def crop_pixels(source: str | os.PathLike[str] | bytes | BinaryIO, spec: PreprocessSpec,
+                max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None) -> Prepared:
+    """Decode, orient, convert, resize and crop one image: ``tensor`` is the HWC uint8 crop.
+
+    Four times smaller than the normalised tensor, so this is what the daemon keeps between stages; it is
+    normalised straight into the inference batch (``normalise(..., out=batch[i])``).
+    """
     img = open_image(source, max_pixels)
     try:
         rgb = to_rgb(img)
         width, height = rgb.size
-        tensor = normalise(resize_crop(rgb, spec), spec, out)
+        crop = resize_crop(rgb, spec)
+        if out is None:
+            pixels = np.asarray(crop, dtype=np.uint8)
+        else:
+            out[...] = np.asarray(crop, dtype=np.uint8)
+            pixels = out
     except (OSError, ValueError) as e:
         raise InputError("decode", f"cannot convert image: {e}") from e
     finally:
         img.close()
-    return Prepared(tensor=tensor, width=width, height=height)
+    return Prepared(tensor=pixels, width=width, height=height)
+
+
+def prepare(source: str | os.PathLike[str] | bytes | BinaryIO, spec: PreprocessSpec,
+            max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None) -> Prepared:
+    """Decode, orient, convert, resize, crop and normalise one image: ``tensor`` is CHW float32."""
+    p = crop_pixels(source, spec, max_pixels)
+    p.tensor = normalise(p.tensor, spec, out)
+    return p
 
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})

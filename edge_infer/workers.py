@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 from .errors import InputError
+from .buffers import TensorPool
 from .jobs import Job
 from .lifecycle import Stage
-from .preprocess import PreprocessSpec, prepare
+from .preprocess import PreprocessSpec, crop_pixels
 from .sinks.json_file import read_json, result_path
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,16 @@ def read_input(path: Path, max_bytes: int) -> bytes:
 
 
 class PreprocessWorker(Stage):
-    """jobs -> (prepared | finished): pixels for inference, or straight to the writer when failed/duplicate."""
+    """jobs -> (prepared | finished): a uint8 crop for inference, or straight to the writer when failed/duplicate."""
 
     def __init__(self, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
                  finished: "queue.Queue[Job]", spec: PreprocessSpec, output_dir: Path,
-                 max_pixels: int, max_bytes: int) -> None:
+                 max_pixels: int, max_bytes: int, pool: TensorPool) -> None:
         super().__init__(f"preprocess-{index}")
         self._jobs, self._prepared, self._finished = jobs, prepared, finished
         self._spec, self._output_dir = spec, output_dir
         self._max_pixels, self._max_bytes = max_pixels, max_bytes
+        self._pool = pool
 
     def run(self) -> None:
         while self.should_keep_running():
@@ -60,7 +62,11 @@ class PreprocessWorker(Stage):
             t0 = time.monotonic()
             self.process(job)
             job.timings["preprocess"] = time.monotonic() - t0
-            self._put(self._finished if job.error or job.duplicate else self._prepared, job)
+            if job.error or job.duplicate:
+                self._put(self._finished, job)
+            elif job.tensor is not None:
+                self._put(self._prepared, job)
+            # else: stopped while waiting for a tensor; the input stays for the next start
 
     def process(self, job: Job) -> None:
         try:
@@ -72,13 +78,27 @@ class PreprocessWorker(Stage):
             if previous and previous.get("status") == "ok" and previous.get("input_sha256") == job.sha256:
                 job.duplicate = True
                 return
-            p = prepare(data, self._spec, self._max_pixels)
-            job.tensor, job.width, job.height = p.tensor, p.width, p.height
+            out = self._acquire()
+            if out is None:
+                return  # stopping
+            job.tensor = out
+            p = crop_pixels(data, self._spec, self._max_pixels, out=out)
+            job.width, job.height = p.width, p.height
         except InputError as e:
             job.error = e
         except Exception as e:  # noqa: BLE001 - one bad input must never stop the worker
             log.exception("unexpected error preprocessing %s", job.path)
             job.error = InputError("internal", f"{type(e).__name__}: {e}")
+        if job.error is not None:
+            self._pool.release(job.tensor)
+            job.tensor = None
+
+    def _acquire(self):  # type: ignore[no-untyped-def]
+        while self.should_keep_running():
+            out = self._pool.acquire(self.poll_s)
+            if out is not None:
+                return out
+        return None
 
     def _put(self, q: "queue.Queue[Job]", job: Job) -> None:
         while self.should_keep_running():

@@ -67,6 +67,7 @@ class FolderSource(Stage):
         self._settling: dict[str, tuple[int, float, float]] = {}  # abs path -> (size, mtime, still since)
         self._in_flight: set[str] = set()
         self._observer = None
+        self._wake = threading.Event()  # set when a file becomes ready: dispatch at once, not at the next tick
         self.armed = threading.Event()
         self._on_seen = on_seen
 
@@ -81,6 +82,7 @@ class FolderSource(Stage):
             if settled:
                 self._settling.pop(path, None)
                 self._ready[path] = time.time()
+                self._wake.set()
             elif path not in self._settling:
                 self._settling[path] = (-1, -1.0, time.monotonic())
 
@@ -147,9 +149,10 @@ class FolderSource(Stage):
 
     def run(self) -> None:
         while self.should_keep_running():
+            self._wake.clear()
             self._settle()
             self._dispatch()
-            self.wait(0.05 if self._settling else self.poll_s)
+            self._wake.wait(0.05 if self._settling else self.poll_s)
 
     def _dispatch(self) -> None:
         while self.should_keep_running():
@@ -175,6 +178,7 @@ class FolderSource(Stage):
 
     def stop(self) -> None:
         super().stop()
+        self._wake.set()
         if self._observer is not None:
             self._observer.stop()
 

@@ -1,0 +1,200 @@
+"""End-to-end benchmark: the daemon (a real subprocess on a watched folder) against the naive serial loop
+and ``classify``, on the same photos and model, interleaved round by round in one run.
+
+The naive loop is what a user writes first: per file, PIL decode, resize, crop, normalise with numpy,
+``session.run`` on a batch of one, ``json.dump``. The daemon is timed from the moment the files are renamed
+into its inbox until the last result JSON exists; its latency is each file's arrival -> result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .manifest import default_model_path, load_manifest
+from .preprocess import is_image_name
+from .session import make_ort_session
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    name: str
+    images: int
+    seconds: float
+    cpu_seconds: float
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return self.images / self.seconds
+
+
+def naive_loop(files: list[Path], out_dir: Path, model: Path) -> Run:
+    """The floor: one file at a time, everything in Python on the caller's thread."""
+    from PIL import Image
+
+    m = load_manifest(model)
+    session = make_ort_session(model)
+    mean, std = np.array(m.preprocess.mean, np.float32), np.array(m.preprocess.std, np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c0, t0 = time.process_time(), time.perf_counter()
+    for f in files:
+        img = Image.open(f).convert("RGB")
+        w, h = img.size
+        s = 256 / min(w, h)
+        img = img.resize((max(256, int(w * s)), max(256, int(h * s))), Image.BILINEAR)
+        left, top = (img.width - 224) // 2, (img.height - 224) // 2
+        x = (np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32) / 255 - mean) / std
+        logits = session.run(None, {m.input_name: x.transpose(2, 0, 1)[None]})[0][0]
+        with open(out_dir / f"{f.name}.json", "w") as fp:
+            json.dump({"input": f.name, "top1": int(np.argmax(logits))}, fp)
+    return Run("naive loop", len(files), time.perf_counter() - t0, time.process_time() - c0)
+
+
+def classify_run(files: list[Path], model: Path) -> Run:
+    from .classify import classify
+    from .session import ModelSession
+
+    session = ModelSession.load(model)
+    c0, t0 = time.process_time(), time.perf_counter()
+    classify([str(f) for f in files], session, 5, lambda obj: json.dumps(obj))
+    return Run("classify", len(files), time.perf_counter() - t0, time.process_time() - c0)
+
+
+def _proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Daemon:
+    """``edge-infer run`` on a temporary folder, as a subprocess."""
+
+    def __init__(self, work: Path, model: Path, batch: int, wait_ms: float) -> None:
+        self.work = work
+        port = _free_port()
+        self.port = port
+        cfg = {"model": {"path": str(model)},
+               "sources": [{"name": "bench", "type": "folder", "path": "inbox", "after": "delete",
+                            "failed_dir": "failed"}],
+               "batch": {"max_size": batch, "max_wait_ms": wait_ms}, "output": {"dir": "results"},
+               "metrics": {"host": "127.0.0.1", "port": port}, "logging": {"level": "warning"}}
+        (work / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(work / "config.yaml")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not self._ready():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"daemon did not get ready: {self.proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def burst(self, files: list[Path], round_no: int) -> Run:
+        staging = self.work / f"staging{round_no}"
+        staging.mkdir()
+        names = []
+        for f in files:
+            shutil.copy(f, staging / f.name)
+            names.append(f.name)
+        results = self.work / "results" / "bench"
+        arrived: dict[str, float] = {}
+        cpu0, t0 = _proc_cpu(self.proc.pid), time.perf_counter()
+        for n in names:  # a rename is how finished files land in a watched folder
+            os.rename(staging / n, self.work / "inbox" / f"r{round_no}_{n}")
+            arrived[f"r{round_no}_{n}.json"] = time.perf_counter()
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + 600
+        while len(seen) < len(names) and time.monotonic() < deadline:
+            for e in os.scandir(results) if results.exists() else ():
+                if e.name in arrived and e.name not in seen:
+                    seen[e.name] = time.perf_counter()
+            time.sleep(0.002)
+        elapsed = max(seen.values()) - t0
+        return Run("daemon", len(seen), elapsed, _proc_cpu(self.proc.pid) - cpu0,
+                   [seen[n] - arrived[n] for n in seen])
+
+    def idle_cpu_percent(self, seconds: float = 5.0) -> float:
+        c0 = _proc_cpu(self.proc.pid)
+        time.sleep(seconds)
+        return 100 * (_proc_cpu(self.proc.pid) - c0) / seconds
+
+    def rss_mb(self) -> tuple[float, float]:
+        return _proc_rss_mb(self.proc.pid), _proc_rss_mb(self.proc.pid, "VmHWM")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def end_to_end(images: Path, rounds: int = 3, model: Path | None = None, batch: int = 8,
+               wait_ms: float = 10) -> str:
+    model = model or default_model_path()
+    files = sorted(p for p in images.rglob("*") if p.is_file() and is_image_name(p.name))
+    if not files:
+        raise ValueError(f"no images in {images}")
+    runs: dict[str, list[Run]] = {"naive loop": [], "classify": [], "daemon": []}
+    with tempfile.TemporaryDirectory(prefix="edge-infer-bench-") as tmp:
+        work = Path(tmp)
+        daemon = Daemon(work, model, batch, wait_ms)
+        try:
+            idle = daemon.idle_cpu_percent()
+            for r in range(rounds):
+                runs["naive loop"].append(naive_loop(files, work / f"naive{r}", model))
+                runs["classify"].append(classify_run(files, model))
+                runs["daemon"].append(daemon.burst(files, r))
+            rss, hwm = daemon.rss_mb()
+        finally:
+            daemon.stop()
+    return _report(runs, len(files), idle, rss, hwm)
+
+
+def _report(runs: dict[str, list[Run]], n: int, idle: float, rss: float, hwm: float) -> str:
+    naive_best = max(r.throughput for r in runs["naive loop"])
+    lines = [f"{n} images, {len(runs['daemon'])} interleaved rounds; best round of each",
+             f"{'pipeline':<12} {'img/s':>8} {'x naive':>8} {'CPU ms/img':>11} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"]
+    for name, rs in runs.items():
+        best = max(rs, key=lambda r: r.throughput)
+        cpu = min(r.cpu_seconds / r.images for r in rs) * 1000
+        lat = "".join(f" {np.percentile(best.latencies, q) * 1000:>8.0f}" for q in (50, 95, 99)) if best.latencies \
+            else f" {'-':>8} {'-':>8} {'-':>8}"
+        lines.append(f"{name:<12} {best.throughput:>8.1f} {best.throughput / naive_best:>8.2f} {cpu:>11.2f}{lat}")
+    lines.append(f"daemon resident memory: {rss:.0f} MB now, {hwm:.0f} MB peak; idle CPU: {idle:.2f}%")
+    return "\n".join(lines)

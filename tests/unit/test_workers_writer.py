@@ -1,0 +1,122 @@
+"""The preprocessing worker and the writer on real files: failures become records, never exceptions."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from edge_infer.buffers import TensorPool
+from edge_infer.jobs import Job
+from edge_infer.metrics import Metrics
+from edge_infer.preprocess import PreprocessSpec
+from edge_infer.workers import PreprocessWorker
+from edge_infer.writer import ResultWriter, SourceRoute
+from tests.conftest import write_images
+
+
+def make_worker(tmp_path, max_bytes=10_000_000):
+    q: queue.Queue = queue.Queue()
+    return PreprocessWorker(0, q, q, q, PreprocessSpec(), tmp_path / "results", 50_000_000, max_bytes,
+                            TensorPool(2, (224, 224, 3), np.uint8))
+
+
+def make_writer(tmp_path, after="move"):
+    done: list[Job] = []
+    routes = {"s": SourceRoute(after, tmp_path / "done", tmp_path / "failed", done.append)}
+    w = ResultWriter(queue.Queue(), tmp_path / "results", routes, {"name": "m", "sha256": "x", "precision": "int8"},
+                     Metrics(CollectorRegistry()), on_acknowledged=lambda job: None)
+    return w, done
+
+
+def test_a_file_removed_before_it_is_read_gets_an_error_record(tmp_path):
+    job = Job("s", "gone.jpg", tmp_path / "inbox" / "gone.jpg")
+    make_worker(tmp_path).process(job)
+    assert job.error is not None and job.error.kind == "io" and "vanished" in job.error.message
+    writer, done = make_writer(tmp_path)
+    writer.commit(job)  # the input is gone: the record is still written, nothing raises
+    record = json.loads((tmp_path / "failed" / "gone.jpg.error.json").read_text())
+    assert record["status"] == "failed" and record["error"]["kind"] == "io" and done == [job]
+
+
+def test_an_unreadable_file_is_an_io_error(tmp_path):
+    from edge_infer.errors import InputError
+    from edge_infer.workers import read_input
+
+    path = write_images(tmp_path, 1)[0]
+    path.chmod(0)
+    # root reads anything: check in a forked child that drops to an unprivileged user, as the service runs.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            if os.geteuid() == 0:
+                os.setuid(65534)
+            read_input(path, 10**7)
+            os.write(w, b"read it")
+        except InputError as e:
+            os.write(w, f"{e.kind} {e.message}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        assert f.read().startswith("io cannot read file: Permission denied")
+
+
+def test_a_read_error_from_the_device_is_an_io_error(tmp_path):
+    from edge_infer.errors import InputError
+    from edge_infer.workers import read_input
+
+    # Reading /proc/self/mem at offset 0 fails with EIO, as a bad SD-card sector does.
+    with pytest.raises(InputError) as e:
+        read_input(Path("/proc/self/mem"), 10**7)
+    assert e.value.kind == "io" and "Input/output error" in e.value.message
+
+
+def test_file_over_the_byte_limit_is_refused_before_reading(tmp_path):
+    path = write_images(tmp_path, 1)[0]
+    job = Job("s", path.name, path)
+    make_worker(tmp_path, max_bytes=100).process(job)
+    assert job.error.kind == "too_large" and "max_file_bytes" in job.error.message
+
+
+def test_ok_result_is_committed_before_the_input_moves(tmp_path):
+    path = write_images(tmp_path / "inbox" / "sub", 1)[0]
+    job = Job("s", "sub/" + path.name, path)
+    make_worker(tmp_path).process(job)
+    job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
+    writer, done = make_writer(tmp_path)
+    writer.commit(job)
+    result = json.loads((tmp_path / "results" / "s" / "sub" / f"{path.name}.json").read_text())
+    assert result["input"] == f"sub/{path.name}" and result["input_sha256"] == job.sha256
+    assert (tmp_path / "done" / "sub" / path.name).exists() and not path.exists()
+    assert not list((tmp_path / "results").rglob(".*.tmp"))
+
+
+def test_a_full_disk_holds_the_job_and_retries_instead_of_failing_it(tmp_path):
+    path = write_images(tmp_path / "inbox", 1)[0]
+    job = Job("s", path.name, path)
+    make_worker(tmp_path).process(job)
+    job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
+    writer, done = make_writer(tmp_path)
+    (tmp_path / "results").write_text("")  # a file where the results folder must be: every write fails
+    writer._finished.put(job)
+    writer.start()
+    try:
+        import time
+        deadline = time.monotonic() + 10
+        while writer.blocked_reason is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writer.blocked_reason and path.exists() and not done  # held, not failed, not acknowledged
+        (tmp_path / "results").unlink()  # space comes back
+        while not done and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        assert done == [job] and writer.blocked_reason is None and not path.exists()
+    finally:
+        writer.stop()
+        assert writer.join(5)
