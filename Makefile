@@ -4,13 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: help install run test test-fast contract-check model bench-model clean
+.PHONY: help install run test test-fast contract-check model bench bench-model clean
 
 help:
 	@echo "make run          install, then run the daemon on config/local.yaml (drop images into var/inbox)"
 	@echo "make install      create $(VENV) with the runtime, export and test dependencies"
 	@echo "make test         install, then run the whole test suite (what CI runs)"
 	@echo "make model        re-export the embedded int8 model from $(SHARED) (weights + photos)"
+	@echo "make bench        end to end: the daemon vs the naive serial loop vs classify, on $(SHARED)'s photos"
 	@echo "make bench-model  model-only latency: int8 vs fp32 vs the Model Zoo peer, side by side"
 
 $(VENV)/.installed: pyproject.toml
@@ -44,6 +45,9 @@ model: $(VENV)/.installed
 	$(MAKE) build/model/model.onnx
 	cp build/model/model.onnx build/model/model.json edge_infer/models/
 	@echo "embedded model updated: commit edge_infer/models/"
+
+bench: install
+	$(PY) -m edge_infer bench --images $(SHARED)/images/imagenet-samples --rounds 5
 
 bench-model: build/model/model.onnx
 	$(PY) -m edge_infer bench --model-only --images $(SHARED)/images/imagenet-samples \
