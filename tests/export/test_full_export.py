@@ -43,3 +43,15 @@ def test_fp32_onnx_sees_pixels_exactly_as_torchvision_does(exported):
     y = np.array([truth[n] for n in images.names])
     assert len(y) == 200 and abs(float((logits.argmax(1) == y).mean()) - 0.855) < 1e-9
 
+
+
+def test_export_reproduces_the_embedded_model_bit_for_bit(exported):
+    # `make model` must give back exactly what ships, when run with the tool versions that made it.
+    from edge_infer.manifest import default_model_path, load_manifest, sha256_file
+
+    out, manifest = exported
+    shipped = load_manifest(default_model_path()).raw
+    keys = ("torch", "onnx", "onnxruntime", "numpy", "machine")
+    if any(shipped["tools"][k] != manifest["tools"][k] for k in keys):
+        pytest.skip(f"tool versions differ from the embedded model's: {[shipped['tools'][k] for k in keys]}")
+    assert sha256_file(out / "model.onnx") == shipped["sha256"]
