@@ -90,24 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Most specific first: what each expected error prints and the exit status it maps to.
+_ERRORS: tuple[tuple[type[Exception], str, int], ...] = (
+    (InvalidConfig, "invalid config ", EXIT_CONFIG),
+    (ConfigError, "config error: ", EXIT_CONFIG),
+    (VerificationError, "verification failed: ", EXIT_VERIFY),
+    (EdgeInferError, "", EXIT_FAILED),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if args.command == "export" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = logging.DEBUG if args.verbose else logging.INFO if args.command in ("export", "run") else logging.WARNING
+    # The daemon logs to stderr for journald, which stamps each line itself.
+    fmt = "%(levelname)s %(name)s: %(message)s" if args.command == "run" else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    commands = {"run": cmd_run, "check-config": cmd_check_config, "info": cmd_info, "classify": cmd_classify,
+                "export": cmd_export, "bench": cmd_bench}
     try:
-        return {"run": cmd_run, "check-config": cmd_check_config, "info": cmd_info, "classify": cmd_classify, "export": cmd_export, "bench": cmd_bench}[args.command](args)
-    except InvalidConfig as e:
-        print(f"edge-infer: invalid config {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ConfigError as e:
-        print(f"edge-infer: config error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except VerificationError as e:
-        print(f"edge-infer: verification failed: {e}", file=sys.stderr)
-        return EXIT_VERIFY
+        return commands[args.command](args)
     except EdgeInferError as e:
-        print(f"edge-infer: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        prefix, code = next((p, c) for t, p, c in _ERRORS if isinstance(e, t))
+        print(f"edge-infer: {prefix}{e}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("edge-infer: interrupted", file=sys.stderr)
         return 130

@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import SAMPLES
 from tests.integration.daemon_util import wait_for, write_config
-from tests.integration.test_daemon_process import (free_port, http_status, notify_socket, recv_all,  # noqa: F401
-                                                   run_cli, start_daemon)
+from tests.integration.test_daemon_process import (daemon, free_port, http_status, notify_socket,  # noqa: F401
+                                                   recv_all, run_cli)
 
 
 def scrape(port: int, name: str, **labels: str) -> float:
@@ -36,8 +36,7 @@ def test_200_photos_sigterm_mid_burst_restart_and_5_more(tmp_path, shared, notif
     inbox, done = tmp_path / "inbox", tmp_path / "done"
     path, sock = notify_socket
 
-    proc = start_daemon(cfg, {"NOTIFY_SOCKET": path})
-    try:
+    with daemon(cfg, {"NOTIFY_SOCKET": path}) as proc:
         recv_all(sock, "READY=1", 60)
         for p in photos:
             shutil.copy(p, inbox / p.name)
@@ -46,18 +45,13 @@ def test_200_photos_sigterm_mid_burst_restart_and_5_more(tmp_path, shared, notif
         recv_all(sock, "STOPPING=1", 10)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     first_run = {p.name for p in done.iterdir()}
     left = {p.name for p in inbox.iterdir()}
     assert first_run | left == {p.name for p in photos} and not first_run & left
     assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written
     assert 0 < len(first_run) < 200, "the SIGTERM should land mid-burst"
 
-    proc = start_daemon(cfg, {})
-    try:
+    with daemon(cfg) as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready again")
         extras = photos[:5]
         for i, p in enumerate(extras):
@@ -66,10 +60,9 @@ def test_200_photos_sigterm_mid_burst_restart_and_5_more(tmp_path, shared, notif
         ok = scrape(port, "edge_infer_images_total", source="drops", outcome="ok")
         assert ok == 205 - len(first_run)
         assert scrape(port, "edge_infer_images_total", source="drops", outcome="failed") == 0
-    finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        assert proc.returncode == 0
     assert not list(inbox.iterdir())
 
     # Every result is complete and as right as the one-shot classify on the same photos.

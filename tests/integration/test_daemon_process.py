@@ -8,9 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -58,18 +60,25 @@ def recv_all(sock: socket.socket, until: str, timeout: float) -> list[str]:
     raise AssertionError(f"no {until!r} within {timeout}s; got {got}")
 
 
-def start_daemon(cfg: Path, env_extra: dict[str, str]) -> subprocess.Popen:
-    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(cfg)], env=env,
+@contextmanager
+def daemon(cfg: Path, env_extra: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``edge-infer run`` as a subprocess; killed if the test leaves it running."""
+    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(cfg)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def test_notify_ready_watchdog_and_a_graceful_drain_on_sigterm(tmp_path, notify_socket):
     port = free_port()
     cfg = write_config(tmp_path, metrics={"port": port})
     path, sock = notify_socket
-    proc = start_daemon(cfg, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
-    try:
+    with daemon(cfg, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}) as proc:
         lines = recv_all(sock, "READY=1", 60)
         assert http_status(port, "/readyz") == 200  # READY=1 only once ready
         assert any(line.startswith("STATUS=") for line in lines)
@@ -82,10 +91,6 @@ def test_notify_ready_watchdog_and_a_graceful_drain_on_sigterm(tmp_path, notify_
         recv_all(sock, "STOPPING=1", 10)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # Nothing half-done: every input is either acknowledged with a complete result, or still in the inbox.
     done = {p.name for p in (tmp_path / "done").glob("*")} if (tmp_path / "done").exists() else set()
     waiting = {p.name for p in (tmp_path / "inbox").glob("*")}
@@ -98,25 +103,19 @@ def test_notify_ready_watchdog_and_a_graceful_drain_on_sigterm(tmp_path, notify_
 def test_sigint_twice_forces_a_quick_exit(tmp_path):
     port = free_port()
     cfg = write_config(tmp_path, metrics={"port": port})
-    proc = start_daemon(cfg, {})
-    try:
+    with daemon(cfg) as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=15)
         assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_readyz_is_503_while_draining(tmp_path):
     port = free_port()
     # A drain long enough to look at: many large inputs through one worker.
     cfg = write_config(tmp_path, metrics={"port": port}, pipeline={"workers": 1}, batch={"max_size": 1})
-    proc = start_daemon(cfg, {})
-    try:
+    with daemon(cfg) as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
         for p in write_images(tmp_path / "staging", 60, size=(1600, 1200)):
             shutil.copy(p, tmp_path / "inbox" / p.name)
@@ -126,10 +125,6 @@ def test_readyz_is_503_while_draining(tmp_path):
         assert http_status(port, "/healthz") == 200  # alive while draining
         proc.communicate(timeout=60)
         assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
