@@ -66,8 +66,9 @@ class App:
     """One daemon instance. Everything it owns is created here and passed down; nothing is global."""
 
     def __init__(self, config: AppConfig, notifier: Notifier | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, hang_timeout_s: float = HANG_TIMEOUT_S) -> None:
         check_supported(config)
+        self.hang_timeout_s = hang_timeout_s
         self.config = config
         self.notifier = notifier or Notifier(None)
         self.registry = registry or CollectorRegistry()
@@ -91,7 +92,7 @@ class App:
     def is_alive(self) -> bool:
         if self.inference is None:
             return True  # still starting: alive, not ready
-        return self.inference.healthy() and self.inference.heartbeat.age() < HANG_TIMEOUT_S
+        return self.inference.healthy() and self.inference.heartbeat.age() < self.hang_timeout_s
 
     def is_ready(self) -> bool:
         return self.ready and not self.draining and self.is_alive()

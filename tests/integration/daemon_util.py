@@ -40,8 +40,8 @@ def write_config(root: Path, sources: list[dict[str, Any]] | None = None, **sect
 class RunningApp:
     """An ``App`` serving on a background thread, stopped (and checked to stop) on exit."""
 
-    def __init__(self, config_path: Path) -> None:
-        self.app = App(load_config(config_path))
+    def __init__(self, config_path: Path, **app_kwargs: Any) -> None:
+        self.app = App(load_config(config_path), **app_kwargs)
         self.flags = ShutdownFlags()
         self.thread = threading.Thread(target=self.app.serve, args=(self.flags,), name="test-app")
 

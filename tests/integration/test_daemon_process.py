@@ -150,3 +150,34 @@ def test_port_in_use_is_a_clear_fatal_error(tmp_path):
         cfg = write_config(tmp_path, metrics={"port": s.getsockname()[1]})
         r = run_cli("run", "-c", str(cfg))
     assert r.returncode == 1 and "cannot start" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, notify_socket):
+    # The session is made to block as a wedged onnxruntime call would; nothing else is faked.
+    import threading
+
+    from edge_infer.systemd import Notifier
+    from tests.conftest import write_images
+    from tests.integration.daemon_util import RunningApp
+
+    path, sock = notify_socket
+    cfg = write_config(tmp_path)
+    release = threading.Event()
+    with RunningApp(cfg, notifier=Notifier(path, watchdog_usec=400_000), hang_timeout_s=1.0) as run:
+        recv_all(sock, "WATCHDOG=1", 5)
+        session = run.app.inference.session
+        real_run = session.run
+        session.run = lambda batch: (release.wait(30), real_run(batch))[1]
+        shutil.copy(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "x.jpg")
+        wait_for(lambda: run.get("/healthz")[0] == 503, 10, "healthz 503 once hung")
+        drain_until = time.monotonic() + 0.5
+        while time.monotonic() < drain_until:  # pings sent before the hang was noticed
+            try:
+                sock.recv(4096)
+            except socket.timeout:
+                pass
+        with pytest.raises(AssertionError):
+            recv_all(sock, "WATCHDOG=1", 1.5)  # systemd would now restart the service
+        release.set()
+        wait_for(lambda: run.get("/healthz")[0] == 200, 10, "healthy again")
+        recv_all(sock, "WATCHDOG=1", 5)
