@@ -11,12 +11,14 @@ from .buffers import TensorPool
 from .errors import InputError
 from .jobs import Job
 from .lifecycle import Heartbeat, Stage
+from .memory import heap_trimmer
 from .metrics import Metrics
 from .postprocess import top_k
 from .preprocess import normalise
 from .session import ModelSession
 
 log = logging.getLogger(__name__)
+TRIM_EVERY_S = 0.2  # often enough to keep the peak flat, rarely enough to cost nothing measurable
 
 
 def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: float) -> list[Job]:
@@ -52,6 +54,8 @@ class InferenceStage(Stage):
         self.heartbeat = Heartbeat()
         self._pool = pool
         self._batch = np.empty((max_size, *session.input_shape), np.float32)
+        self._trim_heap = heap_trimmer()
+        self._trimmed_at = 0.0
         self.busy_since: float | None = None  # monotonic start of the running batch, for the hang detector
 
     def run(self) -> None:
@@ -65,6 +69,9 @@ class InferenceStage(Stage):
             self._infer(batch)
             for job in batch:
                 self._put(job)
+            if time.monotonic() - self._trimmed_at > TRIM_EVERY_S:
+                self._trim_heap()
+                self._trimmed_at = time.monotonic()
 
     def _infer(self, batch: list[Job]) -> None:
         spec = self.session.manifest.preprocess

@@ -18,6 +18,13 @@ LABEL_NAMES = SHARED / "labels" / "imagenet1k_labels.txt"
 PEER = SHARED / "models" / "onnx-zoo-mobilenetv2-12-int8.onnx"
 
 
+def skip_unless_ci(reason: str) -> None:
+    """Skip with ``reason`` on a developer's machine; fail in CI, which must provide everything."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
 def _shared_reason() -> str:
     return (f"needs the shared data at {SHARED} (real weights and photos; present in CI, absent in a fresh "
             "clone; set EDGE_INFER_SHARED to point elsewhere)")
@@ -26,9 +33,7 @@ def _shared_reason() -> str:
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SAMPLES / "labels.csv").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have ../shared: {_shared_reason()}")
-        pytest.skip(_shared_reason())
+        skip_unless_ci(_shared_reason())
     return SHARED
 
 
@@ -69,7 +74,25 @@ def torch_module():
     try:
         import torch
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install the export extra (torch)")
-        pytest.skip("needs torch: pip install -e '.[export,dev]'")
+        skip_unless_ci("needs torch: pip install -e '.[export,dev]'")
     return torch
+
+
+@pytest.fixture(scope="session")
+def pyav():
+    """PyAV (the `camera` extra)."""
+    try:
+        import av
+    except ImportError:
+        skip_unless_ci("needs PyAV: pip install -e '.[camera,dev]'")
+    return av
+
+
+@pytest.fixture(scope="session")
+def rtsp() -> None:
+    """GStreamer's RTSP server under Debian's python3 (.ci/install-system-deps installs it)."""
+    from tests.support.rtsp import rtsp_available
+
+    reason = rtsp_available()
+    if reason:
+        skip_unless_ci(reason)
