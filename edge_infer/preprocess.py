@@ -106,7 +106,8 @@ def open_image(source: str | os.PathLike[str] | bytes | BinaryIO, max_pixels: in
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Upright RGB: EXIF orientation applied, alpha composited on white, other modes converted."""
-    img = ImageOps.exif_transpose(img)
+    # in place: the default returns a full copy even when there is nothing to rotate
+    ImageOps.exif_transpose(img, in_place=True)
     if img.mode == "RGB":
         return img
     if img.mode == "P":
