@@ -6,12 +6,13 @@ work), drain what is in flight within ``shutdown.drain_timeout_s``, then the sta
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -25,11 +26,15 @@ from .lifecycle import ShutdownFlags
 from .metrics import Metrics
 from .results import model_ref
 from .session import ModelSession, SessionOptions
+from .sinks.jsonl import JsonlSink
 from .sources.folder import FolderSource
 from .systemd import Notifier
 from .web import HttpServer
 from .workers import PreprocessWorker
 from .writer import ResultWriter, SourceRoute
+
+if TYPE_CHECKING:
+    from .sources.camera import CameraSource as CameraStage
 
 log = logging.getLogger(__name__)
 HANG_TIMEOUT_S = 30.0  # an inference loop silent this long is hung: /healthz fails, WATCHDOG=1 stops
@@ -54,10 +59,11 @@ class Counter:
 
 
 def check_supported(config: AppConfig) -> None:
-    """Features the config language has but this build does not run yet are refused by key, not ignored."""
+    """Features that need an extra, or that this build does not run yet, are refused by key, not ignored."""
     for i, s in enumerate(config.sources):
-        if isinstance(s, CameraSource):
-            raise ConfigError(f"sources[{i}].type", "camera sources are not supported by this version yet")
+        if isinstance(s, CameraSource) and importlib.util.find_spec("av") is None:
+            raise ConfigError(f"sources[{i}].type", "camera sources need the 'camera' extra (PyAV): "
+                                                    "pip install 'edge-infer[camera]'")
     if config.output.mqtt is not None:
         raise ConfigError("output.mqtt", "the MQTT sink is not supported by this version yet")
 
@@ -83,6 +89,7 @@ class App:
         self.finished: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
         self.http = HttpServer(config.metrics.host, config.metrics.port, self.registry, self.is_alive, self.is_ready)
         self.sources: list[FolderSource] = []
+        self.cameras: list[CameraStage] = []
         self.workers: list[PreprocessWorker] = []
         self.inference: InferenceStage | None = None
         self.writer: ResultWriter | None = None
@@ -112,8 +119,11 @@ class App:
                         for s in c.sources if isinstance(s, FolderSourceConfig)]
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
                   for src in self.sources}
+        cams = [s for s in c.sources if isinstance(s, CameraSource)]
+        sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
+                 for cam in cams}
         self.writer = ResultWriter(self.finished, c.output.dir, routes, model, self.metrics,
-                                   on_acknowledged=lambda _job: self.pending.add(-1))
+                                   on_acknowledged=lambda _job: self.pending.add(-1), camera_sinks=sinks)
         n_workers = c.pipeline.workers or os.cpu_count() or 2
         # uint8 crops: enough for a full batch waiting while another is collected and every worker busy.
         crop = m.preprocess.crop
@@ -123,17 +133,23 @@ class App:
         self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
                                          c.pipeline.max_pixels, c.pipeline.max_file_bytes, pool)
                         for i in range(n_workers)]
+        if cams:
+            from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
+
+            self.cameras = [CameraStage(cam, self.prepared, pool, m.preprocess, self.metrics) for cam in cams]
         c.output.dir.mkdir(parents=True, exist_ok=True)
         for stage in (self.writer, self.inference, *self.workers):
             stage.start()
         for src in self.sources:
             self.metrics.init_source(src.config.name, "folder")
             src.start()
+        for cam in self.cameras:
+            cam.start()  # armed at once; each connects in its own thread and may be down: see camera_up
         self.ready = True
         self.metrics.set_ready(True)
         self.notifier.ready()
-        log.info("ready: model %s (%s, %s), %d source(s), %d worker(s)", m.name, session.precision,
-                 session.sha256[:12], len(self.sources), n_workers)
+        log.info("ready: model %s (%s, %s), %d folder(s), %d camera(s), %d worker(s)", m.name,
+                 session.precision, session.sha256[:12], len(self.sources), len(self.cameras), n_workers)
 
     # -- main loop ------------------------------------------------------------------------------------------
     def main_loop(self, flags: ShutdownFlags) -> None:
@@ -166,9 +182,9 @@ class App:
         self.notifier.stopping()
         self.notifier.status("draining")
         clean = True
-        for src in self.sources:
+        for src in (*self.sources, *self.cameras):
             src.stop()
-        for src in self.sources:
+        for src in (*self.sources, *self.cameras):
             clean &= src.join(STAGE_JOIN_S)
         deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
         while self.pending.value > 0 and time.monotonic() < deadline and not flags.force_exit.is_set():

@@ -45,11 +45,23 @@ class FolderSource:
 
 @dataclass(frozen=True)
 class CameraSource:
-    """A camera or stream, sampled at ``fps`` frames per second."""
+    """A camera or stream (RTSP, HTTP(S), /dev/videoN, a video file), sampled at ``fps`` frames per second."""
     name: str
-    url: str
+    url: str  # a local video file is stored as an absolute path
     type: Literal["camera"] = "camera"
     fps: float = 2.0
+    transport: Literal["tcp", "udp"] = "tcp"  # RTSP only; TCP survives lossy links and NAT
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    reconnect_min_s: float = 1.0  # backoff after a failure doubles from here, with jitter...
+    reconnect_max_s: float = 30.0  # ...up to here
+    stall_after_s: float = 10.0  # no frame for this long: the feed counts as down and is reopened
+    frozen_after_s: float = 30.0  # identical frames for this long: reported as frozen
+    loop: bool = True  # video files: start again at the end
+    video_size: str | None = None  # V4L2: "640x480"
+    input_format: str | None = None  # V4L2: "mjpeg", "yuyv422", ...
+    rotate_bytes: int = 16 * 1024 * 1024  # JSON Lines results: a new file past this size (and each day)
+    keep_files: int = 10  # JSON Lines files kept per camera
 
 
 SourceConfig = Union[FolderSource, CameraSource]
@@ -276,8 +288,35 @@ def _parse_folder(s: _Section, name: str) -> FolderSource:
                         settle_s=s.number("settle_s", FolderSource.settle_s, ge=0))
 
 
+_SIZE = re.compile(r"[1-9][0-9]{0,4}x[1-9][0-9]{0,4}")
+
+
+def _camera_url(s: _Section) -> str:
+    url = s.text("url")
+    if url and "://" not in url and not url.startswith("/dev/"):
+        return os.path.normpath(s.base_dir / Path(url).expanduser())  # a video file, relative to the config
+    return url
+
+
 def _parse_camera(s: _Section, name: str) -> CameraSource:
-    return CameraSource(name=name, url=s.text("url"), fps=s.number("fps", CameraSource.fps, gt=0, le=60))
+    c = CameraSource
+    optional = {k: (s.text(k, pattern=_SIZE if k == "video_size" else None) if s.raw(k) not in (_ABSENT, None) else None)
+                for k in ("video_size", "input_format")}
+    cam = CameraSource(
+        name=name, url=_camera_url(s), fps=s.number("fps", c.fps, gt=0, le=60),
+        transport=s.choice("transport", c.transport, ("tcp", "udp")),
+        open_timeout_s=s.number("open_timeout_s", c.open_timeout_s, gt=0, le=300),
+        read_timeout_s=s.number("read_timeout_s", c.read_timeout_s, gt=0, le=300),
+        reconnect_min_s=s.number("reconnect_min_s", c.reconnect_min_s, gt=0),
+        reconnect_max_s=s.number("reconnect_max_s", c.reconnect_max_s, gt=0),
+        stall_after_s=s.number("stall_after_s", c.stall_after_s, gt=0),
+        frozen_after_s=s.number("frozen_after_s", c.frozen_after_s, gt=0),
+        loop=s.flag("loop", c.loop), video_size=optional["video_size"], input_format=optional["input_format"],
+        rotate_bytes=s.integer("rotate_bytes", c.rotate_bytes, ge=4096),
+        keep_files=s.integer("keep_files", c.keep_files, ge=1, le=10000))
+    if cam.reconnect_max_s < cam.reconnect_min_s:
+        s.error("reconnect_max_s", f"must be >= reconnect_min_s ({cam.reconnect_min_s}), got {cam.reconnect_max_s}")
+    return cam
 
 
 # The source types, keyed by the config's `type`; a new source kind adds its parser here.

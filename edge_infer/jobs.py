@@ -17,7 +17,7 @@ class Job:
 
     source: str
     rel: str
-    path: Path
+    path: Path | None  # None for a camera frame
     detected_at: float = field(default_factory=time.time)  # wall clock: end-to-end latency starts here
     enqueued_at: float = field(default_factory=time.monotonic)
     # Filled in along the way:
@@ -27,6 +27,7 @@ class Job:
     height: int = 0
     error: InputError | None = None
     duplicate: bool = False
+    frame: dict[str, Any] | None = None  # camera frames: timestamp, seq, media time
     predictions: list[dict[str, Any]] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 

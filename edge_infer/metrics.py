@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Plat
 
 log = logging.getLogger(__name__)
 
+# pipeline_full: no free slot for a sampled frame (the daemon is busy); decode: a frame that would not convert.
+FRAME_DROP_REASONS = ("pipeline_full", "decode")
 OUTCOMES = ("ok", "failed", "duplicate")
 STAGES = ("queue", "preprocess", "inference", "write")
 # Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".
@@ -50,6 +52,10 @@ class Metrics:
                                ["source"], registry=registry)
         self.camera_reconnects_total = Counter("edge_infer_camera_reconnects", "Camera reconnect attempts.",
                                                ["source"], registry=registry)
+        self.camera_frozen = Gauge("edge_infer_camera_frozen", "1 while the camera sends identical frames.",
+                                   ["source"], registry=registry)
+        self.camera_stalls_total = Counter("edge_infer_camera_stalls", "Times a camera sent no frame for "
+                                           "stall_after_s and was reopened.", ["source"], registry=registry)
         self.frames_dropped_total = Counter("edge_infer_frames_dropped", "Camera frames not classified.",
                                             ["source", "reason"], registry=registry)
         self.last_success_timestamp_seconds = Gauge("edge_infer_last_success_timestamp_seconds",
@@ -73,6 +79,10 @@ class Metrics:
         if kind == "camera":
             self.camera_up.labels(name)
             self.camera_reconnects_total.labels(name)
+            self.camera_frozen.labels(name)
+            self.camera_stalls_total.labels(name)
+            for reason in FRAME_DROP_REASONS:
+                self.frames_dropped_total.labels(name, reason)
 
     def set_model(self, name: str, sha256: str, precision: str) -> None:
         """Expose the loaded model; a reload replaces the old labelset instead of adding a second one."""
@@ -114,5 +124,6 @@ class Metrics:
         self.camera_reconnects_total.labels(source).inc()
 
     def frame_dropped(self, source: str, reason: str) -> None:
-        """``reason`` is a fixed string chosen by the camera stage (e.g. ``queue_full``, ``decode``)."""
+        if reason not in FRAME_DROP_REASONS:
+            raise ValueError(f"reason must be one of {FRAME_DROP_REASONS}, not {reason!r}")
         self.frames_dropped_total.labels(source, reason).inc()

@@ -160,19 +160,20 @@ def crop_pixels(source: str | os.PathLike[str] | bytes | BinaryIO, spec: Preproc
     """
     img = open_image(source, max_pixels)
     try:
-        rgb = to_rgb(img)
-        width, height = rgb.size
-        crop = resize_crop(rgb, spec)
-        if out is None:
-            pixels = np.asarray(crop, dtype=np.uint8)
-        else:
-            out[...] = np.asarray(crop, dtype=np.uint8)
-            pixels = out
+        return crop_image(to_rgb(img), spec, out)
     except (OSError, ValueError) as e:
         raise InputError("decode", f"cannot convert image: {e}") from e
     finally:
         img.close()
-    return Prepared(tensor=pixels, width=width, height=height)
+
+
+def crop_image(rgb: Image.Image, spec: PreprocessSpec, out: np.ndarray | None = None) -> Prepared:
+    """An upright RGB picture (a decoded file, a camera frame) -> its HWC uint8 crop."""
+    crop = np.asarray(resize_crop(rgb, spec), dtype=np.uint8)
+    if out is not None:
+        out[...] = crop
+        crop = out
+    return Prepared(tensor=crop, width=rgb.width, height=rgb.height)
 
 
 def prepare(source: str | os.PathLike[str] | bytes | BinaryIO, spec: PreprocessSpec,

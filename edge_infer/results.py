@@ -30,3 +30,10 @@ def error_result(source: str, input_name: str, input_sha256: str | None, error: 
         "source": source, "input": input_name, "input_sha256": input_sha256, "status": "failed",
         "error": {"kind": error.kind, "message": error.message}, "model": model, "finished_at": utc_now(),
     }
+
+
+def frame_result(result: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+    """A camera frame's result: ``frame`` (timestamp, seq) in place of ``input_sha256``."""
+    out = {k: v for k, v in result.items() if k != "input_sha256"}
+    out["frame"] = frame
+    return out

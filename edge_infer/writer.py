@@ -18,8 +18,9 @@ from typing import Callable
 from .jobs import Job
 from .lifecycle import Stage
 from .metrics import Metrics
-from .results import error_result, ok_result
+from .results import error_result, frame_result, ok_result
 from .sinks.json_file import error_path, result_path, write_json_atomic
+from .sinks.jsonl import JsonlSink
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +52,26 @@ class ResultWriter(Stage):
     max_backoff_s = 30.0
 
     def __init__(self, finished: "queue.Queue[Job]", output_dir: Path, routes: dict[str, SourceRoute],
-                 model: dict[str, str], metrics: Metrics, on_acknowledged: Callable[[Job], None]) -> None:
+                 model: dict[str, str], metrics: Metrics, on_acknowledged: Callable[[Job], None],
+                 camera_sinks: dict[str, JsonlSink] | None = None) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
+        self._camera_sinks = camera_sinks or {}
         self._model, self._metrics = model, metrics
         self._on_acknowledged = on_acknowledged
         self.blocked_reason: str | None = None  # set while the disk refuses writes
 
     def run(self) -> None:
-        while self.should_keep_running():
-            try:
-                job = self._finished.get(timeout=self.poll_s)
-            except queue.Empty:
-                continue
-            self._commit_with_retry(job)
+        try:
+            while self.should_keep_running():
+                try:
+                    job = self._finished.get(timeout=self.poll_s)
+                except queue.Empty:
+                    continue
+                self._commit_with_retry(job)
+        finally:
+            for sink in self._camera_sinks.values():
+                sink.close()
 
     def _commit_with_retry(self, job: Job) -> None:
         # A full or read-only disk must not turn good inputs into failures: hold this job (which backs the
@@ -83,6 +90,10 @@ class ResultWriter(Stage):
                 delay = min(delay * 2, self.max_backoff_s)
 
     def commit(self, job: Job) -> None:
+        if job.frame is not None:
+            self._commit_frame(job)
+            return
+        assert job.path is not None
         route = self._routes[job.source]
         t0 = time.monotonic()
         if job.error is not None:
@@ -99,19 +110,36 @@ class ResultWriter(Stage):
                                    {k: 1000 * t.get(k, 0.0) for k in ("queue", "preprocess", "inference")})
                 write_json_atomic(result_path(self._output_dir, job.source, job.rel), result)
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
-        elapsed = time.monotonic() - t0
-        self._metrics.observe_stage("write", elapsed)
+        self._observe(job, time.monotonic() - t0)
+        route.on_done(job)
+        self._on_acknowledged(job)
+
+    def _commit_frame(self, job: Job) -> None:
+        """A camera frame: one line in its camera's JSON Lines file; there is no input to acknowledge."""
+        t0 = time.monotonic()
+        assert job.frame is not None
+        if job.error is not None:
+            obj = error_result(job.source, job.rel, None, job.error, self._model)
+        else:
+            assert job.predictions is not None
+            t = job.timings
+            obj = ok_result(job.source, job.rel, "", job.predictions, self._model, job.width, job.height,
+                            {k: 1000 * t.get(k, 0.0) for k in ("queue", "preprocess", "inference")})
+        self._camera_sinks[job.source].append(frame_result(obj, job.frame))
+        self._observe(job, time.monotonic() - t0)
+
+    def _observe(self, job: Job, write_s: float) -> None:
+        self._metrics.observe_stage("write", write_s)
         for stage in ("queue", "preprocess"):
             if stage in job.timings:
                 self._metrics.observe_stage(stage, job.timings[stage])
         self._metrics.count(job.source, job.outcome, job.error.kind if job.error else None)
         if job.outcome == "ok":
             self._metrics.observe_end_to_end(job.source, max(0.0, time.time() - job.detected_at))
-        route.on_done(job)
-        self._on_acknowledged(job)
 
     @staticmethod
     def _acknowledge(job: Job, route: SourceRoute, dest: Path | None, force_move: bool = False) -> None:
+        assert job.path is not None
         try:
             if force_move or route.after == "move":
                 assert dest is not None

@@ -1,0 +1,197 @@
+"""Camera source: RTSP, HTTP(S) streams, V4L2 devices and video files, through PyAV (FFmpeg).
+
+One thread per camera reads the stream continuously (a live stream must be drained or it backs up), and
+every 1/fps seconds takes the newest frame: resized and cropped straight into a free slot of the shared
+tensor pool, then handed to the batcher. When no slot is free the daemon is busy and the frame is dropped
+and counted; a camera never waits, so it can never hold up a folder. Every blocking call has a timeout;
+failures reopen the stream with exponential backoff and jitter; a feed that sends nothing is stalled, one
+that sends identical frames is frozen, and both are logged and exported.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import queue
+import random
+import time
+from typing import Any, Callable
+
+from ..buffers import TensorPool
+from ..config import CameraSource as CameraConfig
+from ..jobs import Job
+from ..lifecycle import Stage
+from ..metrics import Metrics
+from ..preprocess import PreprocessSpec, crop_image
+
+log = logging.getLogger(__name__)
+
+
+class StreamEnded(Exception):
+    """A video file reached its end (and does not loop)."""
+
+
+class Stalled(Exception):
+    """Packets but no picture for ``stall_after_s``."""
+
+
+def backoff_s(attempt: int, lo: float, hi: float, rnd: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before reopening after ``attempt`` consecutive failures: doubling, capped, jittered
+    (so that cameras that failed together do not all reconnect in the same instant)."""
+    cap = min(hi, lo * 2 ** min(attempt, 30))
+    return lo + (cap - lo) * rnd()
+
+
+def open_args(cfg: CameraConfig) -> tuple[str, dict[str, Any]]:
+    """(url, keyword arguments for ``av.open``) for each kind of camera URL."""
+    timeouts = (cfg.open_timeout_s, cfg.read_timeout_s)  # PyAV's interrupt callback: open, then each read
+    io_timeout_us = str(int(cfg.read_timeout_s * 1_000_000))  # FFmpeg's own socket timeout
+    url = cfg.url
+    if url.startswith("/dev/"):
+        options = {k: v for k, v in (("video_size", cfg.video_size), ("input_format", cfg.input_format)) if v}
+        return url, {"format": "v4l2", "options": options, "timeout": timeouts}
+    if url.startswith(("rtsp://", "rtsps://")):
+        # fpsprobesize=0: do not read ~2 s of frames to guess the frame rate before returning.
+        options = {"rtsp_transport": cfg.transport, "timeout": io_timeout_us, "fpsprobesize": "0"}
+        return url, {"options": options, "timeout": timeouts}
+    if "://" in url:  # http(s) MJPEG and other network streams
+        return url, {"options": {"timeout": io_timeout_us}, "timeout": timeouts}
+    return url, {"timeout": timeouts}
+
+
+class CameraSource(Stage):
+    """One camera: a reading thread that samples frames into ``prepared`` (see the module docstring)."""
+
+    poll_s = 0.5
+
+    def __init__(self, config: CameraConfig, prepared: "queue.Queue[Job]", pool: TensorPool,
+                 spec: PreprocessSpec, metrics: Metrics) -> None:
+        super().__init__(f"camera-{config.name}")
+        self.config = config
+        self._prepared, self._pool, self._spec, self._metrics = prepared, pool, spec, metrics
+        self.is_file = "://" not in config.url and not config.url.startswith("/dev/")
+        self.up = False
+        self.frozen = False
+        self.seq = 0
+        self._last_hash = b""
+        self._same_since = 0.0
+
+    def start(self) -> None:
+        self._metrics.init_source(self.config.name, "camera")
+        self._set_up(False)
+        super().start()  # armed: the stream is opened by the thread, so a dead camera never delays start-up
+
+    # -- connection loop ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        import av
+
+        failures = 0
+        name = self.config.name
+        while self.should_keep_running():
+            try:
+                self._stream(av)
+                failures = 0 if self.is_file else failures  # a file that ended cleanly
+                if self.is_file and not self.config.loop:
+                    log.info("camera %s: %s ended", name, self.config.url)
+                    self._set_up(False)
+                    while not self.wait(self.poll_s):  # nothing more to read; idle until stopped
+                        pass
+                    return
+                continue
+            except Stalled:
+                self._metrics.camera_stalls_total.labels(name).inc()
+                log.warning("camera %s: stalled, no picture for %.0fs; reopening", name, self.config.stall_after_s)
+            except StreamEnded:
+                log.warning("camera %s: the stream ended; reopening", name)
+            except (av.error.FFmpegError, OSError, ValueError) as e:
+                log.warning("camera %s: %s: %s", name, type(e).__name__, e)
+            self._set_up(False)
+            delay = backoff_s(failures, self.config.reconnect_min_s, self.config.reconnect_max_s)
+            failures += 1
+            if self.wait(delay):
+                return
+            self._metrics.camera_reconnected(name)
+
+    def _stream(self, av: Any) -> None:
+        url, kwargs = open_args(self.config)
+        container = av.open(url, **kwargs)
+        try:
+            stream = container.streams.video[0]
+            period = 1.0 / self.config.fps
+            t0 = time.monotonic()
+            first_pts: float | None = None
+            next_sample = 0.0
+            last_frame = time.monotonic()
+            for packet in container.demux(stream):
+                if not self.should_keep_running():
+                    return
+                for frame in packet.decode():
+                    now = time.monotonic()
+                    last_frame = now
+                    media = frame.time
+                    if self.is_file and media is not None:
+                        # A file plays at its own pace: it stands in for a camera, not a batch job.
+                        first_pts = media if first_pts is None else first_pts
+                        if self.wait(max(0.0, t0 + (media - first_pts) - now)):
+                            return
+                        clock = media - first_pts
+                    else:
+                        clock = now - t0
+                    self._set_up(True)
+                    if clock >= next_sample:
+                        next_sample = max(next_sample + period, clock)  # no catch-up bursts after a pause
+                        self._sample(frame, media)
+                if time.monotonic() - last_frame > self.config.stall_after_s:
+                    raise Stalled()
+            if not self.is_file:
+                raise StreamEnded()
+        finally:
+            container.close()
+
+    # -- sampling -------------------------------------------------------------------------------------------
+    def _sample(self, frame: Any, media: float | None) -> None:
+        name = self.config.name
+        self._check_frozen(frame)
+        tensor = self._pool.acquire(0)  # never wait: a busy daemon drops camera frames, not folder files
+        if tensor is None:
+            self._metrics.frame_dropped(name, "pipeline_full")
+            return
+        t0 = time.monotonic()
+        try:
+            prepared = crop_image(frame.to_image(), self._spec, out=tensor)
+        except (ValueError, OSError) as e:
+            self._pool.release(tensor)
+            self._metrics.frame_dropped(name, "decode")
+            log.warning("camera %s: cannot convert a frame: %s", name, e)
+            return
+        self.seq += 1
+        captured = time.time()
+        job = Job(source=name, rel=f"{name}#{self.seq}", path=None, detected_at=captured)
+        job.frame = {"timestamp": dt.datetime.fromtimestamp(captured, dt.timezone.utc)
+                     .isoformat(timespec="milliseconds").replace("+00:00", "Z"), "seq": self.seq}
+        if media is not None:
+            job.frame["media_time_s"] = round(media, 3)
+        job.tensor, job.width, job.height = tensor, prepared.width, prepared.height
+        job.timings["preprocess"] = time.monotonic() - t0
+        self._prepared.put(job)  # unbounded queue, bounded by the tensor pool
+
+    def _check_frozen(self, frame: Any) -> None:
+        digest = hashlib.blake2b(frame.planes[0], digest_size=16).digest()
+        now = time.monotonic()
+        if digest != self._last_hash:
+            self._last_hash, self._same_since = digest, now
+            if self.frozen:
+                self.frozen = False
+                self._metrics.camera_frozen.labels(self.config.name).set(0)
+                log.info("camera %s: picture moving again", self.config.name)
+        elif not self.frozen and now - self._same_since >= self.config.frozen_after_s:
+            self.frozen = True
+            self._metrics.camera_frozen.labels(self.config.name).set(1)
+            log.warning("camera %s: frozen, identical frames for %.0fs", self.config.name, now - self._same_since)
+
+    def _set_up(self, up: bool) -> None:
+        if up != self.up or not up:
+            self._metrics.set_camera_up(self.config.name, up)
+        if up and not self.up:
+            log.info("camera %s: receiving frames", self.config.name)
+        self.up = up
