@@ -74,11 +74,16 @@ def test_init_source_creates_camera_series_for_a_camera(metrics, registry):
     assert registry.get_sample_value("edge_infer_camera_reconnects_total", {"source": "cam0"}) == 0
     metrics.set_camera_up("cam0", True)
     metrics.camera_reconnected("cam0")
-    metrics.frame_dropped("cam0", "queue_full")
+    assert registry.get_sample_value("edge_infer_frames_dropped_total",
+                                     {"source": "cam0", "reason": "pipeline_full"}) == 0
+    assert registry.get_sample_value("edge_infer_camera_frozen", {"source": "cam0"}) == 0
+    metrics.frame_dropped("cam0", "pipeline_full")
     assert registry.get_sample_value("edge_infer_camera_up", {"source": "cam0"}) == 1
     assert registry.get_sample_value("edge_infer_camera_reconnects_total", {"source": "cam0"}) == 1
     assert registry.get_sample_value("edge_infer_frames_dropped_total",
-                                     {"source": "cam0", "reason": "queue_full"}) == 1
+                                     {"source": "cam0", "reason": "pipeline_full"}) == 1
+    with pytest.raises(ValueError):
+        metrics.frame_dropped("cam0", "some_url_or_file_name")  # labels stay a bounded set
 
 
 def test_count_ok_sets_last_success_and_failed_counts_the_error_kind(metrics, registry):
