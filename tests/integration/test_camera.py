@@ -164,3 +164,15 @@ def test_jsonl_files_rotate_by_size_and_keep_a_bounded_number(tmp_path):
     assert [r["seq"] for r in lines] == list(range(200 - len(lines), 200))  # newest kept, in order, whole
     assert all(f.stat().st_size <= 4096 for f in files)
     assert any(f.name.startswith("cam-20261130") for f in files)
+
+
+def test_http_mjpeg_camera(tmp_path, shared):
+    from tests.support.mjpeg import MjpegServer
+
+    with MjpegServer([SAMPLES / p for p in PHOTOS], seconds_each=1.0, fps=10) as server:
+        cfg = write_config(tmp_path, [camera("ipcam", server.url)])
+        with RunningApp(cfg) as run:
+            wait_for(lambda: len(jsonl_rows(tmp_path, "ipcam")) >= 12, 30, "MJPEG frames classified")
+            assert run.sample("edge_infer_camera_up", source="ipcam") == 1
+    top1 = [r["predictions"][0]["index"] for r in jsonl_rows(tmp_path, "ipcam")]
+    assert set(PHOTOS.values()) <= set(top1)

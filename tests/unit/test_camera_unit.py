@@ -1,0 +1,40 @@
+"""Camera pieces that need no stream: how each URL kind is opened, and the reconnect backoff."""
+from pathlib import Path
+
+from edge_infer.config import parse_config
+from edge_infer.sources.camera import backoff_s, open_args
+
+
+def cam(tmp_path: Path, **kw):
+    data = {"sources": [{"name": "c", "type": "camera", **kw}], "output": {"dir": "out"}}
+    return parse_config(data, tmp_path).sources[0]
+
+
+def test_rtsp_uses_tcp_and_socket_timeouts(tmp_path):
+    url, kw = open_args(cam(tmp_path, url="rtsp://10.0.0.5/stream", read_timeout_s=2, open_timeout_s=7))
+    assert url == "rtsp://10.0.0.5/stream" and kw["timeout"] == (7.0, 2.0)
+    assert kw["options"] == {"rtsp_transport": "tcp", "timeout": "2000000", "fpsprobesize": "0"}
+    _, kw = open_args(cam(tmp_path, url="rtsp://h/s", transport="udp"))
+    assert kw["options"]["rtsp_transport"] == "udp"
+
+
+def test_v4l2_device_gets_its_size_and_pixel_format(tmp_path):
+    url, kw = open_args(cam(tmp_path, url="/dev/video0", video_size="1280x720", input_format="mjpeg"))
+    assert url == "/dev/video0" and kw["format"] == "v4l2"
+    assert kw["options"] == {"video_size": "1280x720", "input_format": "mjpeg"}
+
+
+def test_http_stream_and_relative_video_file(tmp_path):
+    _, kw = open_args(cam(tmp_path, url="http://cam.local/mjpeg", read_timeout_s=3))
+    assert kw["options"] == {"timeout": "3000000"}
+    c = cam(tmp_path, url="clips/door.mp4")
+    assert c.url == str(tmp_path / "clips" / "door.mp4")
+    url, kw = open_args(c)
+    assert url == c.url and "options" not in kw
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter():
+    assert backoff_s(0, 1, 30, rnd=lambda: 1.0) == 1
+    assert [backoff_s(n, 1, 30, rnd=lambda: 1.0) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+    assert backoff_s(5, 1, 30, rnd=lambda: 0.0) == 1  # jitter spans [min, cap]
+    assert backoff_s(10_000, 1, 30, rnd=lambda: 0.5) == 15.5  # no overflow on long outages
