@@ -101,6 +101,10 @@ class CameraSource(Stage):
             except Stalled:
                 self._metrics.camera_stalls_total.labels(name).inc()
                 log.warning("camera %s: stalled, no picture for %.0fs; reopening", name, self.config.stall_after_s)
+            except (av.error.TimeoutError, av.error.ExitError):  # ExitError: PyAV's own read timeout fired
+                self._metrics.camera_stalls_total.labels(name).inc()
+                log.warning("camera %s: stalled, nothing received for %.0fs; reopening", name,
+                            self.config.read_timeout_s)
             except StreamEnded:
                 log.warning("camera %s: the stream ended; reopening", name)
             except (av.error.FFmpegError, OSError, ValueError) as e:

@@ -86,6 +86,7 @@ def test_a_hung_server_is_a_stall_and_the_camera_comes_back(tmp_path, photo_dir)
             wait_for(lambda: run.sample("edge_infer_camera_up", source="cam0") == 1, 20, "camera up")
             server.suspend()  # SIGSTOP: the socket stays open, nothing arrives
             wait_for(lambda: run.sample("edge_infer_camera_up", source="cam0") == 0, 15, "down after read timeout")
+            assert run.sample("edge_infer_camera_stalls_total", source="cam0") >= 1
             server.resume()
             wait_for(lambda: run.sample("edge_infer_camera_up", source="cam0") == 1, 30, "back")
 
