@@ -177,3 +177,21 @@ def test_http_mjpeg_camera(tmp_path, shared):
             assert run.sample("edge_infer_camera_up", source="ipcam") == 1
     top1 = [r["predictions"][0]["index"] for r in jsonl_rows(tmp_path, "ipcam")]
     assert set(PHOTOS.values()) <= set(top1)
+
+
+def test_cameras_and_folders_share_the_pipeline(tmp_path, photo_dir):
+    from tests.conftest import write_images
+    from tests.support.rtsp import start_rtsp_server
+
+    with start_rtsp_server(photo_dir, fps=25) as server:
+        sources = [camera("cam0", server.url, fps=10),
+                   {"name": "drops", "type": "folder", "path": "inbox", "done_dir": "done", "failed_dir": "failed"}]
+        cfg = write_config(tmp_path, sources, pipeline={"workers": 1})
+        with RunningApp(cfg) as run:
+            wait_for(lambda: run.sample("edge_infer_camera_up", source="cam0") == 1, 20, "camera up")
+            for p in write_images(tmp_path / "staging", 30, size=(800, 600)):
+                shutil.copy(p, tmp_path / "inbox" / p.name)
+            wait_for(lambda: run.sample("edge_infer_images_total", source="drops", outcome="ok") == 30, 60,
+                     "every folder file done while the camera streams")
+            assert run.sample("edge_infer_images_total", source="cam0", outcome="ok") > 0
+    assert len(list((tmp_path / "done").iterdir())) == 30
