@@ -52,8 +52,9 @@ def _no_thread_leaks():
     pytest.fail(f"threads leaked: {[t.name for t in leaked]}")
 
 
-def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[Path]:
-    """``n`` small real JPEG files with smooth random content (not noise: JPEG would blur noise away)."""
+def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed: int = 0,
+                 fmt: str = "jpg") -> list[Path]:
+    """``n`` real image files (JPEG, or PNG: slower to decode, never draft-decoded) with smooth random content."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,8 +63,8 @@ def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed:
     for i in range(n):
         small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
         img = Image.fromarray(small, "RGB").resize(size, Image.Resampling.BICUBIC)
-        p = folder / f"img_{i:03d}.jpg"
-        img.save(p, quality=90)
+        p = folder / f"img_{i:03d}.{fmt}"
+        img.save(p, **({"quality": 90} if fmt == "jpg" else {}))
         paths.append(p)
     return paths
 

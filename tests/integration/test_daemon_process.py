@@ -113,11 +113,11 @@ def test_sigint_twice_forces_a_quick_exit(tmp_path):
 
 def test_readyz_is_503_while_draining(tmp_path):
     port = free_port()
-    # A drain long enough to look at: many large inputs through one worker.
+    # A drain long enough to look at: many large PNGs (slow to decode) through one worker.
     cfg = write_config(tmp_path, metrics={"port": port}, pipeline={"workers": 1}, batch={"max_size": 1})
     with daemon(cfg) as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
-        for p in write_images(tmp_path / "staging", 60, size=(1600, 1200)):
+        for p in write_images(tmp_path / "staging", 60, size=(1600, 1200), fmt="png"):
             shutil.copy(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: (tmp_path / "done").exists(), 30, "work under way")
         proc.send_signal(signal.SIGTERM)

@@ -118,3 +118,34 @@ def test_spec_round_trips_through_the_manifest_dict():
     assert PreprocessSpec.from_dict(SPEC.to_dict()) == SPEC
     with pytest.raises(ValueError):
         PreprocessSpec(crop=300, resize=256)
+
+
+def _big_jpeg(exif_orientation: int | None = None) -> bytes:
+    rng = np.random.default_rng(5)
+    small = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    big = small.resize((2000, 1500), Image.Resampling.BICUBIC)
+    kw = {}
+    if exif_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        kw["exif"] = exif.tobytes()
+    return encode(big, "JPEG", quality=92, **kw)
+
+
+def test_large_jpegs_decode_in_draft_mode_with_nearly_the_same_pixels():
+    data = _big_jpeg()
+    img = open_image(data, draft_short=512)
+    assert img.size == (1000, 750) and img.info["full_size"] == (2000, 1500)  # 1/2 scale: short side >= 512
+    fast, full = prepare(data, SPEC), prepare(data, SPEC, draft=False)
+    assert (fast.width, fast.height) == (full.width, full.height) == (2000, 1500)  # the stored size
+    assert np.abs(fast.tensor - full.tensor).mean() < 0.05  # in normalised units; one 8-bit step is ~0.017
+
+
+def test_draft_reports_the_upright_size_of_a_sideways_photo():
+    p = prepare(_big_jpeg(exif_orientation=6), SPEC)
+    assert (p.width, p.height) == (1500, 2000)
+
+
+def test_small_jpegs_are_decoded_in_full():
+    data = encode(Image.new("RGB", (500, 375), (9, 9, 9)), "JPEG")
+    assert open_image(data, draft_short=512).size == (500, 375)
