@@ -95,6 +95,10 @@ class App:
         self.writer: ResultWriter | None = None
         self._started_at = time.monotonic()
 
+    def _more_coming(self) -> bool:
+        """Inputs queued or being prepared: worth waiting a few ms to batch them together."""
+        return self.jobs.qsize() > 0 or any(w.busy for w in self.workers)
+
     # -- health ---------------------------------------------------------------------------------------------
     def is_alive(self) -> bool:
         if self.inference is None:
@@ -129,7 +133,8 @@ class App:
         crop = m.preprocess.crop
         pool = TensorPool(2 * c.batch.max_size + n_workers, (crop, crop, 3), np.uint8)
         self.inference = InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
-                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool)
+                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool,
+                                        more_coming=self._more_coming)
         self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
                                          c.pipeline.max_pixels, c.pipeline.max_file_bytes, pool)
                         for i in range(n_workers)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -21,8 +22,13 @@ log = logging.getLogger(__name__)
 TRIM_EVERY_S = 0.2  # often enough to keep the peak flat, rarely enough to cost nothing measurable
 
 
-def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: float) -> list[Job]:
-    """``first`` plus whatever else arrives within ``max_wait_s``, up to ``max_size`` jobs."""
+def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: float,
+                  more_coming: Callable[[], bool] = lambda: True) -> list[Job]:
+    """``first`` plus whatever else arrives within ``max_wait_s``, up to ``max_size`` jobs.
+
+    The wait is only worth paying when more work is on its way; ``more_coming`` says so (inputs queued or
+    being prepared). A lone photo at light load goes straight to inference.
+    """
     batch = [first]
     deadline = time.monotonic() + max_wait_s
     while len(batch) < max_size:
@@ -31,6 +37,8 @@ def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: 
             continue
         except queue.Empty:
             pass
+        if not more_coming():
+            break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -45,7 +53,8 @@ class InferenceStage(Stage):
     """prepared -> finished, in batches of up to ``max_size`` collected within ``max_wait_s``."""
 
     def __init__(self, session: ModelSession, prepared: "queue.Queue[Job]", finished: "queue.Queue[Job]",
-                 metrics: Metrics, top: int, max_size: int, max_wait_s: float, pool: TensorPool) -> None:
+                 metrics: Metrics, top: int, max_size: int, max_wait_s: float, pool: TensorPool,
+                 more_coming: Callable[[], bool] = lambda: True) -> None:
         super().__init__("inference")
         self.session = session
         self._prepared, self._finished = prepared, finished
@@ -53,6 +62,7 @@ class InferenceStage(Stage):
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
         self.heartbeat = Heartbeat()
         self._pool = pool
+        self._more_coming = more_coming
         self._batch = np.empty((max_size, *session.input_shape), np.float32)
         self._trim_heap = heap_trimmer()
         self._trimmed_at = 0.0
@@ -65,7 +75,7 @@ class InferenceStage(Stage):
                 first = self._prepared.get(timeout=self.poll_s)
             except queue.Empty:
                 continue
-            batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s)
+            batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s, self._more_coming)
             self._infer(batch)
             for job in batch:
                 self._put(job)

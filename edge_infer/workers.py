@@ -51,6 +51,7 @@ class PreprocessWorker(Stage):
         self._spec, self._output_dir = spec, output_dir
         self._max_pixels, self._max_bytes = max_pixels, max_bytes
         self._pool = pool
+        self.busy = False  # preparing a job now: the batcher may wait for it
 
     def run(self) -> None:
         while self.should_keep_running():
@@ -58,6 +59,7 @@ class PreprocessWorker(Stage):
                 job = self._jobs.get(timeout=self.poll_s)
             except queue.Empty:
                 continue
+            self.busy = True
             job.timings["queue"] = time.monotonic() - job.enqueued_at
             t0 = time.monotonic()
             self.process(job)
@@ -66,6 +68,7 @@ class PreprocessWorker(Stage):
                 self._put(self._finished, job)
             elif job.tensor is not None:
                 self._put(self._prepared, job)
+            self.busy = False
             # else: stopped while waiting for a tensor; the input stays for the next start
 
     def process(self, job: Job) -> None:
