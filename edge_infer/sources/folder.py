@@ -135,11 +135,17 @@ class FolderSource(Stage):
         from watchdog.observers.polling import PollingObserver
 
         self.root.mkdir(parents=True, exist_ok=True)
+        # Only the events we act on: the kernel then does not even queue the opens, reads, modifies and
+        # deletes (our own included) that make up most of a folder's traffic.
+        wanted: list[type[FileSystemEvent]] = [FileMovedEvent, DirMovedEvent, DirCreatedEvent]
         if self.polling:
             self._observer = PollingObserver(timeout=self.config.poll_interval_s)
+            wanted += [FileCreatedEvent, FileModifiedEvent]
         else:
             self._observer = InotifyObserver(generate_full_events=True)
-        self._observer.schedule(_Handler(self), str(self.root), recursive=self.config.recursive)
+            wanted += [FileClosedEvent]
+        self._observer.schedule(_Handler(self), str(self.root), recursive=self.config.recursive,
+                                event_filter=wanted)
         self._observer.start()  # watching before the scan: a file arriving in between is seen by one or both
         found = self.scan()
         log.info("source %s: watching %s (%s), %d file(s) already there", self.config.name, self.root,
