@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -214,6 +214,3 @@ class App:
             self.main_loop(flags)
         finally:
             self.shutdown(flags)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"ready": self.is_ready(), "pending": self.pending.value}

@@ -28,6 +28,3 @@ class TensorPool:
     def release(self, tensor: np.ndarray | None) -> None:
         if tensor is not None:
             self._free.put(tensor)
-
-    def available(self) -> int:
-        return self._free.qsize()

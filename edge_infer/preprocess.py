@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -77,7 +77,6 @@ class Prepared:
     tensor: np.ndarray
     width: int
     height: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def open_image(source: str | os.PathLike[str] | bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS,

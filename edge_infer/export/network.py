@@ -13,8 +13,6 @@ TORCHVISION = "torchvision"
 
 def load_network(weights: str, width_mult: float = 1.0, num_classes: int = 1000):  # type: ignore[no-untyped-def]
     """(model in eval mode, implementation name, weights sha256 or None for a download)."""
-    import torch
-
     try:
         model, impl = build_mobilenet_v2(width_mult=width_mult, num_classes=num_classes)
     except ValueError as e:

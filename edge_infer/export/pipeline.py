@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import platform
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path

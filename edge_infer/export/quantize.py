@@ -61,9 +61,6 @@ class _Reader:
         b = next(self._batches, None)
         return None if b is None else {INPUT_NAME: b}
 
-    def rewind(self) -> None:  # part of the protocol; calibration here is single pass
-        raise NotImplementedError
-
 
 def depthwise_weights(model_path: Path) -> list[str]:
     import onnx

@@ -4,15 +4,11 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import time
 import urllib.request
-
-import pytest
 
 from tests.conftest import SAMPLES
 from tests.integration.daemon_util import wait_for, write_config
-from tests.integration.test_daemon_process import (daemon, free_port, http_status, notify_socket,  # noqa: F401
-                                                   recv_all, run_cli)
+from tests.integration.test_daemon_process import daemon, free_port, http_status, recv_all, run_cli
 
 
 def scrape(port: int, name: str, **labels: str) -> float:

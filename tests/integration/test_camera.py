@@ -7,7 +7,6 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import SAMPLES

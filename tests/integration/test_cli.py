@@ -52,3 +52,20 @@ def test_bench_model_only_prints_a_table():
     r = run_cli("bench", "--model-only", "--batch", "1", "--threads", "1", "--rounds", "2")
     assert r.returncode == 0, r.stderr
     assert "int8" in r.stdout and "img/s" in r.stdout
+
+
+def test_the_runtime_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    img = write_images(tmp_path, 1)[0]
+    code = ("import sys, contextlib, io\nfrom edge_infer.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    main(['classify', {str(img)!r}]); main(['info'])\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'onnx') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -37,16 +37,6 @@ def http_status(port: int, path: str) -> int:
         return 0
 
 
-@pytest.fixture
-def notify_socket(tmp_path):
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.2)
-    yield path, sock
-    sock.close()
-
-
 def recv_all(sock: socket.socket, until: str, timeout: float) -> list[str]:
     got: list[str] = []
     deadline = time.monotonic() + timeout
