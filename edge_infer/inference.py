@@ -76,6 +76,10 @@ class InferenceStage(Stage):
             except queue.Empty:
                 continue
             batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s, self._more_coming)
+            # Camera tickets become the newest frame of their camera.
+            batch = [j for j in (t.take() if t.take else t for t in batch) if j is not None]
+            if not batch:
+                continue
             self._infer(batch)
             for job in batch:
                 self._put(job)

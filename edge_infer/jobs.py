@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class Job:
     error: InputError | None = None
     duplicate: bool = False
     frame: dict[str, Any] | None = None  # camera frames: timestamp, seq, media time
+    # A camera's claim ticket: the batcher calls it for the newest frame (None: nothing left to take).
+    take: Callable[[], "Job | None"] | None = None
     predictions: list[dict[str, Any]] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 

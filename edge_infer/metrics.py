@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Plat
 
 log = logging.getLogger(__name__)
 
-# pipeline_full: no free slot for a sampled frame (the daemon is busy); decode: a frame that would not convert.
-FRAME_DROP_REASONS = ("pipeline_full", "decode")
+# superseded: a newer frame replaced one still waiting for the batcher (drop oldest); pipeline_full: no free
+# tensor for a sampled frame (the daemon is busy); decode: a frame that would not convert.
+FRAME_DROP_REASONS = ("superseded", "pipeline_full", "decode")
 OUTCOMES = ("ok", "failed", "duplicate")
 STAGES = ("queue", "preprocess", "inference", "write")
 # Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".

@@ -1,9 +1,10 @@
 """Camera source: RTSP, HTTP(S) streams, V4L2 devices and video files, through PyAV (FFmpeg).
 
 One thread per camera reads the stream continuously (a live stream must be drained or it backs up), and
-every 1/fps seconds takes the newest frame: resized and cropped straight into a free slot of the shared
-tensor pool, then handed to the batcher. When no slot is free the daemon is busy and the frame is dropped
-and counted; a camera never waits, so it can never hold up a folder. Every blocking call has a timeout;
+every 1/fps seconds takes the newest frame, resized and cropped straight into a tensor of the shared pool.
+Each camera has at most one frame waiting for the batcher: a newer sample replaces it (the oldest is
+dropped and counted, ``superseded``), and when the pool has no free tensor the daemon is busy and the
+frame is dropped (``pipeline_full``). A camera never waits, so it can never hold up a folder. Every blocking call has a timeout;
 failures reopen the stream with exponential backoff and jitter; a feed that sends nothing is stalled, one
 that sends identical frames is frozen, and both are logged and exported.
 """
@@ -14,6 +15,7 @@ import hashlib
 import logging
 import queue
 import random
+import threading
 import time
 from typing import Any, Callable
 
@@ -74,6 +76,9 @@ class CameraSource(Stage):
         self.frozen = False
         self.seq = 0
         self._last_hash = b""
+        self._slot_lock = threading.Lock()
+        self._slot: Job | None = None  # the newest sampled frame the batcher has not taken yet
+        self._announced = False  # a claim ticket for the slot is in the batcher's queue
         self._same_since = 0.0
 
     def start(self) -> None:
@@ -156,10 +161,18 @@ class CameraSource(Stage):
     def _sample(self, frame: Any, media: float | None) -> None:
         name = self.config.name
         self._check_frozen(frame)
-        tensor = self._pool.acquire(0)  # never wait: a busy daemon drops camera frames, not folder files
-        if tensor is None:
-            self._metrics.frame_dropped(name, "pipeline_full")
-            return
+        with self._slot_lock:
+            # The batcher has not taken the previous sample yet: the new frame replaces it (drop oldest),
+            # reusing its tensor, so a camera never has more than one frame in the pipeline.
+            old, self._slot = self._slot, None
+        if old is not None:
+            self._metrics.frame_dropped(name, "superseded")
+            tensor = old.tensor
+        else:
+            tensor = self._pool.acquire(0)  # never wait: a busy daemon drops camera frames, not folder files
+            if tensor is None:
+                self._metrics.frame_dropped(name, "pipeline_full")
+                return
         t0 = time.monotonic()
         try:
             prepared = crop_image(frame.to_image(), self._spec, out=tensor)
@@ -177,7 +190,20 @@ class CameraSource(Stage):
             job.frame["media_time_s"] = round(media, 3)
         job.tensor, job.width, job.height = tensor, prepared.width, prepared.height
         job.timings["preprocess"] = time.monotonic() - t0
-        self._prepared.put(job)  # unbounded queue, bounded by the tensor pool
+        with self._slot_lock:
+            self._slot = job
+            announce = not self._announced
+            self._announced = True
+        if announce:
+            # The batcher gets a claim ticket, not the frame: it takes whatever is newest when it gets there.
+            self._prepared.put(Job(source=name, rel="", path=None, take=self.take))
+
+    def take(self) -> Job | None:
+        """The newest sampled frame, handed to the batcher (None if it was already taken)."""
+        with self._slot_lock:
+            job, self._slot = self._slot, None
+            self._announced = False
+        return job
 
     def _check_frozen(self, frame: Any) -> None:
         digest = hashlib.blake2b(frame.planes[0], digest_size=16).digest()

@@ -38,3 +38,37 @@ def test_backoff_doubles_up_to_the_cap_with_jitter():
     assert [backoff_s(n, 1, 30, rnd=lambda: 1.0) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
     assert backoff_s(5, 1, 30, rnd=lambda: 0.0) == 1  # jitter spans [min, cap]
     assert backoff_s(10_000, 1, 30, rnd=lambda: 0.5) == 15.5  # no overflow on long outages
+
+
+def test_a_camera_keeps_only_its_newest_frame_waiting(tmp_path, pyav):
+    """Drop oldest: a second sample before the batcher comes replaces the first, in the same tensor."""
+    import queue
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from edge_infer.buffers import TensorPool
+    from edge_infer.metrics import Metrics
+    from edge_infer.preprocess import PreprocessSpec
+    from edge_infer.sources.camera import CameraSource
+
+    registry = CollectorRegistry()
+    prepared: queue.Queue = queue.Queue()
+    pool = TensorPool(2, (224, 224, 3), np.uint8)
+    source = CameraSource(cam(tmp_path, url="rtsp://x/y"), prepared, pool, PreprocessSpec(), Metrics(registry))
+    frames = [pyav.VideoFrame.from_ndarray(np.full((240, 320, 3), v, np.uint8), format="rgb24") for v in (10, 200)]
+    for f in frames:
+        source._sample(f, None)
+    assert prepared.qsize() == 1 and pool_free(pool) == 1  # one ticket, one tensor in use
+    job = prepared.get_nowait().take()
+    assert job.frame["seq"] == 2 and job.tensor.mean() > 150  # the newest frame
+    assert source.take() is None
+    dropped = registry.get_sample_value("edge_infer_frames_dropped_total", {"source": "c", "reason": "superseded"})
+    assert dropped == 1
+    # Once taken, the next sample needs (and announces) a fresh slot.
+    source._sample(frames[0], None)
+    assert prepared.qsize() == 1 and pool_free(pool) == 0
+
+
+def pool_free(pool) -> int:
+    return pool._free.qsize()
