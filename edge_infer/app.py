@@ -93,7 +93,6 @@ class App:
         self.workers: list[PreprocessWorker] = []
         self.inference: InferenceStage | None = None
         self.writer: ResultWriter | None = None
-        self._started_at = time.monotonic()
 
     def _more_coming(self) -> bool:
         """Inputs queued or being prepared: worth waiting a few ms to batch them together."""
@@ -116,32 +115,8 @@ class App:
         self.notifier.status("loading model")
         session = ModelSession.load(c.model.path, SessionOptions(intra_op_threads=c.model.threads))
         session.warm_up(c.batch.max_size)
-        m = session.manifest
-        self.metrics.set_model(m.name, session.sha256, session.precision)
-        model = model_ref(m.name, session.sha256, session.precision)
-        self.sources = [FolderSource(s, self.jobs, on_seen=lambda _name: self.pending.add(1))
-                        for s in c.sources if isinstance(s, FolderSourceConfig)]
-        routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
-                  for src in self.sources}
-        cams = [s for s in c.sources if isinstance(s, CameraSource)]
-        sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
-                 for cam in cams}
-        self.writer = ResultWriter(self.finished, c.output.dir, routes, model, self.metrics,
-                                   on_acknowledged=lambda _job: self.pending.add(-1), camera_sinks=sinks)
-        n_workers = c.pipeline.workers or os.cpu_count() or 2
-        # uint8 crops: enough for a full batch waiting while another is collected and every worker busy.
-        crop = m.preprocess.crop
-        pool = TensorPool(2 * c.batch.max_size + n_workers, (crop, crop, 3), np.uint8)
-        self.inference = InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
-                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool,
-                                        more_coming=self._more_coming)
-        self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
-                                         c.pipeline.max_pixels, c.pipeline.max_file_bytes, pool)
-                        for i in range(n_workers)]
-        if cams:
-            from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
-
-            self.cameras = [CameraStage(cam, self.prepared, pool, m.preprocess, self.metrics) for cam in cams]
+        self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        self._build_stages(session)
         c.output.dir.mkdir(parents=True, exist_ok=True)
         for stage in (self.writer, self.inference, *self.workers):
             stage.start()
@@ -153,22 +128,55 @@ class App:
         self.ready = True
         self.metrics.set_ready(True)
         self.notifier.ready()
-        log.info("ready: model %s (%s, %s), %d folder(s), %d camera(s), %d worker(s)", m.name,
-                 session.precision, session.sha256[:12], len(self.sources), len(self.cameras), n_workers)
+        log.info("ready: model %s (%s, %s), %d folder(s), %d camera(s), %d worker(s)", session.manifest.name,
+                 session.precision, session.sha256[:12], len(self.sources), len(self.cameras), len(self.workers))
+
+    def _build_stages(self, session: ModelSession) -> None:
+        c, m = self.config, session.manifest
+        model = model_ref(m.name, session.sha256, session.precision)
+        self.sources = [FolderSource(s, self.jobs, on_seen=lambda _name: self.pending.add(1))
+                        for s in c.sources if isinstance(s, FolderSourceConfig)]
+        routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
+                  for src in self.sources}
+        cams = [s for s in c.sources if isinstance(s, CameraSource)]
+        sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
+                 for cam in cams}
+        self.writer = ResultWriter(self.finished, c.output.dir, routes, model, self.metrics,
+                                   on_acknowledged=lambda _job: self.pending.add(-1), camera_sinks=sinks)
+        n_workers = c.pipeline.workers or os.cpu_count() or 2
+        # uint8 crops: a full batch waiting while another is collected, one per busy worker, one per camera.
+        crop = m.preprocess.crop
+        pool = TensorPool(2 * c.batch.max_size + n_workers + len(cams), (crop, crop, 3), np.uint8)
+        self.inference = InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
+                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool,
+                                        more_coming=self._more_coming)
+        self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
+                                         c.pipeline.max_pixels, c.pipeline.max_file_bytes, pool)
+                        for i in range(n_workers)]
+        if cams:
+            from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
+
+            self.cameras = [CameraStage(cam, self.prepared, pool, m.preprocess, self.metrics) for cam in cams]
 
     # -- main loop ------------------------------------------------------------------------------------------
     def main_loop(self, flags: ShutdownFlags) -> None:
         interval = self.notifier.watchdog_interval
         tick = min(0.5, interval) if interval else 0.5
         next_status = 0.0
+        was_alive = True
         while not flags.should_exit.wait(tick):
             self.metrics.set_queue_depth(self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize())
-            if self.is_alive():
+            alive = self.is_alive()
+            if alive:
                 # Only a loop that is making progress (or idle and healthy) keeps systemd's watchdog fed.
                 self.notifier.watchdog()
-            else:
-                log.error("inference loop unhealthy (last heartbeat %.0fs ago)",
-                          self.inference.heartbeat.age() if self.inference else -1)
+            if alive != was_alive:  # log the change, not every tick
+                if alive:
+                    log.warning("inference loop healthy again")
+                else:
+                    log.error("inference loop unhealthy (last heartbeat %.0fs ago); systemd's watchdog is no "
+                              "longer fed", self.inference.heartbeat.age() if self.inference else -1)
+                was_alive = alive
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
                 self.notifier.status(self.status_line())
