@@ -11,8 +11,10 @@ import queue
 import time
 from pathlib import Path
 
-from .errors import InputError
+import numpy as np
+
 from .buffers import TensorPool
+from .errors import InputError
 from .jobs import Job
 from .lifecycle import Stage
 from .preprocess import PreprocessSpec, crop_pixels
@@ -68,10 +70,11 @@ class PreprocessWorker(Stage):
                 self._put(self._finished, job)
             elif job.tensor is not None:
                 self._put(self._prepared, job)
-            self.busy = False
             # else: stopped while waiting for a tensor; the input stays for the next start
+            self.busy = False
 
     def process(self, job: Job) -> None:
+        assert job.path is not None  # workers take folder inputs; camera frames arrive prepared
         try:
             data = read_input(job.path, self._max_bytes)
             job.sha256 = hashlib.sha256(data).hexdigest()
@@ -96,7 +99,7 @@ class PreprocessWorker(Stage):
             self._pool.release(job.tensor)
             job.tensor = None
 
-    def _acquire(self):  # type: ignore[no-untyped-def]
+    def _acquire(self) -> "np.ndarray | None":
         while self.should_keep_running():
             out = self._pool.acquire(self.poll_s)
             if out is not None:
