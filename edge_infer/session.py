@@ -74,6 +74,8 @@ class ModelSession:
         p = default_model_path() if path is None else Path(path)
         if p.is_dir():
             p = p / "model.onnx"
+        if not p.is_file():
+            raise ModelError(f"model file {p} does not exist")
         return cls(p, load_manifest(p), options)
 
     def _check_io(self) -> None:

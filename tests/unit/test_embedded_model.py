@@ -58,3 +58,10 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "model.onnx").write_bytes(default_model_path().read_bytes())
     with pytest.raises(ModelError, match="no manifest"):
         ModelSession.load(tmp_path / "model.onnx")
+
+
+def test_a_missing_model_file_is_named(tmp_path):
+    from edge_infer.errors import ModelError
+
+    with pytest.raises(ModelError, match="nope.onnx does not exist"):
+        ModelSession.load(tmp_path / "nope.onnx")
