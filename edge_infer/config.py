@@ -1,17 +1,17 @@
 """The YAML config, parsed once into frozen dataclasses; every problem is reported with its key path."""
 from __future__ import annotations
 
-import math
 import os
 import re
 import string
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar, Union
+from typing import Any, Callable, Literal, Union
 
 import yaml
 
+from .config_reader import ABSENT, Section, show
 from .errors import ConfigError, InvalidConfig
 
 AFTER_CHOICES = ("move", "delete", "keep")
@@ -127,146 +127,12 @@ class AppConfig:
     path: Path | None = None
 
 
-_ABSENT: Any = object()
-_REQUIRED: Any = object()
-# Stands in for a required path that is missing or invalid; never valid (real ones are absolute), and a config
-# holding it is always discarded with its problems.
-_UNSET = Path()
-_T = TypeVar("_T")
-
-
-def _show(v: Any) -> str:
-    """A value as the user wrote it in YAML (``true``, ``null``), shortened."""
-    text = "null" if v is None else ("true" if v else "false") if isinstance(v, bool) else repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Section:
-    """One mapping of the config: reads typed fields, collects problems, and flags keys nobody read."""
-
-    def __init__(self, data: Any, where: str, problems: list[ConfigError], base_dir: Path, quiet: bool = False):
-        self.where, self.problems, self.base_dir, self.quiet = where, problems, base_dir, quiet
-        self.seen: set[Any] = set()
-        if data is not None and not isinstance(data, dict):
-            problems.append(ConfigError(where or "<root>", f"must be a mapping, got {_show(data)}"))
-            # Whatever is reported below it would only be a consequence of this one problem.
-            self.quiet = True
-        self.data: dict[Any, Any] = data if isinstance(data, dict) else {}
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def error(self, name: str, message: str) -> None:
-        if not self.quiet:
-            self.problems.append(ConfigError(self.key(name), message))
-
-    def child(self, where: str, data: Any) -> _Section:
-        return _Section(data, where, self.problems, self.base_dir, self.quiet)
-
-    def raw(self, name: str) -> Any:
-        self.seen.add(name)
-        return self.data.get(name, _ABSENT)
-
-    def finish(self) -> None:
-        for k in self.data:
-            if k not in self.seen:
-                self.error(str(k), "unknown key")
-
-    def section(self, name: str, parse: Callable[[_Section], _T]) -> _T:
-        v = self.raw(name)
-        sub = self.child(self.key(name), None if v is _ABSENT else v)
-        result = parse(sub)
-        sub.finish()
-        return result
-
-    def _get(self, name: str, default: Any) -> Any:
-        # Absent takes the default; an explicit null is only "absent" for a required key, else a type error.
-        v = self.raw(name)
-        if default is _REQUIRED and v in (_ABSENT, None):
-            self.error(name, "required")
-            return _ABSENT
-        return default if v is _ABSENT else v
-
-    def _check_range(self, name: str, v: float, gt: float | None, ge: float | None, le: float | None) -> None:
-        for ok, rule in ((gt is None or v > gt, f"> {gt}"), (ge is None or v >= ge, f">= {ge}"),
-                         (le is None or v <= le, f"<= {le}")):
-            if not ok:
-                self.error(name, f"must be {rule}, got {_show(v)}")
-                return
-
-    def integer(self, name: str, default: int, *, ge: int | None = None, le: int | None = None) -> int:
-        v = self._get(name, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.error(name, f"must be an integer, got {_show(v)}")
-            return default
-        self._check_range(name, v, None, ge, le)
-        return v
-
-    def number(self, name: str, default: float, *, gt: float | None = None, ge: float | None = None,
-               le: float | None = None) -> float:
-        v = self._get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.error(name, f"must be a number, got {_show(v)}")
-            return default
-        if not math.isfinite(v):  # NaN would slip through every range check
-            self.error(name, f"must be a finite number, got {_show(v)}")
-            return default
-        self._check_range(name, v, gt, ge, le)
-        return float(v)
-
-    def flag(self, name: str, default: bool) -> bool:
-        v = self._get(name, default)
-        if not isinstance(v, bool):
-            self.error(name, f"must be true or false, got {_show(v)}")
-            return default
-        return v
-
-    def text(self, name: str, default: str = _REQUIRED, pattern: re.Pattern[str] | None = None) -> str:
-        v = self._get(name, default)
-        if v is _ABSENT:
-            return ""
-        if not isinstance(v, str):
-            self.error(name, f"must be a string, got {_show(v)}")
-        elif not v.strip():
-            self.error(name, "must not be empty")
-        elif pattern is not None and not pattern.fullmatch(v):  # fullmatch: "$" would accept a trailing newline
-            self.error(name, f"must match {pattern.pattern}, got {_show(v)}")
-        return v if isinstance(v, str) else ""
-
-    def choice(self, name: str, default: Any, options: tuple[Any, ...]) -> Any:
-        v = self._get(name, default)
-        if type(v) is not type(default) or v not in options:  # type(): True == 1 and 1.0 == 1 in Python
-            self.error(name, f"must be one of {', '.join(map(str, options))}, got {_show(v)}")
-            return default
-        return v
-
-    def optional_path(self, name: str, required: bool = False) -> Path | None:
-        v = self.raw(name)
-        if v in (_ABSENT, None):
-            if required:
-                self.error(name, "required")
-            return None
-        if not isinstance(v, str) or not v.strip():
-            self.error(name, f"must be a non-empty path, got {_show(v)}")
-            return None
-        try:
-            p = Path(v).expanduser()
-        except RuntimeError as e:  # ~user that does not exist, or no home directory at all
-            self.error(name, f"cannot expand {v!r}: {e}")
-            return None
-        # normpath, not resolve(): no filesystem access while parsing, and the folders may not exist yet.
-        return Path(os.path.normpath(self.base_dir / p))
-
-    def path(self, name: str) -> Path:
-        return self.optional_path(name, required=True) or _UNSET
-
-
 def _known(*paths: Path | None) -> bool:
-    """True when every path parsed (a missing or invalid one is None or ``_UNSET``)."""
+    """True when every path parsed (a missing or invalid one is None or ``UNSET``)."""
     return all(p is not None and p.is_absolute() for p in paths)
 
 
-def _parse_folder(s: _Section, name: str) -> FolderSource:
+def _parse_folder(s: Section, name: str) -> FolderSource:
     path = s.path("path")
     after = s.choice("after", FolderSource.after, AFTER_CHOICES)
     done = s.optional_path("done_dir", required=after == "move")
@@ -291,16 +157,16 @@ def _parse_folder(s: _Section, name: str) -> FolderSource:
 _SIZE = re.compile(r"[1-9][0-9]{0,4}x[1-9][0-9]{0,4}")
 
 
-def _camera_url(s: _Section) -> str:
+def _camera_url(s: Section) -> str:
     url = s.text("url")
     if url and "://" not in url and not url.startswith("/dev/"):
         return os.path.normpath(s.base_dir / Path(url).expanduser())  # a video file, relative to the config
     return url
 
 
-def _parse_camera(s: _Section, name: str) -> CameraSource:
+def _parse_camera(s: Section, name: str) -> CameraSource:
     c = CameraSource
-    optional = {k: (s.text(k, pattern=_SIZE if k == "video_size" else None) if s.raw(k) not in (_ABSENT, None) else None)
+    optional = {k: (s.text(k, pattern=_SIZE if k == "video_size" else None) if s.raw(k) not in (ABSENT, None) else None)
                 for k in ("video_size", "input_format")}
     cam = CameraSource(
         name=name, url=_camera_url(s), fps=s.number("fps", c.fps, gt=0, le=60),
@@ -320,34 +186,34 @@ def _parse_camera(s: _Section, name: str) -> CameraSource:
 
 
 # The source types, keyed by the config's `type`; a new source kind adds its parser here.
-_SOURCE_PARSERS: dict[str, Callable[[_Section, str], SourceConfig]] = {
+_SOURCE_PARSERS: dict[str, Callable[[Section, str], SourceConfig]] = {
     "camera": _parse_camera,
     "folder": _parse_folder,
 }
 
 
-def _parse_source(s: _Section) -> SourceConfig | None:
+def _parse_source(s: Section) -> SourceConfig | None:
     name = s.text("name", pattern=NAME_PATTERN)
     kind = s.raw("type")
-    if kind in (_ABSENT, None):
+    if kind in (ABSENT, None):
         s.error("type", "required")
         return None
     parse = _SOURCE_PARSERS.get(kind) if isinstance(kind, str) else None
     if parse is None:
-        s.error("type", f"must be one of {', '.join(sorted(_SOURCE_PARSERS))}, got {_show(kind)}")
+        s.error("type", f"must be one of {', '.join(sorted(_SOURCE_PARSERS))}, got {show(kind)}")
         return None  # without a known type its other keys cannot be judged
     source = parse(s, name)
     s.finish()
     return source
 
 
-def _parse_sources(s: _Section) -> tuple[SourceConfig, ...]:
+def _parse_sources(s: Section) -> tuple[SourceConfig, ...]:
     raw = s.raw("sources")
-    if raw in (_ABSENT, None, []):
+    if raw in (ABSENT, None, []):
         s.error("sources", "required (at least one source)")
         return ()
     if not isinstance(raw, list):
-        s.error("sources", f"must be a list of sources, got {_show(raw)}")
+        s.error("sources", f"must be a list of sources, got {show(raw)}")
         return ()
     sources: list[SourceConfig] = []
     first: dict[str, str] = {}
@@ -364,7 +230,7 @@ def _parse_sources(s: _Section) -> tuple[SourceConfig, ...]:
     return tuple(sources)
 
 
-def _parse_mqtt(s: _Section) -> MqttConfig:
+def _parse_mqtt(s: Section) -> MqttConfig:
     topic = s.text("topic", MqttConfig.topic)
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(topic) if f is not None}
@@ -378,12 +244,12 @@ def _parse_mqtt(s: _Section) -> MqttConfig:
                       topic=topic, qos=s.choice("qos", MqttConfig.qos, (0, 1, 2)))
 
 
-def _parse_output(s: _Section) -> OutputConfig:
-    mqtt = None if s.raw("mqtt") in (_ABSENT, None) else s.section("mqtt", _parse_mqtt)
+def _parse_output(s: Section) -> OutputConfig:
+    mqtt = None if s.raw("mqtt") in (ABSENT, None) else s.section("mqtt", _parse_mqtt)
     return OutputConfig(dir=s.path("dir"), mqtt=mqtt)
 
 
-def _check_output_dir(s: _Section, cfg: AppConfig) -> None:
+def _check_output_dir(s: Section, cfg: AppConfig) -> None:
     # Result files written under a watched folder would come back as inputs.
     out = cfg.output.dir
     for src in cfg.sources:
@@ -398,7 +264,7 @@ def parse_config(data: Any, base_dir: Path, where: str = "config") -> AppConfig:
     Raises ``InvalidConfig(where, problems)`` listing every problem found, each naming its key path.
     """
     problems: list[ConfigError] = []
-    s = _Section(data, "", problems, Path(os.path.abspath(Path(base_dir).expanduser())))
+    s = Section(data, "", problems, Path(os.path.abspath(Path(base_dir).expanduser())))
     cfg = AppConfig(
         model=s.section("model", lambda m: ModelConfig(
             path=m.optional_path("path"), top_k=m.integer("top_k", ModelConfig.top_k, ge=1, le=1000),
