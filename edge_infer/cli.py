@@ -126,9 +126,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import check_supported
     from .config import load_config
 
+    from .manifest import default_model_path, load_manifest
+
     config = load_config(args.config)
     check_supported(config)
-    print(f"{args.config}: ok ({len(config.sources)} source(s))")
+    model = config.model.path or default_model_path()
+    try:  # the model and its manifest must at least be there and readable (the sha256 is checked at start)
+        if not model.is_file():
+            raise ModelError(f"model file {model} does not exist")
+        load_manifest(model)
+    except ModelError as e:
+        raise ConfigError("model.path", str(e)) from e
+    print(f"{args.config}: ok ({len(config.sources)} source(s), model {model})")
     return EXIT_OK
 
 
@@ -148,6 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     with capture_signals(flags):
         try:
             app.serve(flags)
+        except ModelError as e:
+            # A missing, corrupt or mismatched model is not cured by a restart: exit 78, which the unit
+            # does not restart (RestartPreventExitStatus=78), naming the key that points at it.
+            raise ConfigError("model.path", str(e)) from e
         except OSError as e:
             raise EdgeInferError(f"cannot start: {e}") from e
     return EXIT_OK

@@ -171,3 +171,18 @@ def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, no
         release.set()
         wait_for(lambda: run.get("/healthz")[0] == 200, 10, "healthy again")
         recv_all(sock, "WATCHDOG=1", 5)
+
+
+def test_a_missing_or_corrupt_model_is_refused_as_config_not_restarted(tmp_path):
+    from edge_infer.manifest import default_model_path
+
+    cfg = write_config(tmp_path, model={"path": "models/nope.onnx"})
+    for cmd in ("check-config", "run"):
+        r = run_cli(cmd, "-c", str(cfg))
+        assert r.returncode == 78 and "model.path" in r.stderr and "nope.onnx does not exist" in r.stderr, r.stderr
+    (tmp_path / "models").mkdir()
+    shutil.copy(default_model_path().with_name("model.json"), tmp_path / "models" / "model.json")
+    (tmp_path / "models" / "bad.onnx").write_bytes(b"\x08\x07 not a model")
+    cfg = write_config(tmp_path, model={"path": "models/bad.onnx"})
+    r = run_cli("run", "-c", str(cfg))
+    assert r.returncode == 78 and "model.path" in r.stderr and "sha256" in r.stderr and "Traceback" not in r.stderr
