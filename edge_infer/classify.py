@@ -7,15 +7,18 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from .config import PipelineConfig
 from .errors import InputError
 from .postprocess import top_k
 from .preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
 from .results import error_result, model_ref, ok_result
 from .session import ModelSession
+from .workers import read_input
 
 
 @dataclass
@@ -46,18 +49,8 @@ def _load(name: str, session: ModelSession, max_pixels: int) -> _Item:
     item = _Item(name)
     t0 = time.perf_counter()
     try:
-        try:
-            with open(name, "rb") as f:
-                data = f.read()
-        except FileNotFoundError as e:
-            raise InputError("io", f"no such file: {name}") from e
-        except IsADirectoryError as e:
-            raise InputError("io", f"is a directory: {name}") from e
-        except OSError as e:
-            raise InputError("io", f"cannot read {name}: {e.strerror}") from e
+        data = read_input(Path(name), PipelineConfig.max_file_bytes)  # the daemon's reader and limit
         item.sha256 = hashlib.sha256(data).hexdigest()
-        if not data:
-            raise InputError("decode", "empty file (0 bytes)")
         prepared = prepare(data, session.manifest.preprocess, max_pixels)
         item.tensor, item.width, item.height = prepared.tensor, prepared.width, prepared.height
     except InputError as e:

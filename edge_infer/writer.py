@@ -35,6 +35,11 @@ class SourceRoute:
     on_done: Callable[[Job], None]
 
 
+def _timings_ms(job: Job) -> dict[str, float]:
+    """The result's ``timings_ms``: the stages a job went through, in milliseconds."""
+    return {k: 1000 * job.timings.get(k, 0.0) for k in ("queue", "preprocess", "inference")}
+
+
 def move_file(src: Path, dest: Path) -> None:
     """Rename within a file system; copy, fsync and unlink across file systems (``shutil.move`` does)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +109,8 @@ class ResultWriter(Stage):
         else:
             if not job.duplicate:
                 assert job.predictions is not None
-                t = job.timings
                 result = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, self._model,
-                                   job.width, job.height,
-                                   {k: 1000 * t.get(k, 0.0) for k in ("queue", "preprocess", "inference")})
+                                   job.width, job.height, _timings_ms(job))
                 write_json_atomic(result_path(self._output_dir, job.source, job.rel), result)
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
         self._observe(job, time.monotonic() - t0)
@@ -122,9 +125,8 @@ class ResultWriter(Stage):
             obj = error_result(job.source, job.rel, None, job.error, self._model)
         else:
             assert job.predictions is not None
-            t = job.timings
             obj = ok_result(job.source, job.rel, "", job.predictions, self._model, job.width, job.height,
-                            {k: 1000 * t.get(k, 0.0) for k in ("queue", "preprocess", "inference")})
+                            _timings_ms(job))
         self._camera_sinks[job.source].append(frame_result(obj, job.frame))
         self._observe(job, time.monotonic() - t0)
 
