@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
+from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig, split_cores
 from .errors import ConfigError
 from .inference import InferenceStage
 from .buffers import TensorPool
@@ -113,7 +113,8 @@ class App:
         self.http.start()
         log.info("metrics and health on http://%s:%d/", c.metrics.host, self.http.port)
         self.notifier.status("loading model")
-        session = ModelSession.load(c.model.path, SessionOptions(intra_op_threads=c.model.threads))
+        threads, _ = split_cores(c.model.threads, c.pipeline.workers, os.cpu_count() or 2)
+        session = ModelSession.load(c.model.path, SessionOptions(intra_op_threads=threads))
         session.warm_up(c.batch.max_size)
         self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
         self._build_stages(session)
@@ -143,7 +144,7 @@ class App:
                  for cam in cams}
         self.writer = ResultWriter(self.finished, c.output.dir, routes, model, self.metrics,
                                    on_acknowledged=lambda _job: self.pending.add(-1), camera_sinks=sinks)
-        n_workers = c.pipeline.workers or os.cpu_count() or 2
+        _, n_workers = split_cores(c.model.threads, c.pipeline.workers, os.cpu_count() or 2)
         # uint8 crops: a full batch waiting while another is collected, one per busy worker, one per camera.
         crop = m.preprocess.crop
         pool = TensorPool(2 * c.batch.max_size + n_workers + len(cams), (crop, crop, 3), np.uint8)

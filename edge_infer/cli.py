@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rounds", type=int, default=None,
                    help="interleaved bursts per model and setting (default 15), or end-to-end rounds (default 3)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--daemon", dest="daemons", action="append", default=[], metavar="SETTINGS",
+                   help="end to end: daemon settings to compare, e.g. batch=8,wait=10,threads=1,workers=2 "
+                        "(repeatable: a sweep, interleaved round by round; default: the daemon's defaults)")
     return p
 
 
@@ -227,8 +230,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.images is None:
             raise ConfigError("--images", "the end-to-end benchmark needs a folder of images")
+        from .bench_e2e import DaemonSettings
+
         model = Path(args.models[0][1]) if args.models else None
-        print(end_to_end(args.images, rounds=args.rounds or 3, model=model))
+        try:
+            daemons = tuple(DaemonSettings.parse(d) for d in args.daemons) or (DaemonSettings(),)
+        except ValueError as e:
+            raise ConfigError("--daemon", str(e)) from e
+        print(end_to_end(args.images, rounds=args.rounds or 3, model=model, daemons=daemons))
         return EXIT_OK
     models = {name: Path(path) for name, path in args.models} or {"int8": default_model_path()}
     for name, path in models.items():

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from edge_infer.config import (AppConfig, BatchConfig, CameraSource, FolderSource, LoggingConfig, MetricsConfig,
-                               ModelConfig, MqttConfig, PipelineConfig, ShutdownConfig, load_config, parse_config)
+                               ModelConfig, MqttConfig, PipelineConfig, ShutdownConfig, load_config, parse_config,
+                               split_cores)
 from edge_infer.errors import ConfigError, InvalidConfig
 
 # The example from docs/contract.md, verbatim.
@@ -331,3 +332,11 @@ def test_dataclasses_are_frozen(tmp_path):
 def test_an_unused_done_dir_is_not_checked_for_overlap(tmp_path):
     cfg = load_config(write(tmp_path, edited(lambda c: c["sources"][0].update(after="keep", done_dir="in"))))
     assert cfg.sources[0].after == "keep" and cfg.sources[0].done_dir == tmp_path / "etc" / "in"
+
+
+@pytest.mark.parametrize("threads, workers, cores, expected", [
+    (0, 0, 1, (1, 1)), (0, 0, 2, (1, 1)), (0, 0, 4, (2, 2)), (0, 0, 8, (4, 4)),
+    (3, 0, 4, (3, 1)), (0, 3, 4, (2, 3)), (2, 5, 2, (2, 5)),
+])
+def test_split_cores_gives_inference_half_and_preprocessing_the_rest(threads, workers, cores, expected):
+    assert split_cores(threads, workers, cores) == expected
