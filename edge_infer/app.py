@@ -24,7 +24,7 @@ from .buffers import TensorPool
 from .jobs import Job
 from .lifecycle import ShutdownFlags
 from .metrics import Metrics
-from .results import model_ref
+from .reload import ModelReloader
 from .session import ModelSession, SessionOptions
 from .sinks.jsonl import JsonlSink
 from .sources.folder import FolderSource
@@ -91,6 +91,7 @@ class App:
         self.sources: list[FolderSource] = []
         self.cameras: list[CameraStage] = []
         self.workers: list[PreprocessWorker] = []
+        self.reloader: ModelReloader | None = None
         self.inference: InferenceStage | None = None
         self.writer: ResultWriter | None = None
 
@@ -114,10 +115,15 @@ class App:
         log.info("metrics and health on http://%s:%d/", c.metrics.host, self.http.port)
         self.notifier.status("loading model")
         threads, _ = split_cores(c.model.threads, c.pipeline.workers, os.cpu_count() or 2)
-        session = ModelSession.load(c.model.path, SessionOptions(intra_op_threads=threads))
+        options = SessionOptions(intra_op_threads=threads)
+        session = ModelSession.load(c.model.path, options)
         session.warm_up(c.batch.max_size)
         self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
         self._build_stages(session)
+        # The embedded model changes only with the package, so only a configured file is watched.
+        self.reloader = ModelReloader(session.path, options, c.batch.max_size, lambda: self.inference.session,
+                                      self.inference.offer, self.metrics, watch=c.model.path is not None)
+        self.reloader.start()
         c.output.dir.mkdir(parents=True, exist_ok=True)
         for stage in (self.writer, self.inference, *self.workers):
             stage.start()
@@ -134,7 +140,6 @@ class App:
 
     def _build_stages(self, session: ModelSession) -> None:
         c, m = self.config, session.manifest
-        model = model_ref(m.name, session.sha256, session.precision)
         self.sources = [FolderSource(s, self.jobs, on_seen=lambda _name: self.pending.add(1))
                         for s in c.sources if isinstance(s, FolderSourceConfig)]
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
@@ -142,7 +147,9 @@ class App:
         cams = [s for s in c.sources if isinstance(s, CameraSource)]
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}
-        self.writer = ResultWriter(self.finished, c.output.dir, routes, model, self.metrics,
+        # Results name the model that made them; error results, the one serving now (a reload may swap it).
+        self.writer = ResultWriter(self.finished, c.output.dir, routes, lambda: self.inference.model_ref,
+                                   self.metrics,
                                    on_acknowledged=lambda _job: self.pending.add(-1), camera_sinks=sinks)
         _, n_workers = split_cores(c.model.threads, c.pipeline.workers, os.cpu_count() or 2)
         # uint8 crops: a full batch waiting while another is collected, one per busy worker, one per camera.
@@ -166,6 +173,9 @@ class App:
         next_status = 0.0
         was_alive = True
         while not flags.should_exit.wait(tick):
+            if flags.reload.is_set() and self.reloader is not None:
+                flags.reload.clear()
+                self.reloader.request()
             self.metrics.set_queue_depth(self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize())
             alive = self.is_alive()
             if alive:
@@ -196,6 +206,9 @@ class App:
         self.notifier.stopping()
         self.notifier.status("draining")
         clean = True
+        if self.reloader is not None:
+            self.reloader.stop()  # first: no model swap while draining
+            clean &= self.reloader.join(STAGE_JOIN_S + 30)  # bounded by one model load and self-test
         for src in (*self.sources, *self.cameras):
             src.stop()
         for src in (*self.sources, *self.cameras):

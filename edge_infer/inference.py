@@ -15,6 +15,7 @@ from .lifecycle import Heartbeat, Stage
 from .memory import heap_trimmer
 from .metrics import Metrics
 from .postprocess import top_k
+from .results import model_ref
 from .preprocess import normalise
 from .session import ModelSession
 
@@ -57,6 +58,8 @@ class InferenceStage(Stage):
                  more_coming: Callable[[], bool] = lambda: True) -> None:
         super().__init__("inference")
         self.session = session
+        self.model_ref = model_ref(session.manifest.name, session.sha256, session.precision)
+        self._offered: ModelSession | None = None
         self._prepared, self._finished = prepared, finished
         self._metrics = metrics
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
@@ -67,6 +70,19 @@ class InferenceStage(Stage):
         self._trim_heap = heap_trimmer()
         self._trimmed_at = 0.0
         self.busy_since: float | None = None  # monotonic start of the running batch, for the hang detector
+
+    def offer(self, session: ModelSession) -> None:
+        """A self-tested replacement model: swapped in between two batches by this stage's own thread."""
+        self._offered = session
+
+    def _swap_if_offered(self) -> None:
+        new, self._offered = self._offered, None
+        if new is None:
+            return
+        # Same preprocessing (the self-test checks it), so the batch buffer and the crops in flight still fit.
+        self.session = new
+        self.model_ref = model_ref(new.manifest.name, new.sha256, new.precision)
+        self._metrics.set_model(new.manifest.name, new.sha256, new.precision)
 
     def run(self) -> None:
         while self.should_keep_running():
@@ -80,6 +96,7 @@ class InferenceStage(Stage):
             batch = [j for j in (t.take() if t.take else t for t in batch) if j is not None]
             if not batch:
                 continue
+            self._swap_if_offered()  # here, not before the wait: the next batch after the offer gets the new model
             self._infer(batch)
             for job in batch:
                 self._put(job)
@@ -110,6 +127,7 @@ class InferenceStage(Stage):
         labels = self.session.manifest.labels
         for job, preds in zip(batch, top_k(logits, self._top, labels)):
             job.predictions = preds
+            job.model = self.model_ref
             job.timings["inference"] = elapsed
 
     def _put(self, job: Job) -> None:

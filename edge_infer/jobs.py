@@ -31,6 +31,7 @@ class Job:
     # A camera's claim ticket: the batcher calls it for the newest frame (None: nothing left to take).
     take: Callable[[], "Job | None"] | None = None
     predictions: list[dict[str, Any]] | None = None
+    model: dict[str, str] | None = None  # the model that made ``predictions`` (a reload may swap it)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
     @property

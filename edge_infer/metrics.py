@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # tensor for a sampled frame (the daemon is busy); decode: a frame that would not convert.
 FRAME_DROP_REASONS = ("superseded", "pipeline_full", "decode")
 OUTCOMES = ("ok", "failed", "duplicate")
+RELOAD_OUTCOMES = ("ok", "failed")
 STAGES = ("queue", "preprocess", "inference", "write")
 # Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".
 ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "internal", "other")
@@ -65,6 +66,11 @@ class Metrics:
         self.ready = Gauge("edge_infer_ready", "1 when /readyz answers 200.", registry=registry)
         self.errors_total = Counter("edge_infer_errors", "Failed inputs, by error kind.",
                                     ["source", "kind"], registry=registry)
+        self.model_reloads_total = Counter("edge_infer_model_reloads", "Model reloads (SIGHUP or a changed "
+                                           "model file), by outcome: ok = swapped in, failed = refused.",
+                                           ["outcome"], registry=registry)
+        for outcome in RELOAD_OUTCOMES:
+            self.model_reloads_total.labels(outcome)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.
@@ -90,6 +96,11 @@ class Metrics:
         with self._model_lock:
             self.model_info.clear()
             self.model_info.labels(name, sha256, precision).set(1)
+
+    def model_reloaded(self, outcome: str) -> None:
+        if outcome not in RELOAD_OUTCOMES:
+            raise ValueError(f"outcome must be one of {RELOAD_OUTCOMES}, not {outcome!r}")
+        self.model_reloads_total.labels(outcome).inc()
 
     def count(self, source: str, outcome: str, kind: str | None = None) -> None:
         """One finished input; ``kind`` (for failures) also counts ``edge_infer_errors_total``."""

@@ -57,7 +57,7 @@ class ResultWriter(Stage):
     max_backoff_s = 30.0
 
     def __init__(self, finished: "queue.Queue[Job]", output_dir: Path, routes: dict[str, SourceRoute],
-                 model: dict[str, str], metrics: Metrics, on_acknowledged: Callable[[Job], None],
+                 model: Callable[[], dict[str, str]], metrics: Metrics, on_acknowledged: Callable[[Job], None],
                  camera_sinks: dict[str, JsonlSink] | None = None) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
@@ -103,13 +103,13 @@ class ResultWriter(Stage):
         t0 = time.monotonic()
         if job.error is not None:
             write_json_atomic(error_path(route.failed_dir, job.rel),
-                              error_result(job.source, job.rel, job.sha256, job.error, self._model))
+                              error_result(job.source, job.rel, job.sha256, job.error, job.model or self._model()))
             self._acknowledge(job, route, route.failed_dir / job.rel, force_move=True)
             log.warning("%s/%s failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
         else:
             if not job.duplicate:
                 assert job.predictions is not None
-                result = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, self._model,
+                result = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, job.model or self._model(),
                                    job.width, job.height, _timings_ms(job))
                 write_json_atomic(result_path(self._output_dir, job.source, job.rel), result)
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
@@ -122,10 +122,10 @@ class ResultWriter(Stage):
         t0 = time.monotonic()
         assert job.frame is not None
         if job.error is not None:
-            obj = error_result(job.source, job.rel, None, job.error, self._model)
+            obj = error_result(job.source, job.rel, None, job.error, job.model or self._model())
         else:
             assert job.predictions is not None
-            obj = ok_result(job.source, job.rel, "", job.predictions, self._model, job.width, job.height,
+            obj = ok_result(job.source, job.rel, "", job.predictions, job.model or self._model(), job.width, job.height,
                             _timings_ms(job))
         self._camera_sinks[job.source].append(frame_result(obj, job.frame))
         self._observe(job, time.monotonic() - t0)

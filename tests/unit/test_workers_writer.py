@@ -28,7 +28,7 @@ def make_worker(tmp_path, max_bytes=10_000_000):
 def make_writer(tmp_path, after="move"):
     done: list[Job] = []
     routes = {"s": SourceRoute(after, tmp_path / "done", tmp_path / "failed", done.append)}
-    w = ResultWriter(queue.Queue(), tmp_path / "results", routes, {"name": "m", "sha256": "x", "precision": "int8"},
+    w = ResultWriter(queue.Queue(), tmp_path / "results", routes, lambda: {"name": "m", "sha256": "x", "precision": "int8"},
                      Metrics(CollectorRegistry()), on_acknowledged=lambda job: None)
     return w, done
 
