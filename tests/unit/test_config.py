@@ -111,7 +111,7 @@ def test_defaults(tmp_path):
         ("move", True, False, 1.0, 0.5)
     assert camera.fps == 2.0
     assert cfg.model == ModelConfig(path=None, top_k=5, threads=0)
-    assert cfg.batch == BatchConfig(max_size=8, max_wait_ms=10.0)
+    assert cfg.batch == BatchConfig(max_size=4, max_wait_ms=10.0)
     assert cfg.pipeline == PipelineConfig(queue_size=64, workers=0, max_pixels=50_000_000, max_file_bytes=104_857_600)
     assert cfg.output.mqtt is None
     assert cfg.metrics == MetricsConfig(host="127.0.0.1", port=9464)
