@@ -268,11 +268,6 @@ class Daemon:
         seen = self.results.wait_for(set(arrived), timeout=60)
         return [seen[n] - arrived[n] for n in seen]
 
-    def idle_cpu_percent(self, seconds: float = 5.0) -> float:
-        c0 = _proc_cpu(self.proc.pid)
-        time.sleep(seconds)
-        return 100 * (_proc_cpu(self.proc.pid) - c0) / seconds
-
     def rss_mb(self) -> tuple[float, float]:
         return _proc_rss_mb(self.proc.pid), _proc_rss_mb(self.proc.pid, "VmHWM")
 
@@ -286,6 +281,13 @@ class Daemon:
             self.proc.wait()
 
 
+def idle_cpu_percent(daemons: dict[str, Daemon], seconds: float) -> dict[str, float]:
+    """CPU each idle daemon used over the same ``seconds``, as a percentage of one core."""
+    c0 = {label: _proc_cpu(d.proc.pid) for label, d in daemons.items()}
+    time.sleep(seconds)
+    return {label: 100 * (_proc_cpu(d.proc.pid) - c0[label]) / seconds for label, d in daemons.items()}
+
+
 def _free_port() -> int:
     import socket
 
@@ -295,7 +297,7 @@ def _free_port() -> int:
 
 
 def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
-               daemons: tuple[DaemonSettings, ...] = (DaemonSettings(),)) -> str:
+               daemons: tuple[DaemonSettings, ...] = (DaemonSettings(),), idle_s: float = 60.0) -> str:
     """Every pipeline on the same photos, round by round; several ``daemons`` settings make it a sweep."""
     model = model or default_model_path()
     files = sorted(p for p in images.rglob("*") if p.is_file() and is_image_name(p.name))
@@ -310,7 +312,7 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
             for i, d in enumerate(daemons):  # all started before the first round: idle ones cost ~0.2% CPU
                 running[d.label] = Daemon(Path(tmp) / f"d{i}", model, d)
                 runs[d.label] = []
-            idle = {label: d.idle_cpu_percent() for label, d in running.items()}
+            idle = idle_cpu_percent(running, idle_s)
             limits = []
             for r in range(rounds):
                 limits.append(machine_limit(files, model))
@@ -369,5 +371,5 @@ def _report(runs: dict[str, list[Run]], n: int, memory: dict[str, tuple[float, f
             lines.append(f"  {label}: arrival -> result p50 {1000 * np.percentile(lat, 50):.1f} ms, "
                          f"p95 {1000 * np.percentile(lat, 95):.1f} ms ({len(lat)} photos)")
     for label, (rss, hwm, idle) in memory.items():
-        lines.append(f"  {label}: resident memory {rss:.0f} MB now, {hwm:.0f} MB peak; idle CPU {idle:.2f}%")
+        lines.append(f"  {label}: resident memory {rss:.0f} MB now, {hwm:.0f} MB peak; idle CPU {idle:.2f}% of a core")
     return "\n".join(lines)

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--daemon", dest="daemons", action="append", default=[], metavar="SETTINGS",
                    help="end to end: daemon settings to compare, e.g. batch=8,wait=10,threads=1,workers=2 "
                         "(repeatable: a sweep, interleaved round by round; default: the daemon's defaults)")
+    s.add_argument("--idle-seconds", type=float, default=60.0,
+                   help="end to end: how long the idle daemons' CPU is measured before the rounds (default 60)")
     return p
 
 
@@ -237,7 +239,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             daemons = tuple(DaemonSettings.parse(d) for d in args.daemons) or (DaemonSettings(),)
         except ValueError as e:
             raise ConfigError("--daemon", str(e)) from e
-        print(end_to_end(args.images, rounds=args.rounds or 3, model=model, daemons=daemons))
+        print(end_to_end(args.images, rounds=args.rounds or 3, model=model, daemons=daemons, idle_s=args.idle_seconds))
         return EXIT_OK
     models = {name: Path(path) for name, path in args.models} or {"int8": default_model_path()}
     for name, path in models.items():
