@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -60,6 +61,11 @@ def test_kill_9_at_random_moments_then_a_restart_loses_nothing_and_rewrites_noth
         for rel, data in seen.items():
             assert now.get(rel) == data, f"{rel}: a committed result was rewritten or lost after a kill"
         seen.update(now)
+        # A kill between "result written" and "input acknowledged" is a window of microseconds that random
+        # kills hit only now and then; make it certain: a few finished inputs come back, as if unacknowledged.
+        for name in sorted(files_under(tmp_path / "done"))[:5] if round_ < KILLS else []:
+            shutil.copy(tmp_path / "done" / name, staging / name)
+            os.rename(staging / name, inbox / name)
         print(f"round {round_}: {len(now)} results, {len(files_under(inbox))} in the inbox")
     assert files_under(tmp_path / "done") == set(sha)
     assert not files_under(inbox) and not files_under(tmp_path / "failed")
