@@ -1,6 +1,6 @@
 """Durable JSON files: written to a temporary file, fsynced, renamed; no reader ever sees a partial file.
 
-Temporary files live in one hidden folder per output root (``<root>/.tmp``), never beside the results:
+Temporary files live in one hidden folder per output root (``<root>/.writing``), never beside the results:
 readers listing a results folder never meet them, and the leftovers of a killed run are removed at start-up
 by emptying that one folder (``clear_tmp``) instead of walking every result ever written.
 """
@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-TMP_DIR = ".tmp"
+TMP_DIR = ".writing"  # not "*.tmp" itself: only leftover files should match that pattern
 NAME_MAX = 255  # bytes in one file name on Linux file systems
 
 

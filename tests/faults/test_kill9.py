@@ -70,7 +70,7 @@ def test_kill_9_at_random_moments_then_a_restart_loses_nothing_and_rewrites_noth
     assert files_under(tmp_path / "done") == set(sha)
     assert not files_under(inbox) and not files_under(tmp_path / "failed")
     assert set(results(out)) == {f"{n}.json" for n in sha}  # exactly one result each, nothing else
-    assert not files_under(out / ".tmp") and not [p for p in out.rglob("*.tmp") if p.is_file()]
+    assert not files_under(out / ".writing") and not [p for p in out.rglob("*.tmp") if p.is_file()]
     by_content: dict[str, list[dict]] = {}
     for name, digest in sha.items():
         r = json.loads((out / "drops" / f"{name}.json").read_text())

@@ -48,7 +48,7 @@ def assert_all_ok(root: Path, out: Path, imgs: list[Path]) -> None:
         r = json.loads((out / "drops" / f"{p.name}.json").read_text())
         assert r["status"] == "ok" and r["input_sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
     assert not files_under(root / "inbox") and not files_under(root / "failed")
-    assert not files_under(out / ".tmp")  # no temporary file left behind by the failed writes
+    assert not files_under(out / ".writing")  # no temporary file left behind by the failed writes
 
 
 def test_a_full_output_disk_holds_inputs_reports_and_resumes_by_itself(tmp_path, tmpfs, notify_socket):
