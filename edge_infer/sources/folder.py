@@ -110,6 +110,10 @@ class FolderSource(Stage):
 
     def scan(self, folder: Path | None = None) -> int:
         """Every file already present (start-up, a folder moved in, a rescan) becomes a candidate."""
+        if folder is not None and folder.is_symlink():
+            # watchdog reports a new symlink to a folder as a created folder; os.walk would follow it out.
+            self.candidate(str(folder), settled=True)
+            return 1
         n = 0
         for dirpath, dirnames, filenames in os.walk(folder or self.root):
             # os.walk lists a symlink to a folder among the folders but never follows it: it is an input.
