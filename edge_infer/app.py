@@ -106,7 +106,10 @@ class App:
         return self.inference.healthy() and self.inference.heartbeat.age() < self.hang_timeout_s
 
     def is_ready(self) -> bool:
-        return self.ready and not self.draining and self.is_alive()
+        # A blocked output (disk full, read-only, ...) takes no new inputs: not ready, yet alive, since a
+        # restart would not help and the writer resumes by itself.
+        blocked = self.writer is not None and self.writer.blocked_kind is not None
+        return self.ready and not self.draining and not blocked and self.is_alive()
 
     # -- startup --------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -140,7 +143,7 @@ class App:
 
     def _build_stages(self, session: ModelSession) -> None:
         c, m = self.config, session.manifest
-        self.sources = [FolderSource(s, self.jobs, on_seen=lambda _name: self.pending.add(1))
+        self.sources = [FolderSource(s, self.jobs, on_seen=lambda _name: self.pending.add(1), metrics=self.metrics)
                         for s in c.sources if isinstance(s, FolderSourceConfig)]
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
                   for src in self.sources}
@@ -172,11 +175,16 @@ class App:
         tick = min(0.5, interval) if interval else 0.5
         next_status = 0.0
         was_alive = True
+        was_blocked: str | None = None
         while not flags.should_exit.wait(tick):
             if flags.reload.is_set() and self.reloader is not None:
                 flags.reload.clear()
                 self.reloader.request()
             self.metrics.set_queue_depth(self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize())
+            self.metrics.set_ready(self.is_ready())
+            blocked = self.writer.blocked_kind if self.writer else None
+            if blocked != was_blocked:  # a blocked output shows in STATUS= at once, not at the next update
+                was_blocked, next_status = blocked, 0.0
             alive = self.is_alive()
             if alive:
                 # Only a loop that is making progress (or idle and healthy) keeps systemd's watchdog fed.

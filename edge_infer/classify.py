@@ -49,7 +49,8 @@ def _load(name: str, session: ModelSession, max_pixels: int) -> _Item:
     item = _Item(name)
     t0 = time.perf_counter()
     try:
-        data = read_input(Path(name), PipelineConfig.max_file_bytes)  # the daemon's reader and limit
+        # The daemon's reader and limit; the paths were named by the user, so links are theirs to follow.
+        data = read_input(Path(name), PipelineConfig.max_file_bytes, follow_symlinks=True)
         item.sha256 = hashlib.sha256(data).hexdigest()
         prepared = prepare(data, session.manifest.preprocess, max_pixels)
         item.tensor, item.width, item.height = prepared.tensor, prepared.width, prepared.height

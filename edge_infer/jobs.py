@@ -26,7 +26,8 @@ class Job:
     width: int = 0
     height: int = 0
     error: InputError | None = None
-    duplicate: bool = False
+    duplicate: bool = False  # a previous run committed this very input's result
+    committed: bool = False  # its result or failure record is on disk (never written twice)
     frame: dict[str, Any] | None = None  # camera frames: timestamp, seq, media time
     # A camera's claim ticket: the batcher calls it for the newest frame (None: nothing left to take).
     take: Callable[[], "Job | None"] | None = None

@@ -19,6 +19,9 @@ FRAME_DROP_REASONS = ("superseded", "pipeline_full", "decode")
 OUTCOMES = ("ok", "failed", "duplicate")
 RELOAD_OUTCOMES = ("ok", "failed")
 STAGES = ("queue", "preprocess", "inference", "write")
+# Why the writer cannot commit results: the disk is full, the folder is read-only (or not ours), a folder
+# is missing and cannot be made, or another I/O error.
+BLOCKED_REASONS = ("enospc", "readonly", "missing", "io")
 # Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".
 ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "internal", "other")
 
@@ -71,6 +74,13 @@ class Metrics:
                                            ["outcome"], registry=registry)
         for outcome in RELOAD_OUTCOMES:
             self.model_reloads_total.labels(outcome)
+        self.watch_overflows_total = Counter("edge_infer_watch_overflows", "inotify queue overflows (events "
+                                             "lost), each followed by a rescan of the folder.", ["source"],
+                                             registry=registry)
+        self.output_blocked = Gauge("edge_infer_output_blocked", "1 while results cannot be written, by reason; "
+                                    "inputs wait meanwhile.", ["reason"], registry=registry)
+        for reason in BLOCKED_REASONS:
+            self.output_blocked.labels(reason)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.
@@ -83,6 +93,8 @@ class Metrics:
         for error_kind in ERROR_KINDS:
             self.errors_total.labels(name, error_kind)
         self.last_success_timestamp_seconds.labels(name)
+        if kind == "folder":
+            self.watch_overflows_total.labels(name)
         if kind == "camera":
             self.camera_up.labels(name)
             self.camera_reconnects_total.labels(name)
@@ -128,6 +140,16 @@ class Metrics:
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)
+
+    def watch_overflowed(self, source: str) -> None:
+        self.watch_overflows_total.labels(source).inc()
+
+    def set_output_blocked(self, reason: str | None) -> None:
+        """``reason`` (one of BLOCKED_REASONS) while the writer is blocked, None once it writes again."""
+        if reason is not None and reason not in BLOCKED_REASONS:
+            raise ValueError(f"reason must be one of {BLOCKED_REASONS}, not {reason!r}")
+        for r in BLOCKED_REASONS:
+            self.output_blocked.labels(r).set(1 if r == reason else 0)
 
     def set_camera_up(self, source: str, up: bool) -> None:
         self.camera_up.labels(source).set(1 if up else 0)

@@ -4,10 +4,12 @@ Several run in parallel: Pillow's decode and resize and numpy release the GIL, s
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import queue
+import stat
 import time
 from pathlib import Path
 
@@ -23,11 +25,22 @@ from .sinks.json_file import read_json, result_path
 log = logging.getLogger(__name__)
 
 
-def read_input(path: Path, max_bytes: int) -> bytes:
-    """The whole file, with typed errors; the size limit is checked before reading a byte."""
+def read_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> bytes:
+    """The whole file, with typed errors; the size limit is checked before reading a byte.
+
+    Only regular files are read: by default a symbolic link is not followed (in a watched folder it could
+    point anywhere, outside the configured folders), and a FIFO or device is never opened in blocking mode
+    (it could hang a worker).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with open(os.open(path, flags), "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError("unsupported", "not a regular file (a FIFO, socket or device)")
+            size = st.st_size
             if size > max_bytes:
                 raise InputError("too_large", f"{size} bytes exceeds pipeline.max_file_bytes ({max_bytes})")
             data = f.read(max_bytes + 1)
@@ -36,6 +49,8 @@ def read_input(path: Path, max_bytes: int) -> bytes:
     except IsADirectoryError as e:
         raise InputError("unsupported", "is a directory") from e
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError("unsupported", "a symbolic link (links are never followed)") from e
         raise InputError("io", f"cannot read file: {e.strerror or e}") from e
     if not data:
         raise InputError("decode", "empty file (0 bytes)")
@@ -82,7 +97,7 @@ class PreprocessWorker(Stage):
             # crash) finished the work but did not get to acknowledge the input.
             previous = read_json(result_path(self._output_dir, job.source, job.rel))
             if previous and previous.get("status") == "ok" and previous.get("input_sha256") == job.sha256:
-                job.duplicate = True
+                job.duplicate = job.committed = True
                 return
             out = self._acquire()
             if out is None:

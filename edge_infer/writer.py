@@ -2,6 +2,9 @@
 
 The order is the exactly-once guarantee: an input leaves the inbox only after its result (or its error
 record) is on disk, and a restart that finds the result for the same bytes acknowledges without redoing.
+A disk that refuses writes (full, read-only, folder gone) blocks the writer, never fails an input: the job
+is retried with backoff, the pipeline backs up to the inbox, and the block is reported (metric, log, STATUS=,
+/readyz) until it clears by itself.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from .jobs import Job
 from .lifecycle import Stage
 from .metrics import Metrics
 from .results import error_result, frame_result, ok_result
-from .sinks.json_file import error_path, result_path, write_json_atomic
+from .sinks.json_file import clear_tmp, error_path, fsync_dir, result_path, write_json_atomic
 from .sinks.jsonl import JsonlSink
 
 log = logging.getLogger(__name__)
@@ -41,20 +44,44 @@ def _timings_ms(job: Job) -> dict[str, float]:
 
 
 def move_file(src: Path, dest: Path) -> None:
-    """Rename within a file system; copy, fsync and unlink across file systems (``shutil.move`` does)."""
+    """Rename within a file system; across file systems copy, fsync, then unlink (a power cut in between
+    leaves the input in place, to be redone, never a lost or half-copied one)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(src, dest)
+        return
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-        shutil.move(str(src), str(dest))
+    if not (src.is_file() or src.is_symlink()):
+        src.unlink()  # a FIFO or device cannot be copied; its error record says what it was
+        return
+    shutil.copy2(src, dest, follow_symlinks=False)  # a symlink is moved as a link, never followed
+    if not dest.is_symlink():
+        fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(dest.parent)
+    src.unlink()
+
+
+def blocked_kind(e: OSError) -> str:
+    """The ``edge_infer_output_blocked`` reason for a write that failed."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "enospc"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "readonly"
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "missing"
+    return "io"
 
 
 class ResultWriter(Stage):
     """finished -> result JSON on disk -> input acknowledged -> metrics."""
 
-    max_backoff_s = 30.0
+    max_backoff_s = 5.0  # a retry costs one failed write: cheap enough to notice returning space quickly
 
     def __init__(self, finished: "queue.Queue[Job]", output_dir: Path, routes: dict[str, SourceRoute],
                  model: Callable[[], dict[str, str]], metrics: Metrics, on_acknowledged: Callable[[Job], None],
@@ -64,9 +91,19 @@ class ResultWriter(Stage):
         self._camera_sinks = camera_sinks or {}
         self._model, self._metrics = model, metrics
         self._on_acknowledged = on_acknowledged
-        self.blocked_reason: str | None = None  # set while the disk refuses writes
+        self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
+        self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
 
     def run(self) -> None:
+        # Before the first write: what a killed run left half-written is removed, never read.
+        for root in {self._output_dir, *(r.failed_dir for r in self._routes.values())}:
+            try:
+                n = clear_tmp(root)
+            except OSError as e:
+                log.warning("cannot clear temporary files under %s: %s", root, e.strerror or e)
+                continue
+            if n:
+                log.info("removed %d temporary file(s) left under %s by an interrupted run", n, root)
         try:
             while self.should_keep_running():
                 try:
@@ -85,14 +122,32 @@ class ResultWriter(Stage):
         while True:
             try:
                 self.commit(job)
-                self.blocked_reason = None
-                return
+                break
             except OSError as e:
-                self.blocked_reason = f"cannot write results: {e.strerror or e}"
-                log.error("%s (%s); retrying in %.1fs", self.blocked_reason, job.path, delay)
-                if self.wait(delay):
-                    return  # stopping: the input stays unacknowledged and is redone on the next start
-                delay = min(delay * 2, self.max_backoff_s)
+                self._set_blocked(e, job)
+            except Exception:  # noqa: BLE001 - a bug with one job must not stop every later one
+                # As if the daemon had crashed for this input alone: it stays in place for the next start.
+                log.exception("cannot commit %s/%r; it stays in the inbox", job.source, job.rel)
+                if job.path is not None:
+                    self._routes[job.source].on_done(job)
+                    self._on_acknowledged(job)
+                return
+            if self.wait(delay):
+                return  # stopping: the input stays unacknowledged and is redone on the next start
+            delay = min(delay * 2, self.max_backoff_s)
+        if self.blocked_kind is not None:
+            log.warning("results are written again (was blocked: %s)", self.blocked_reason)
+            self.blocked_reason = self.blocked_kind = None
+            self._metrics.set_output_blocked(None)
+
+    def _set_blocked(self, e: OSError, job: Job) -> None:
+        kind = blocked_kind(e)
+        reason = f"output blocked ({kind}): {e.strerror or e}"
+        if kind != self.blocked_kind:  # log the transition, not every retry
+            log.error("cannot write results or acknowledge inputs: %s (%s); holding inputs and retrying",
+                      reason, e.filename or job.path)
+            self._metrics.set_output_blocked(kind)
+        self.blocked_reason, self.blocked_kind = reason, kind
 
     def commit(self, job: Job) -> None:
         if job.frame is not None:
@@ -101,17 +156,25 @@ class ResultWriter(Stage):
         assert job.path is not None
         route = self._routes[job.source]
         t0 = time.monotonic()
+        # ``committed``: the record is on disk (this run, before a retry, or a previous run): never rewritten,
+        # so a result once seen never changes.
         if job.error is not None:
-            write_json_atomic(error_path(route.failed_dir, job.rel),
-                              error_result(job.source, job.rel, job.sha256, job.error, job.model or self._model()))
+            if not job.committed:
+                write_json_atomic(error_path(route.failed_dir, job.rel),
+                                  error_result(job.source, job.rel, job.sha256, job.error, job.model or self._model()),
+                                  route.failed_dir)
+                job.committed = True
             self._acknowledge(job, route, route.failed_dir / job.rel, force_move=True)
-            log.warning("%s/%s failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
+            log.warning("%s/%r failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
         else:
-            if not job.duplicate:
+            if not job.committed:
                 assert job.predictions is not None
                 result = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, job.model or self._model(),
                                    job.width, job.height, _timings_ms(job))
-                write_json_atomic(result_path(self._output_dir, job.source, job.rel), result)
+                write_json_atomic(result_path(self._output_dir, job.source, job.rel), result, self._output_dir)
+                job.committed = True
+                # A failure record left by an interrupted earlier attempt would be a second record.
+                error_path(route.failed_dir, job.rel).unlink(missing_ok=True)
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
         self._observe(job, time.monotonic() - t0)
         route.on_done(job)

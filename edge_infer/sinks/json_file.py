@@ -1,12 +1,21 @@
-"""Durable JSON files: written to a temporary name, fsynced, renamed; no reader ever sees a partial file."""
+"""Durable JSON files: written to a temporary file, fsynced, renamed; no reader ever sees a partial file.
+
+Temporary files live in one hidden folder per output root (``<root>/.writing``), never beside the results:
+readers listing a results folder never meet them, and the leftovers of a killed run are removed at start-up
+by emptying that one folder (``clear_tmp``) instead of walking every result ever written.
+"""
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
-TMP_SUFFIX = ".tmp"
+TMP_DIR = ".writing"  # not "*.tmp" itself: only leftover files should match that pattern
+NAME_MAX = 255  # bytes in one file name on Linux file systems
 
 
 def fsync_dir(path: Path) -> None:
@@ -17,27 +26,67 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Commit ``obj`` at ``path``: after this returns, a power cut leaves either the old file or this one."""
+def _encode(obj: Any) -> bytes:
+    try:
+        return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 (Python holds its bytes as lone surrogates): \u escapes keep the JSON
+        # valid, and decoding it gives back the very name (os.fsencode turns it into the original bytes).
+        return (json.dumps(obj, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
+    """Commit ``obj`` at ``path`` (somewhere under ``root``): after this returns, a power cut leaves either
+    the old file or this one. The order is the durable one: data fsynced, renamed, folder fsynced."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden temporary name in the same folder: rename is atomic only within a file system, and a
-    # hidden name is never mistaken for a result by readers that list the folder.
-    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    tmp_dir = root / TMP_DIR
+    tmp_dir.mkdir(exist_ok=True)
+    data = _encode(obj)
+    tmp = _write_tmp(tmp_dir, data)
+    try:
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            # A sub-folder mounted from another file system: rename works only within the folder itself.
+            tmp.unlink(missing_ok=True)
+            tmp = _write_tmp(path.parent, data, prefix=".")
+            os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _write_tmp(folder: Path, data: bytes, prefix: str = "") -> Path:
+    tmp = folder / f"{prefix}{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        os.close(fd)
+        tmp.unlink(missing_ok=True)  # a full disk must not also keep the partial copy
         raise
-    fsync_dir(path.parent)
+    os.close(fd)
+    return tmp
+
+
+def clear_tmp(root: Path) -> int:
+    """Remove what a killed run left in ``root``'s temporary folder; call before anything writes there."""
+    n = 0
+    try:
+        entries = list(os.scandir(root / TMP_DIR))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            n += 1
+    return n
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -50,9 +99,26 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def record_name(name: str, suffix: str) -> str:
+    """``name + suffix``, unless that is too long for a file name: then the name is cut and a hash of the
+    whole name keeps it unique (the record's ``input`` field holds the full name)."""
+    full = name + suffix
+    raw = os.fsencode(full)
+    if len(raw) <= NAME_MAX:
+        return full
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    keep = os.fsencode(name)[:NAME_MAX - len(os.fsencode(suffix)) - len(digest) - 1]
+    return f"{os.fsdecode(keep)}~{digest}{suffix}"
+
+
+def _under(root: Path, rel: str, suffix: str) -> Path:
+    head, _, name = rel.rpartition("/")
+    return root / head / record_name(name, suffix)
+
+
 def result_path(output_dir: Path, source: str, rel: str) -> Path:
-    return output_dir / source / f"{rel}.json"
+    return _under(output_dir / source, rel, ".json")
 
 
 def error_path(failed_dir: Path, rel: str) -> Path:
-    return failed_dir / f"{rel}.error.json"
+    return _under(failed_dir, rel, ".error.json")

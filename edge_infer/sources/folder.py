@@ -2,15 +2,21 @@
 
 inotify (watchdog's InotifyObserver with full move events) tells us when a file is complete: a write
 handle was closed (``closed``) or a finished file was renamed or moved in (``moved``). We never act on
-``modified``, which fires many times while a file is written. Files found by the start-up scan and
-files seen by the polling observer (network mounts) instead wait until their size and mtime have been
-still for ``settle_s``.
+``modified``, which fires many times while a file is written. Files found by a scan (start-up, a folder
+moved in, a rescan after the kernel's event queue overflowed) have sent no such event: they are complete
+once no process holds them open for writing (a file lease tells, see writers.py), or, where the kernel
+cannot say, once their size and mtime have been still for ``settle_s``. The polling observer (network
+mounts, whose remote writers no local check can see) always waits for ``settle_s``.
+
+Symbolic links, FIFOs, sockets and devices are inputs too: they are never followed or opened for reading,
+and end in the failed folder (the worker refuses them), so nothing lands in the inbox without a record.
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from pathlib import Path
@@ -22,6 +28,9 @@ from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, Fi
 from ..config import FolderSource as FolderSourceConfig
 from ..jobs import Job
 from ..lifecycle import Stage
+from ..metrics import Metrics
+from .inotify import OverflowEvent
+from .writers import held_open_for_writing
 
 log = logging.getLogger(__name__)
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", "~")
@@ -31,6 +40,13 @@ def is_transient(rel: str) -> bool:
     """Names still being written by their producer: hidden anywhere in the path, or a temporary suffix."""
     parts = rel.split("/")
     return any(p.startswith(".") for p in parts) or parts[-1].endswith(TEMP_SUFFIXES)
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return True  # gone: nothing to do, and a regular file would be acted on at its close anyway
 
 
 class _Handler(FileSystemEventHandler):
@@ -50,13 +66,18 @@ class _Handler(FileSystemEventHandler):
             self.source.scan(Path(src))
         elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)) and self.source.polling:
             self.source.candidate(src, settled=False)  # polling sees no closes: wait for stillness
+        elif isinstance(event, FileCreatedEvent) and not _is_regular(src):
+            self.source.candidate(src, settled=True)  # a symlink or FIFO is never closed after writing
+
+    def on_overflow(self, event: OverflowEvent) -> None:
+        self.source.overflowed()
 
 
 class FolderSource(Stage):
     """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
 
     def __init__(self, config: FolderSourceConfig, jobs: "queue.Queue[Job]",
-                 on_seen: Callable[[str], None] | None = None) -> None:
+                 on_seen: Callable[[str], None] | None = None, metrics: Metrics | None = None) -> None:
         super().__init__(f"source-{config.name}")
         self.config = config
         self.root = Path(config.path)
@@ -70,6 +91,7 @@ class FolderSource(Stage):
         self._wake = threading.Event()  # set when a file becomes ready: dispatch at once, not at the next tick
         self.armed = threading.Event()
         self._on_seen = on_seen
+        self._metrics = metrics
 
     # -- detection ------------------------------------------------------------------------------------------
     def candidate(self, path: str, settled: bool) -> None:
@@ -87,14 +109,29 @@ class FolderSource(Stage):
                 self._settling[path] = (-1, -1.0, time.monotonic())
 
     def scan(self, folder: Path | None = None) -> int:
-        """Every file already present (start-up, or a folder moved in) becomes a candidate after settling."""
+        """Every file already present (start-up, a folder moved in, a rescan) becomes a candidate."""
+        if folder is not None and folder.is_symlink():
+            # watchdog reports a new symlink to a folder as a created folder; os.walk would follow it out.
+            self.candidate(str(folder), settled=True)
+            return 1
         n = 0
         for dirpath, dirnames, filenames in os.walk(folder or self.root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")] if self.config.recursive else []
-            for f in filenames:
+            # os.walk lists a symlink to a folder among the folders but never follows it: it is an input.
+            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in links] \
+                if self.config.recursive else []
+            for f in (*filenames, *links):
                 self.candidate(os.path.join(dirpath, f), settled=False)
                 n += 1
         return n
+
+    def overflowed(self) -> None:
+        """The kernel dropped events: rescan everything (files already known are not offered twice)."""
+        if self._metrics is not None:
+            self._metrics.watch_overflowed(self.config.name)
+        n = self.scan()
+        log.warning("source %s: the inotify event queue overflowed (fs.inotify.max_queued_events); rescanned "
+                    "%s: %d file(s) there", self.config.name, self.root, n)
 
     def _rel(self, path: str) -> str | None:
         try:
@@ -111,28 +148,31 @@ class FolderSource(Stage):
             items = list(self._settling.items())
         for path, (size, mtime, since) in items:
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except OSError:
-                with self._lock:
-                    self._settling.pop(path, None)  # gone before it settled: nothing to do
-                continue
-            if not os.path.isfile(path):
-                with self._lock:
-                    self._settling.pop(path, None)
-                continue
+                st = None  # gone before it settled: nothing to do
+            writer: bool | None = None
+            if st is not None and stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (size, mtime):
+                writer = held_open_for_writing(path)
             with self._lock:
                 if path not in self._settling:
                     continue
-                if (st.st_size, st.st_mtime) != (size, mtime):
-                    self._settling[path] = (st.st_size, st.st_mtime, now)
-                elif now - since >= self.config.settle_s:
+                if st is None or stat.S_ISDIR(st.st_mode):
+                    del self._settling[path]
+                elif not stat.S_ISREG(st.st_mode):
+                    del self._settling[path]
+                    self._ready[path] = time.time()  # refused by the worker, with a failure record
+                elif (st.st_size, st.st_mtime_ns) != (size, mtime) or writer:
+                    self._settling[path] = (st.st_size, st.st_mtime_ns, now)  # still being written
+                elif (writer is False and not self.polling) or now - since >= self.config.settle_s:
                     del self._settling[path]
                     self._ready[path] = time.time()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
-        from watchdog.observers.inotify import InotifyObserver
         from watchdog.observers.polling import PollingObserver
+
+        from .inotify import OverflowAwareObserver
 
         self.root.mkdir(parents=True, exist_ok=True)
         # Only the events we act on: the kernel then does not even queue the opens, reads, modifies and
@@ -142,8 +182,9 @@ class FolderSource(Stage):
             self._observer = PollingObserver(timeout=self.config.poll_interval_s)
             wanted += [FileCreatedEvent, FileModifiedEvent]
         else:
-            self._observer = InotifyObserver(generate_full_events=True)
-            wanted += [FileClosedEvent]
+            self._observer = OverflowAwareObserver()
+            # Created: only to see symlinks and FIFOs arrive (recursive watches ask the kernel for it anyway).
+            wanted += [FileClosedEvent, FileCreatedEvent, OverflowEvent]
         self._observer.schedule(_Handler(self), str(self.root), recursive=self.config.recursive,
                                 event_filter=wanted)
         self._observer.start()  # watching before the scan: a file arriving in between is seen by one or both

@@ -20,7 +20,7 @@ from edge_infer.selftest import self_test
 from edge_infer.session import ModelSession
 from tests.conftest import write_images
 from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
-from tests.integration.test_daemon_process import daemon, free_port, http_status
+from tests.integration.daemon_util import daemon, free_port, http_status
 
 onnx = pytest.importorskip("onnx", reason="making replacement models needs the onnx package (the export extra)")
 

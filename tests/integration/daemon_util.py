@@ -2,17 +2,25 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
 from edge_infer.app import App
 from edge_infer.config import load_config
 from edge_infer.lifecycle import ShutdownFlags
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -72,3 +80,40 @@ class RunningApp:
 
 def read_result(root: Path, rel: str, source: str = "drops") -> dict[str, Any]:
     return json.loads((root / "results" / source / f"{rel}.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+@contextmanager
+def daemon(cfg: Path, env_extra: dict[str, str] | None = None,
+           log: Path | None = None) -> Iterator[subprocess.Popen]:
+    """``edge-infer run`` as a subprocess; killed if the test leaves it running. Its output goes to a pipe,
+    or, for long runs whose log could fill a pipe nobody reads meanwhile, appended to ``log``."""
+    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": str(ROOT)}
+    out = open(log, "a") if log is not None else subprocess.PIPE  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(cfg)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        if log is not None:
+            out.close()

@@ -8,33 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT, write_images
-from tests.integration.daemon_util import wait_for, write_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
+from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
 
 
 def recv_all(sock: socket.socket, until: str, timeout: float) -> list[str]:
@@ -48,20 +28,6 @@ def recv_all(sock: socket.socket, until: str, timeout: float) -> list[str]:
         if until in got:
             return got
     raise AssertionError(f"no {until!r} within {timeout}s; got {got}")
-
-
-@contextmanager
-def daemon(cfg: Path, env_extra: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """``edge-infer run`` as a subprocess; killed if the test leaves it running."""
-    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(cfg)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_notify_ready_watchdog_and_a_graceful_drain_on_sigterm(tmp_path, notify_socket):
