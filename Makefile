@@ -4,12 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: help install run test test-fast contract-check model bench bench-model clean
+.PHONY: help install run test test-fast system-test arm64-check contract-check model bench bench-model clean
 
 help:
 	@echo "make run          install, then run the daemon on config/local.yaml (drop images into var/inbox)"
 	@echo "make install      create $(VENV) with the runtime, export and test dependencies"
 	@echo "make test         install, then run the whole test suite (what CI runs)"
+	@echo "make system-test  (root) boot Debian under systemd-nspawn; install.sh and the unit under real systemd"
+	@echo "make arm64-check  (root) install and classify in an arm64 Debian under qemu; top-1 vs this machine"
 	@echo "make model        re-export the embedded int8 model from $(SHARED) (weights + photos)"
 	@echo "make bench        end to end: the daemon vs the naive serial loop vs classify, on $(SHARED)'s photos"
 	@echo "make bench-model  model-only latency: int8 vs fp32 vs the Model Zoo peer, side by side"
@@ -30,7 +32,16 @@ test: install
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not system"
+
+# Needs root, debootstrap and systemd-nspawn (.ci/install-system-deps); ~3 min, plus ~1.5 min once for the
+# root file system (cached under ~/.cache/edge-infer).
+system-test: install
+	$(PY) -m pytest -q -m system tests/system
+
+# Needs root, debootstrap and qemu-user-static; ~7 min the first time (debootstrap and pip under emulation).
+arm64-check: install
+	PY=$(abspath $(PY)) EDGE_INFER_SHARED=$(abspath $(SHARED)) tests/system/arm64-check.sh
 
 contract-check: install
 	PY=$(abspath $(PY)) $(SHARED)/checks/contract-check

@@ -137,7 +137,8 @@ class App:
             cam.start()  # armed at once; each connects in its own thread and may be down: see camera_up
         self.ready = True
         self.metrics.set_ready(True)
-        self.notifier.ready()
+        # With its status in the same datagram: `systemctl status` never shows active with "loading model".
+        self.notifier.notify(READY=1, STATUS=self.status_line())
         log.info("ready: model %s (%s, %s), %d folder(s), %d camera(s), %d worker(s)", session.manifest.name,
                  session.precision, session.sha256[:12], len(self.sources), len(self.cameras), len(self.workers))
 

@@ -26,6 +26,9 @@ def test_unit_settings_match_what_the_daemon_does():
     assert s["PrivateTmp"] == "yes" and s["StateDirectory"] == "edge-infer" and s["User"] == "edge-infer"
     # The drain (20 s by default in config/edge-infer.yaml) plus ordered joins must fit in TimeoutStopSec.
     assert int(s["TimeoutStopSec"]) >= 25
+    # RestartPreventExitStatus covers only the main process: a failing ExecStartPre would be restarted in a
+    # loop (seen under a real systemd, tests/system). A ConfigurationDirectory would be writable to the service.
+    assert "ExecStartPre" not in s and "ConfigurationDirectory" not in s
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (Debian: systemd)")
