@@ -23,6 +23,7 @@ from .inference import InferenceStage
 from .buffers import TensorPool
 from .jobs import Job
 from .lifecycle import ShutdownFlags
+from .memory import memory_limit_bytes
 from .metrics import Metrics
 from .results import model_ref
 from .session import ModelSession, SessionOptions
@@ -116,6 +117,9 @@ class App:
         session = ModelSession.load(c.model.path, SessionOptions(intra_op_threads=c.model.threads))
         session.warm_up(c.batch.max_size)
         self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        limit = memory_limit_bytes()
+        if limit is not None:
+            self.metrics.set_memory_limit(limit)
         self._build_stages(session)
         c.output.dir.mkdir(parents=True, exist_ok=True)
         for stage in (self.writer, self.inference, *self.workers):
@@ -166,6 +170,7 @@ class App:
         was_alive = True
         while not flags.should_exit.wait(tick):
             self.metrics.set_queue_depth(self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize())
+            self.metrics.set_inputs_in_flight(self.pending.value)
             alive = self.is_alive()
             if alive:
                 # Only a loop that is making progress (or idle and healthy) keeps systemd's watchdog fed.

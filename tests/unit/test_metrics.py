@@ -150,3 +150,26 @@ def test_process_metrics_are_on_the_registry(metrics, registry):
     assert registry.get_sample_value("process_cpu_seconds_total") is not None
     assert registry.get_sample_value("process_resident_memory_bytes") > 0
     assert "python_info" in _types(registry)
+
+
+def test_a_failure_stamps_the_last_error_of_its_kind_and_nothing_else_does(metrics, registry):
+    metrics.init_source("drops", "folder")
+    metrics.count("drops", "ok")
+    assert registry.get_sample_value("edge_infer_last_error_timestamp_seconds",
+                                     {"source": "drops", "kind": "decode"}) is None  # no error yet: no series
+    before = time.time()
+    metrics.count("drops", "failed", kind="decode")
+    metrics.count("drops", "failed", kind="a/file/name.jpg")
+    stamp = registry.get_sample_value("edge_infer_last_error_timestamp_seconds", {"source": "drops", "kind": "decode"})
+    assert before <= stamp <= time.time()
+    assert registry.get_sample_value("edge_infer_last_error_timestamp_seconds",
+                                     {"source": "drops", "kind": "other"}) >= stamp
+    assert registry.get_sample_value("edge_infer_last_error_timestamp_seconds",
+                                     {"source": "drops", "kind": "a/file/name.jpg"}) is None
+
+
+def test_in_flight_and_memory_limit_gauges(metrics, registry):
+    metrics.set_inputs_in_flight(3)
+    metrics.set_memory_limit(512 * 2**20)
+    assert registry.get_sample_value("edge_infer_inputs_in_flight") == 3
+    assert registry.get_sample_value("edge_infer_memory_limit_bytes") == 512 * 2**20
