@@ -75,6 +75,8 @@ class Metrics:
                                                   ["source", "kind"], registry=registry)
         self.memory_limit_bytes = Gauge("edge_infer_memory_limit_bytes", "The memory the process may use: "
                                         "its cgroup's limit, or the machine's memory.", registry=registry)
+        for stage in STAGES:  # at 0 from the start, so rate() counts the first observations too
+            self.stage_seconds.labels(stage)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.
@@ -87,6 +89,7 @@ class Metrics:
         for error_kind in ERROR_KINDS:
             self.errors_total.labels(name, error_kind)
         self.last_success_timestamp_seconds.labels(name)
+        self.end_to_end_seconds.labels(name)
         if kind == "camera":
             self.camera_up.labels(name)
             self.camera_reconnects_total.labels(name)

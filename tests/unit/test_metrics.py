@@ -173,3 +173,11 @@ def test_in_flight_and_memory_limit_gauges(metrics, registry):
     metrics.set_memory_limit(512 * 2**20)
     assert registry.get_sample_value("edge_infer_inputs_in_flight") == 3
     assert registry.get_sample_value("edge_infer_memory_limit_bytes") == 512 * 2**20
+
+
+def test_labelled_histograms_exist_at_zero_before_the_first_observation(metrics, registry):
+    # rate() needs a sample before the first observation, or the first inputs are not counted at all.
+    for stage in ("queue", "preprocess", "inference", "write"):
+        assert registry.get_sample_value("edge_infer_stage_seconds_count", {"stage": stage}) == 0
+    metrics.init_source("drops", "folder")
+    assert registry.get_sample_value("edge_infer_end_to_end_seconds_count", {"source": "drops"}) == 0
