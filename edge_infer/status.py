@@ -106,9 +106,10 @@ def _mb(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+def _table(rows: list[list[str]], numeric: range) -> list[str]:
+    """Aligned columns: numbers to the right, text to the left."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [indent + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return ["  " + "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
             .rstrip() for r in rows]
 
 
@@ -179,7 +180,7 @@ def _sources(now: Scrape, before: Scrape | None, wall: float) -> list[str]:
         rows.append([src, *(f"{c:.0f}" for c in counts), rate, f"{_duration(wall - last)} ago" if last else "never"])
     if len(rows) == 1:
         return ["  no sources reported yet"]
-    return _table(rows)
+    return _table(rows, numeric=range(1, 5))
 
 
 def _cameras(now: Scrape, cameras: list[str]) -> list[str]:
@@ -193,7 +194,7 @@ def _cameras(now: Scrape, cameras: list[str]) -> list[str]:
         dropped = ", ".join(f"{r} {v:.0f}" for r, v in drops) or "0"
         rows.append([cam, state, f"{now.value('edge_infer_camera_reconnects_total', source=cam) or 0:.0f}",
                      f"{now.value('edge_infer_camera_stalls_total', source=cam) or 0:.0f}", dropped])
-    return _table(rows)
+    return _table(rows, numeric=range(2, 4))
 
 
 def status(url: str, interval: float) -> tuple[str, bool]:
