@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from .errors import EdgeInferError
+from .metrics import OUTCOMES
 
 HTTP_TIMEOUT_S = 5.0
 DEFAULT_URL = "http://127.0.0.1:9464"
-OUTCOMES = ("ok", "failed", "duplicate")
 
 Labels = tuple[tuple[str, str], ...]
 
