@@ -37,18 +37,19 @@ def test_counts_rates_queue_cameras_and_the_last_error():
     m.set_queue_depth(3)
     m.set_inputs_in_flight(4)
     now = _scrape(m, at=102.0)
-    started = now.value("process_start_time_seconds")
-    text = render(now, before, "http://127.0.0.1:9464", wall_time=started + 3725)
+    stamp = now.value("edge_infer_last_error_timestamp_seconds", source="drops", kind="too_large")
+    now.samples["process_start_time_seconds"] = {(): stamp - 3600}  # a daemon up for an hour
+    text = render(now, before, "http://127.0.0.1:9464", wall_time=stamp + 125)
     lines = text.splitlines()
     assert lines[:5] == ["edge-infer at http://127.0.0.1:9464", "  health      alive, ready",
                          lines[2], f"  model       mobilenet_v2 int8 sha256 {SHA[:12]}",
                          "  queue       3 waiting, 4 in flight"]
     assert lines[2].startswith("  uptime      1h 02m 05s (since 20")
     assert " of 1.0 GB (" in lines[5] and "% of a core" in lines[5]
-    assert lines[6].startswith("  last error  drops: too_large, 1h 0")  # stamped just now, an hour after start
+    assert lines[6].startswith("  last error  drops: too_large, 2m 05s ago (details: ")
     table = lines[lines.index("  source  ok  failed  duplicate  rate/s  last ok"):]
-    assert table[1].startswith("  door     1       0          0    0.50  1h 0")
-    assert table[2].startswith("  drops   10       1          0    5.50  1h 0")  # 11 finished in 2 s
+    assert table[1].startswith("  door     1       0          0    0.50  2m 0")
+    assert table[2].startswith("  drops   10       1          0    5.50  2m 0")  # 11 finished in 2 s
     assert table[4:] == ["  camera  state  reconnects  stalls  dropped",
                          "  door    up              1       0  superseded 2"]
 
