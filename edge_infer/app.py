@@ -23,6 +23,7 @@ from .inference import InferenceStage
 from .buffers import TensorPool
 from .jobs import Job
 from .lifecycle import ShutdownFlags
+from .memory import memory_limit_bytes
 from .metrics import Metrics
 from .reload import ModelReloader
 from .session import ModelSession, SessionOptions
@@ -122,6 +123,9 @@ class App:
         session = ModelSession.load(c.model.path, options)
         session.warm_up(c.batch.max_size)
         self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        limit = memory_limit_bytes()
+        if limit is not None:
+            self.metrics.set_memory_limit(limit)
         self._build_stages(session)
         # The embedded model changes only with the package, so only a configured file is watched.
         self.reloader = ModelReloader(session.path, options, c.batch.max_size, lambda: self.inference.session,
@@ -186,6 +190,7 @@ class App:
             blocked = self.writer.blocked_kind if self.writer else None
             if blocked != was_blocked:  # a blocked output shows in STATUS= at once, not at the next update
                 was_blocked, next_status = blocked, 0.0
+            self.metrics.set_inputs_in_flight(self.pending.value)
             alive = self.is_alive()
             if alive:
                 # Only a loop that is making progress (or idle and healthy) keeps systemd's watchdog fed.

@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check-config", help="validate a config; print every problem with its key path")
     s.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
+    s = sub.add_parser("status", help="the running daemon at a glance, read from its HTTP endpoints")
+    s.add_argument("--url", help="the daemon's HTTP endpoint (default: from -c CONFIG's metrics.host/port, "
+                                 "else http://127.0.0.1:9464)")
+    s.add_argument("-c", "--config", type=Path, help="the daemon's YAML config, to find its metrics port")
+    s.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between the two scrapes that give rates (default 1; 0: one scrape, no rates)")
+
     s = sub.add_parser("info", help="the model and runtime, as one JSON object")
     s.add_argument("--model", help="a .onnx model (with model.json beside it); default: the embedded model")
 
@@ -110,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The daemon logs to stderr for journald, which stamps each line itself.
     fmt = "%(levelname)s %(name)s: %(message)s" if args.command == "run" else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    commands = {"run": cmd_run, "check-config": cmd_check_config, "info": cmd_info, "classify": cmd_classify,
-                "export": cmd_export, "bench": cmd_bench}
+    commands = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status, "info": cmd_info,
+                "classify": cmd_classify, "export": cmd_export, "bench": cmd_bench}
     try:
         return commands[args.command](args)
     except EdgeInferError as e:
@@ -169,6 +176,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise EdgeInferError(f"cannot start: {e}") from e
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import DEFAULT_URL, status, url_for
+
+    if args.interval < 0:
+        raise ConfigError("--interval", "must be >= 0")
+    url = args.url
+    if url is None and args.config is not None:
+        from .config import load_config
+
+        metrics = load_config(args.config).metrics
+        url = url_for(metrics.host, metrics.port)
+    text, healthy = status(url or DEFAULT_URL, args.interval)
+    sys.stdout.write(text)
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def cmd_info(args: argparse.Namespace) -> int:

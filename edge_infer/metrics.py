@@ -44,6 +44,10 @@ class Metrics:
         self.images_total = Counter("edge_infer_images", "Inputs finished, by outcome.",
                                     ["source", "outcome"], registry=registry)
         self.queue_depth = Gauge("edge_infer_queue_depth", "Inputs waiting for inference.", registry=registry)
+        # The queues alone miss an input stuck in a worker or the writer; the "no results while inputs
+        # wait" alert needs both.
+        self.inputs_in_flight = Gauge("edge_infer_inputs_in_flight", "Folder inputs taken from their source "
+                                      "and not yet acknowledged.", registry=registry)
         self.stage_seconds = Histogram("edge_infer_stage_seconds", "Time spent per pipeline stage.",
                                        ["stage"], buckets=STAGE_BUCKETS, registry=registry)
         self.end_to_end_seconds = Histogram("edge_infer_end_to_end_seconds",
@@ -81,6 +85,14 @@ class Metrics:
                                     "inputs wait meanwhile.", ["reason"], registry=registry)
         for reason in BLOCKED_REASONS:
             self.output_blocked.labels(reason)
+        # Not created at 0 like the others: a series exists only once that kind of failure happened.
+        self.last_error_timestamp_seconds = Gauge("edge_infer_last_error_timestamp_seconds",
+                                                  "Unix time of the last failed input, by error kind.",
+                                                  ["source", "kind"], registry=registry)
+        self.memory_limit_bytes = Gauge("edge_infer_memory_limit_bytes", "The memory the process may use: "
+                                        "its cgroup's limit, or the machine's memory.", registry=registry)
+        for stage in STAGES:  # at 0 from the start, so rate() counts the first observations too
+            self.stage_seconds.labels(stage)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.
@@ -95,6 +107,7 @@ class Metrics:
         self.last_success_timestamp_seconds.labels(name)
         if kind == "folder":
             self.watch_overflows_total.labels(name)
+        self.end_to_end_seconds.labels(name)
         if kind == "camera":
             self.camera_up.labels(name)
             self.camera_reconnects_total.labels(name)
@@ -122,7 +135,9 @@ class Metrics:
         if outcome == "ok":
             self.last_success_timestamp_seconds.labels(source).set(time.time())
         elif outcome == "failed" and kind is not None:
-            self.errors_total.labels(source, kind if kind in ERROR_KINDS else "other").inc()
+            kind = kind if kind in ERROR_KINDS else "other"
+            self.errors_total.labels(source, kind).inc()
+            self.last_error_timestamp_seconds.labels(source, kind).set(time.time())
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         if stage not in STAGES:
@@ -137,6 +152,12 @@ class Metrics:
 
     def set_queue_depth(self, depth: int) -> None:
         self.queue_depth.set(depth)
+
+    def set_inputs_in_flight(self, n: int) -> None:
+        self.inputs_in_flight.set(n)
+
+    def set_memory_limit(self, limit_bytes: int) -> None:
+        self.memory_limit_bytes.set(limit_bytes)
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)

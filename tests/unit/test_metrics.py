@@ -150,3 +150,34 @@ def test_process_metrics_are_on_the_registry(metrics, registry):
     assert registry.get_sample_value("process_cpu_seconds_total") is not None
     assert registry.get_sample_value("process_resident_memory_bytes") > 0
     assert "python_info" in _types(registry)
+
+
+def test_a_failure_stamps_the_last_error_of_its_kind_and_nothing_else_does(metrics, registry):
+    metrics.init_source("drops", "folder")
+    metrics.count("drops", "ok")
+    assert registry.get_sample_value("edge_infer_last_error_timestamp_seconds",
+                                     {"source": "drops", "kind": "decode"}) is None  # no error yet: no series
+    before = time.time()
+    metrics.count("drops", "failed", kind="decode")
+    metrics.count("drops", "failed", kind="a/file/name.jpg")
+    stamp = registry.get_sample_value("edge_infer_last_error_timestamp_seconds", {"source": "drops", "kind": "decode"})
+    assert before <= stamp <= time.time()
+    assert registry.get_sample_value("edge_infer_last_error_timestamp_seconds",
+                                     {"source": "drops", "kind": "other"}) >= stamp
+    assert registry.get_sample_value("edge_infer_last_error_timestamp_seconds",
+                                     {"source": "drops", "kind": "a/file/name.jpg"}) is None
+
+
+def test_in_flight_and_memory_limit_gauges(metrics, registry):
+    metrics.set_inputs_in_flight(3)
+    metrics.set_memory_limit(512 * 2**20)
+    assert registry.get_sample_value("edge_infer_inputs_in_flight") == 3
+    assert registry.get_sample_value("edge_infer_memory_limit_bytes") == 512 * 2**20
+
+
+def test_labelled_histograms_exist_at_zero_before_the_first_observation(metrics, registry):
+    # rate() needs a sample before the first observation, or the first inputs are not counted at all.
+    for stage in ("queue", "preprocess", "inference", "write"):
+        assert registry.get_sample_value("edge_infer_stage_seconds_count", {"stage": stage}) == 0
+    metrics.init_source("drops", "folder")
+    assert registry.get_sample_value("edge_infer_end_to_end_seconds_count", {"source": "drops"}) == 0
