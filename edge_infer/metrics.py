@@ -65,6 +65,22 @@ class Metrics:
         self.ready = Gauge("edge_infer_ready", "1 when /readyz answers 200.", registry=registry)
         self.errors_total = Counter("edge_infer_errors", "Failed inputs, by error kind.",
                                     ["source", "kind"], registry=registry)
+        # The fleet sink (output.mqtt); no labels: one broker connection and one spool per daemon.
+        self.mqtt_published_total = Counter("edge_infer_mqtt_published", "MQTT results sent to the broker "
+                                            "(resends after a reconnect included).", registry=registry)
+        self.mqtt_acked_total = Counter("edge_infer_mqtt_acked", "MQTT results the broker acknowledged.",
+                                        registry=registry)
+        self.mqtt_spooled_total = Counter("edge_infer_mqtt_spooled", "Results added to the MQTT spool.",
+                                          registry=registry)
+        self.mqtt_dropped_total = Counter("edge_infer_mqtt_dropped", "Results never to be published: evicted "
+                                          "from a full spool (on_full: drop_oldest), or camera frames refused by "
+                                          "a full spool.", registry=registry)
+        self.mqtt_spool_bytes = Gauge("edge_infer_mqtt_spool_bytes", "Bytes of the MQTT spool on disk.",
+                                      registry=registry)
+        self.mqtt_spool_full = Gauge("edge_infer_mqtt_spool_full", "1 while the MQTT spool is full and holds "
+                                     "folder inputs back (on_full: block).", registry=registry)
+        self.mqtt_connected = Gauge("edge_infer_mqtt_connected", "1 while connected to the MQTT broker.",
+                                    registry=registry)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.

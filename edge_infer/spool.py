@@ -131,6 +131,10 @@ class Spool:
     def disk_bytes(self) -> int:
         return sum(s.size for s in self._segments)
 
+    def fits(self, payload_len: int) -> bool:
+        """Whether a payload this long can ever be spooled (an empty spool holds it)."""
+        return HEADER.size + payload_len <= self.max_bytes
+
     def full(self, extra: int = 0) -> bool:
         return self.disk_bytes + extra > self.max_bytes
 
@@ -141,9 +145,8 @@ class Spool:
         Raises ``SpoolFull`` (policy ``block``) and ``OSError`` (the disk); after either, nothing was added.
         """
         record_len = HEADER.size + len(payload)
-        if not payload or record_len > self.segment_bytes:
-            raise ValueError(f"a spool record must hold 1..{self.segment_bytes - HEADER.size} bytes, "
-                             f"got {len(payload)}")
+        if not payload or not self.fits(len(payload)):
+            raise ValueError(f"a spool record must hold 1..{self.max_bytes - HEADER.size} bytes, got {len(payload)}")
         length = struct.pack("<I", len(payload))
         record = HEADER.pack(len(payload), _crc(length, payload)) + payload
         with self._lock:
@@ -168,8 +171,8 @@ class Spool:
         if not self.full(record_len):
             return 0
         if self.on_full == "block":
-            raise SpoolFull(errno.ENOSPC, f"MQTT spool full ({self.disk_bytes} of {self.max_bytes} bytes; "
-                                f"{self.end - self.ack} message(s) waiting for the broker)")
+            raise SpoolFull(errno.ENOSPC, f"MQTT spool full ({self.max_bytes} bytes of results waiting for the "
+                                          "broker; on_full: block)")
         dropped = 0
         while self.full(record_len) and self._segments:
             if len(self._segments) == 1:
@@ -185,8 +188,11 @@ class Spool:
         return dropped
 
     def _writable(self, record_len: int) -> _Segment:
-        if not self._segments or self._fd is None or self._segments[-1].size + record_len > self.segment_bytes:
-            if self._segments and self._fd is None and self._segments[-1].size + record_len <= self.segment_bytes:
+        # A segment takes at least one record, so a record larger than a segment still fits (alone).
+        tail_full = bool(self._segments) and 0 < self._segments[-1].size and \
+            self._segments[-1].size + record_len > self.segment_bytes
+        if not self._segments or self._fd is None or tail_full:
+            if self._segments and self._fd is None and not tail_full:
                 self._open_tail()
             else:
                 self._start_segment()
@@ -277,3 +283,4 @@ class Spool:
         with self._lock:
             self._write_ack(force=True)
             self._close_fd()
+            self._drop_acked_segments()  # an idle device leaves an empty spool folder behind

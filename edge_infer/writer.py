@@ -13,14 +13,18 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .jobs import Job
 from .lifecycle import Stage
 from .metrics import Metrics
 from .results import error_result, frame_result, ok_result
-from .sinks.json_file import error_path, result_path, write_json_atomic
+from .sinks.json_file import error_path, read_json, result_path, write_json_atomic
 from .sinks.jsonl import JsonlSink
+from .spool import SpoolFull
+
+if TYPE_CHECKING:
+    from .sinks.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +62,11 @@ class ResultWriter(Stage):
 
     def __init__(self, finished: "queue.Queue[Job]", output_dir: Path, routes: dict[str, SourceRoute],
                  model: dict[str, str], metrics: Metrics, on_acknowledged: Callable[[Job], None],
-                 camera_sinks: dict[str, JsonlSink] | None = None) -> None:
+                 camera_sinks: dict[str, JsonlSink] | None = None, mqtt: MqttSink | None = None) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
+        self._mqtt = mqtt
         self._model, self._metrics = model, metrics
         self._on_acknowledged = on_acknowledged
         self.blocked_reason: str | None = None  # set while the disk refuses writes
@@ -88,11 +93,15 @@ class ResultWriter(Stage):
                 self.blocked_reason = None
                 return
             except OSError as e:
-                self.blocked_reason = f"cannot write results: {e.strerror or e}"
-                log.error("%s (%s); retrying in %.1fs", self.blocked_reason, job.path, delay)
+                # A full MQTT spool empties within seconds of the broker coming back: retry soon, say it once.
+                full = isinstance(e, SpoolFull)
+                reason = f"{'holding inputs' if full else 'cannot write results'}: {e.strerror or e}"
+                if not full or reason != self.blocked_reason:
+                    log.error("%s (%s); retrying in %.1fs", reason, job.path, delay)
+                self.blocked_reason = reason
                 if self.wait(delay):
                     return  # stopping: the input stays unacknowledged and is redone on the next start
-                delay = min(delay * 2, self.max_backoff_s)
+                delay = min(delay * 2, 1.0 if full else self.max_backoff_s)
 
     def commit(self, job: Job) -> None:
         if job.frame is not None:
@@ -102,8 +111,9 @@ class ResultWriter(Stage):
         route = self._routes[job.source]
         t0 = time.monotonic()
         if job.error is not None:
-            write_json_atomic(error_path(route.failed_dir, job.rel),
-                              error_result(job.source, job.rel, job.sha256, job.error, self._model))
+            record = error_result(job.source, job.rel, job.sha256, job.error, self._model)
+            write_json_atomic(error_path(route.failed_dir, job.rel), record)
+            self._send(record)
             self._acknowledge(job, route, route.failed_dir / job.rel, force_move=True)
             log.warning("%s/%s failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
         else:
@@ -112,6 +122,13 @@ class ResultWriter(Stage):
                 result = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, self._model,
                                    job.width, job.height, _timings_ms(job))
                 write_json_atomic(result_path(self._output_dir, job.source, job.rel), result)
+                self._send(result)
+            elif self._mqtt is not None:
+                # A restart found this result already written; it may never have reached the spool, so spool
+                # it again (a duplicate message at worst, which QoS 1 consumers handle anyway).
+                previous = read_json(result_path(self._output_dir, job.source, job.rel))
+                if previous is not None:
+                    self._send(previous)
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
         self._observe(job, time.monotonic() - t0)
         route.on_done(job)
@@ -127,8 +144,16 @@ class ResultWriter(Stage):
             assert job.predictions is not None
             obj = ok_result(job.source, job.rel, "", job.predictions, self._model, job.width, job.height,
                             _timings_ms(job))
-        self._camera_sinks[job.source].append(frame_result(obj, job.frame))
+        line = frame_result(obj, job.frame)
+        self._camera_sinks[job.source].append(line)
+        if self._mqtt is not None:
+            self._mqtt.add_frame(line)
         self._observe(job, time.monotonic() - t0)
+
+    def _send(self, result: dict[str, Any]) -> None:
+        """Into the MQTT spool, before the input is acknowledged: a result acknowledged is a result kept."""
+        if self._mqtt is not None:
+            self._mqtt.add(result)
 
     def _observe(self, job: Job, write_s: float) -> None:
         self._metrics.observe_stage("write", write_s)

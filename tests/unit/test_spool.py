@@ -128,10 +128,15 @@ def test_drop_oldest_keeps_the_bound_keeps_the_newest_in_order_and_counts(tmp_pa
     s.close()
 
 
-def test_records_larger_than_a_segment_are_refused(tmp_path):
+def test_a_record_larger_than_a_segment_gets_one_to_itself_and_one_larger_than_the_spool_is_refused(tmp_path):
     s = Spool(tmp_path, 64 * 1024)
+    big = b"x" * (s.segment_bytes * 2)
+    s.append(msg(0))
+    s.append(big)
+    s.append(msg(1))
+    assert drain(s) == [msg(0), big, msg(1)]
     with pytest.raises(ValueError):
-        s.append(b"x" * (s.segment_bytes + 1))
+        s.append(b"x" * (64 * 1024))
     s.close()
 
 
