@@ -114,7 +114,7 @@ class Spool:
             self.ack = max(self.ack, self._segments[0].first)
         self._drop_acked_segments()
         if self._segments and self._segments[-1].end > self.ack:
-            log.info("spool: %d message(s) waiting from before (%d bytes)", self.pending, self.disk_bytes)
+            log.info("spool: %d message(s) waiting from before (%d bytes)", self.pending, self._bytes())
 
     # -- state ----------------------------------------------------------------------------------------------
     @property
@@ -129,6 +129,10 @@ class Spool:
 
     @property
     def disk_bytes(self) -> int:
+        with self._lock:
+            return self._bytes()
+
+    def _bytes(self) -> int:
         return sum(s.size for s in self._segments)
 
     def fits(self, payload_len: int) -> bool:
@@ -136,7 +140,7 @@ class Spool:
         return HEADER.size + payload_len <= self.max_bytes
 
     def full(self, extra: int = 0) -> bool:
-        return self.disk_bytes + extra > self.max_bytes
+        return self._bytes() + extra > self.max_bytes
 
     # -- writing --------------------------------------------------------------------------------------------
     def append(self, payload: bytes, durable: bool = True) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import getpass
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -30,16 +31,24 @@ def mosquitto_path() -> str:
 class Broker:
     """Mosquitto with persistence, so a subscriber's session and queued messages survive a broker restart."""
 
-    def __init__(self, folder: Path, tls: dict[str, Path] | None = None) -> None:
+    def __init__(self, folder: Path, tls: dict[str, Path] | None = None,
+                 logins: dict[str, str] | None = None) -> None:
         self.folder, self.port = folder, free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
         # user: run as whoever runs the tests (as root, Mosquitto would switch to "mosquitto" and lose tmp_path).
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
-                 f"persistence_location {folder}/", "log_dest stderr", "log_type error", "log_type warning"]
+                 f"persistence_location {folder}/",
+                 "autosave_interval 1", "log_dest stderr", "log_type error", "log_type warning"]
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
                       "require_certificate true"]
+        if logins:
+            passwd = folder / "passwd"
+            passwd.write_text("".join(f"{user}:{pw}\n" for user, pw in logins.items()))
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"  # in Debian's mosquitto
+            subprocess.run([tool, "-U", str(passwd)], check=True, capture_output=True, timeout=30)  # hashes in place
+            lines.append(f"password_file {passwd}")
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.log = folder / "mosquitto.log"
@@ -64,6 +73,18 @@ class Broker:
             self.proc.wait(15)
         self.proc = None
 
+    def hang(self) -> None:
+        """SIGSTOP: the connection stays open but nothing is read or acknowledged."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILL: whatever it had not saved (autosave_interval 1) is gone."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(15)
+        self.proc = None
+
     def __enter__(self) -> "Broker":
         self.start()
         return self
@@ -77,7 +98,8 @@ class Broker:
 class Subscriber:
     """A persistent QoS 1 session on ``edge-infer/#``: what a fleet's collector looks like."""
 
-    def __init__(self, port: int, tls: dict[str, Path] | None = None) -> None:
+    def __init__(self, port: int, tls: dict[str, Path] | None = None,
+                 login: tuple[str, str] | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -85,6 +107,8 @@ class Subscriber:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-collector",
                                   clean_session=False)
         self.client.reconnect_delay_set(0.2, 1)
+        if login:
+            self.client.username_pw_set(*login)
         if tls:
             self.client.tls_set(ca_certs=str(tls["ca"]), certfile=str(tls["client_cert"]),
                                 keyfile=str(tls["client_key"]))

@@ -88,6 +88,24 @@ def test_broker_down_mid_burst_then_back_loses_nothing_and_keeps_order(tmp_path)
     assert run.sample("edge_infer_mqtt_acked_total") >= 24
 
 
+def test_results_a_broker_took_but_never_acknowledged_are_sent_again(tmp_path):
+    imgs = write_images(tmp_path / "staging", 6)
+    with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
+        wait_for(lambda: (broker.folder / "mosquitto.db").exists(), 20, "the collector's session saved")
+        with RunningApp(mqtt_config(tmp_path, broker.port)) as run:
+            drop_in_order(tmp_path, imgs[:2])
+            wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 2, 30, "the first two")
+            broker.hang()
+            drop_in_order(tmp_path, imgs[2:5])
+            wait_for(lambda: run.sample("edge_infer_mqtt_published_total") >= 5, 30, "three sent, unacknowledged")
+            assert run.sample("edge_infer_mqtt_acked_total") == 2 and run.app.spool.pending == 3
+            broker.kill()  # it never read them: only the daemon still has them
+            broker.start()
+            drop_in_order(tmp_path, imgs[5:])
+            wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 6, 60, "all 6 results")
+    assert sub.first_arrivals(TOPIC) == [sha(p) for p in imgs]
+
+
 def daemon(cfg: Path, port: int) -> subprocess.Popen[str]:
     """``edge-infer run`` as a real process, once it answers /readyz."""
     proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(cfg)], cwd=ROOT,
@@ -200,3 +218,38 @@ def test_tls_refuses_a_broker_its_ca_did_not_sign(tmp_path):
             wait_for(lambda: (tmp_path / "done" / "a.jpg").exists(), 60, "the input done")
             time.sleep(2)  # a few connection attempts, each refused at the TLS handshake
             assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending == 1
+
+
+def test_a_login_with_the_password_from_a_file(tmp_path):
+    (tmp_path / "mqtt-password").write_text("s3cret\n")
+    imgs = write_images(tmp_path / "staging", 2)
+    with Broker(tmp_path / "broker", logins={"dev1": "s3cret", "collector": "c0llect"}) as broker, \
+            Subscriber(broker.port, login=("collector", "c0llect")) as sub:
+        cfg = mqtt_config(tmp_path, broker.port, username="dev1", password_file="mqtt-password")
+        with RunningApp(cfg) as run:
+            for p in imgs:
+                shutil.copy(p, tmp_path / "inbox" / p.name)
+            wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 2, 60, "2 results")
+            assert run.sample("edge_infer_mqtt_connected") == 1
+
+
+def test_a_wrong_password_is_refused_by_the_broker_and_results_wait(tmp_path):
+    (tmp_path / "mqtt-password").write_text("wrong\n")
+    with Broker(tmp_path / "broker", logins={"dev1": "s3cret"}) as broker:
+        cfg = mqtt_config(tmp_path, broker.port, username="dev1", password_file="mqtt-password")
+        with RunningApp(cfg) as run:
+            shutil.copy(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
+            wait_for(lambda: (tmp_path / "done" / "a.jpg").exists(), 60, "the input done")
+            assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending == 1
+
+
+def test_check_config_and_run_name_an_unreadable_password_file_or_a_password_in_the_config(tmp_path):
+    from tests.integration.test_daemon_process import run_cli
+
+    cfg = mqtt_config(tmp_path, 1883, username="dev1", password_file="missing")
+    for command in ("check-config", "run"):
+        r = run_cli(command, "-c", str(cfg))
+        assert r.returncode == 78 and "output.mqtt.password_file: cannot read" in r.stderr, r.stderr
+    cfg.write_text(cfg.read_text().replace("password_file: missing", "password: s3cret"))
+    r = run_cli("check-config", "-c", str(cfg))
+    assert r.returncode == 78 and "output.mqtt.password: not allowed in the config" in r.stderr, r.stderr
