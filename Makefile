@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch==2.13.0 is the CPU build; see pyproject.toml's export extra.
-	$(PY) -m pip install --quiet -e '.[export,camera,dev]'
+	$(PY) -m pip install --quiet -e '.[export,camera,mqtt,dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -28,6 +28,8 @@ from .metrics import Metrics
 from .reload import ModelReloader
 from .session import ModelSession, SessionOptions
 from .sinks.jsonl import JsonlSink
+from .sinks.mqtt import CLOSE_S, MqttPublisher, MqttSink, device_name, read_password
+from .spool import Spool
 from .sources.folder import FolderSource
 from .systemd import Notifier
 from .web import HttpServer
@@ -65,8 +67,15 @@ def check_supported(config: AppConfig) -> None:
         if isinstance(s, CameraSource) and importlib.util.find_spec("av") is None:
             raise ConfigError(f"sources[{i}].type", "camera sources need the 'camera' extra (PyAV): "
                                                     "pip install 'edge-infer[camera]'")
-    if config.output.mqtt is not None:
-        raise ConfigError("output.mqtt", "the MQTT sink is not supported by this version yet")
+    mqtt = config.output.mqtt
+    if mqtt is not None:
+        if importlib.util.find_spec("paho") is None or importlib.util.find_spec("paho.mqtt") is None:
+            raise ConfigError("output.mqtt", "the MQTT sink needs the 'mqtt' extra (paho-mqtt): "
+                                             "pip install 'edge-infer[mqtt]'")
+        for key in ("password_file", "ca_file", "cert_file", "key_file"):
+            path = getattr(mqtt, key)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ConfigError(f"output.mqtt.{key}", f"cannot read {path}")
 
 
 class App:
@@ -95,6 +104,8 @@ class App:
         self.reloader: ModelReloader | None = None
         self.inference: InferenceStage | None = None
         self.writer: ResultWriter | None = None
+        self.spool: Spool | None = None
+        self.publisher: MqttPublisher | None = None
 
     def _more_coming(self) -> bool:
         """Inputs queued or being prepared: worth waiting a few ms to batch them together."""
@@ -126,13 +137,16 @@ class App:
         limit = memory_limit_bytes()
         if limit is not None:
             self.metrics.set_memory_limit(limit)
+        c.output.dir.mkdir(parents=True, exist_ok=True)
         self._build_stages(session)
         # The embedded model changes only with the package, so only a configured file is watched.
         self.reloader = ModelReloader(session.path, options, c.batch.max_size, lambda: self.inference.session,
                                       self.inference.offer, self.metrics, watch=c.model.path is not None)
         self.reloader.start()
-        c.output.dir.mkdir(parents=True, exist_ok=True)
-        for stage in (self.writer, self.inference, *self.workers):
+        # The publisher first: results spooled before a restart go out while the model warms the rest up.
+        for stage in (self.publisher, self.writer, self.inference, *self.workers):
+            if stage is None:
+                continue
             stage.start()
         for src in self.sources:
             self.metrics.init_source(src.config.name, "folder")
@@ -157,8 +171,8 @@ class App:
                  for cam in cams}
         # Results name the model that made them; error results, the one serving now (a reload may swap it).
         self.writer = ResultWriter(self.finished, c.output.dir, routes, lambda: self.inference.model_ref,
-                                   self.metrics,
-                                   on_acknowledged=lambda _job: self.pending.add(-1), camera_sinks=sinks)
+                                   self.metrics, on_acknowledged=lambda _job: self.pending.add(-1),
+                                   camera_sinks=sinks, mqtt=self._build_mqtt())
         _, n_workers = split_cores(c.model.threads, c.pipeline.workers, os.cpu_count() or 2)
         # uint8 crops: a full batch waiting while another is collected, one per busy worker, one per camera.
         crop = m.preprocess.crop
@@ -173,6 +187,16 @@ class App:
             from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
 
             self.cameras = [CameraStage(cam, self.prepared, pool, m.preprocess, self.metrics) for cam in cams]
+
+    def _build_mqtt(self) -> MqttSink | None:
+        cfg, out = self.config.output.mqtt, self.config.output.dir
+        if cfg is None:
+            return None
+        device = device_name(cfg)
+        self.spool = Spool(cfg.spool_dir or out / ".mqtt-spool", cfg.spool_max_bytes, cfg.on_full)
+        self.metrics.mqtt_spool_bytes.set(self.spool.disk_bytes)
+        self.publisher = MqttPublisher(cfg, device, self.spool, self.metrics, read_password(cfg))
+        return MqttSink(cfg, device, self.spool, self.metrics)
 
     # -- main loop ------------------------------------------------------------------------------------------
     def main_loop(self, flags: ShutdownFlags) -> None:
@@ -208,8 +232,10 @@ class App:
 
     def status_line(self) -> str:
         blocked = self.writer.blocked_reason if self.writer else None
+        mqtt = (f"; mqtt {'connected' if self.publisher.connected else 'offline'}, {self.spool.pending} spooled"
+                if self.publisher and self.spool else "")
         return (f"{'draining' if self.draining else 'ready' if self.ready else 'starting'}; "
-                f"{self.pending.value} in flight; queue {self.jobs.qsize()}"
+                f"{self.pending.value} in flight; queue {self.jobs.qsize()}" + mqtt
                 + (f"; {blocked}" if blocked else ""))
 
     # -- shutdown -------------------------------------------------------------------------------------------
@@ -239,9 +265,20 @@ class App:
         for stage in (*self.workers, self.inference, self.writer):
             if stage is not None:
                 clean &= stage.join(STAGE_JOIN_S)
+        clean &= self._stop_mqtt(deadline)
         self.http.stop()
         clean &= self.http.join(STAGE_JOIN_S)
         log.info("stopped%s", "" if clean else " (some stages did not stop in time)")
+        return clean
+
+    def _stop_mqtt(self, deadline: float) -> bool:
+        """Everything is spooled by now: send what the drain deadline allows, then say offline and disconnect."""
+        clean = True
+        if self.publisher is not None:
+            self.publisher.drain(deadline)
+            clean = self.publisher.join(max(0.0, deadline - time.monotonic()) + STAGE_JOIN_S + CLOSE_S)
+        if self.spool is not None and clean:
+            self.spool.close()
         return clean
 
     def serve(self, flags: ShutdownFlags) -> None:

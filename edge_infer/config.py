@@ -18,6 +18,8 @@ AFTER_CHOICES = ("move", "delete", "keep")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
 TOPIC_FIELDS = ("device", "source")
+DEVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # one MQTT topic level: no /, + or #
+ON_FULL_CHOICES = ("block", "drop_oldest")
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,30 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
+    """The fleet sink. ``device=None`` is the host name; ``spool_dir=None`` is ``<output.dir>/.mqtt-spool``.
+
+    The password is never in the config: ``password_file`` names a file holding it.
+    """
     host: str
     port: int = 1883
     topic: str = "edge-infer/{device}/{source}/results"
     qos: int = 1
+    device: str | None = None
+    client_id: str | None = None  # None: "edge-infer-<device>"
+    status_topic: str = "edge-infer/{device}/status"  # retained online/offline, offline also as the last will
+    username: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None  # TLS: None trusts the system's CAs
+    cert_file: Path | None = None  # TLS client certificate (with key_file)
+    key_file: Path | None = None
+    keepalive_s: int = 30
+    connect_timeout_s: float = 10.0
+    reconnect_max_s: float = 30.0  # reconnect backoff doubles from 0.5 s up to this
+    max_inflight: int = 20  # published and not yet acknowledged by the broker
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 64 * 1024 * 1024
+    on_full: Literal["block", "drop_oldest"] = "block"
 
 
 @dataclass(frozen=True)
@@ -245,18 +267,51 @@ def _parse_sources(s: Section) -> tuple[SourceConfig, ...]:
     return tuple(sources)
 
 
-def _parse_mqtt(s: Section) -> MqttConfig:
-    topic = s.text("topic", MqttConfig.topic)
+def _topic(s: Section, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    topic = s.text(key, default)
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(topic) if f is not None}
     except ValueError:  # an unbalanced brace
         fields = {"{"}
-    if not fields <= set(TOPIC_FIELDS):
-        s.error("topic", f"may only use the placeholders {{device}} and {{source}}, got {topic!r}")
+    if not fields <= set(allowed):
+        names = " and ".join(f"{{{f}}}" for f in allowed)
+        s.error(key, f"may only use the placeholder{'s' if len(allowed) > 1 else ''} {names}, got {topic!r}")
     if "+" in topic or "#" in topic:  # wildcards are for subscribing; a broker rejects them in a publish
-        s.error("topic", f"must not contain the MQTT wildcards + or #, got {topic!r}")
-    return MqttConfig(host=s.text("host"), port=s.integer("port", MqttConfig.port, ge=1, le=65535),
-                      topic=topic, qos=s.choice("qos", MqttConfig.qos, (0, 1, 2)))
+        s.error(key, f"must not contain the MQTT wildcards + or #, got {topic!r}")
+    return topic
+
+
+def _parse_mqtt(s: Section) -> MqttConfig:
+    m = MqttConfig
+    if s.raw("password") is not ABSENT:
+        s.error("password", "not allowed in the config: put the password in a file only the service can read "
+                            "and name that file in password_file")
+    optional = {k: s.text(k) if s.raw(k) not in (ABSENT, None) else None for k in ("device", "client_id", "username")}
+    if optional["device"] and not DEVICE_PATTERN.fullmatch(optional["device"]):
+        s.error("device", f"must match {DEVICE_PATTERN.pattern} (one topic level), got {optional['device']!r}")
+    cfg = MqttConfig(
+        host=s.text("host"), port=s.integer("port", m.port, ge=1, le=65535),
+        topic=_topic(s, "topic", m.topic, TOPIC_FIELDS), qos=s.choice("qos", m.qos, (0, 1, 2)),
+        device=optional["device"], client_id=optional["client_id"],
+        status_topic=_topic(s, "status_topic", m.status_topic, ("device",)),
+        username=optional["username"], password_file=s.optional_path("password_file"),
+        tls=s.flag("tls", m.tls), ca_file=s.optional_path("ca_file"), cert_file=s.optional_path("cert_file"),
+        key_file=s.optional_path("key_file"),
+        keepalive_s=s.integer("keepalive_s", m.keepalive_s, ge=5, le=3600),
+        connect_timeout_s=s.number("connect_timeout_s", m.connect_timeout_s, gt=0, le=300),
+        reconnect_max_s=s.number("reconnect_max_s", m.reconnect_max_s, ge=0.5, le=3600),
+        max_inflight=s.integer("max_inflight", m.max_inflight, ge=1, le=1000),
+        spool_dir=s.optional_path("spool_dir"),
+        spool_max_bytes=s.integer("spool_max_bytes", m.spool_max_bytes, ge=64 * 1024),
+        on_full=s.choice("on_full", m.on_full, ON_FULL_CHOICES))
+    if cfg.password_file is not None and cfg.username is None:
+        s.error("password_file", "needs username")
+    for key in ("ca_file", "cert_file", "key_file"):
+        if getattr(cfg, key) is not None and not cfg.tls:
+            s.error(key, "needs tls: true")
+    if (cfg.cert_file is None) != (cfg.key_file is None):
+        s.error("key_file" if cfg.key_file is None else "cert_file", "cert_file and key_file go together")
+    return cfg
 
 
 def _parse_output(s: Section) -> OutputConfig:

@@ -20,8 +20,8 @@ OUTCOMES = ("ok", "failed", "duplicate")
 RELOAD_OUTCOMES = ("ok", "failed")
 STAGES = ("queue", "preprocess", "inference", "write")
 # Why the writer cannot commit results: the disk is full, the folder is read-only (or not ours), a folder
-# is missing and cannot be made, or another I/O error.
-BLOCKED_REASONS = ("enospc", "readonly", "missing", "io")
+# is missing and cannot be made, another I/O error, or the MQTT spool is full (on_full: block).
+BLOCKED_REASONS = ("enospc", "readonly", "missing", "io", "spool_full")
 # Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".
 ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "internal", "other")
 
@@ -93,6 +93,22 @@ class Metrics:
                                         "its cgroup's limit, or the machine's memory.", registry=registry)
         for stage in STAGES:  # at 0 from the start, so rate() counts the first observations too
             self.stage_seconds.labels(stage)
+        # The fleet sink (output.mqtt); no labels: one broker connection and one spool per daemon.
+        self.mqtt_published_total = Counter("edge_infer_mqtt_published", "MQTT results sent to the broker "
+                                            "(resends after a reconnect included).", registry=registry)
+        self.mqtt_acked_total = Counter("edge_infer_mqtt_acked", "MQTT results the broker acknowledged.",
+                                        registry=registry)
+        self.mqtt_spooled_total = Counter("edge_infer_mqtt_spooled", "Results added to the MQTT spool.",
+                                          registry=registry)
+        self.mqtt_dropped_total = Counter("edge_infer_mqtt_dropped", "Results never to be published: evicted "
+                                          "from a full spool (on_full: drop_oldest), or camera frames refused by "
+                                          "a full spool.", registry=registry)
+        self.mqtt_spool_bytes = Gauge("edge_infer_mqtt_spool_bytes", "Bytes of the MQTT spool on disk.",
+                                      registry=registry)
+        self.mqtt_spool_full = Gauge("edge_infer_mqtt_spool_full", "1 while the MQTT spool is full and holds "
+                                     "folder inputs back (on_full: block).", registry=registry)
+        self.mqtt_connected = Gauge("edge_infer_mqtt_connected", "1 while connected to the MQTT broker.",
+                                    registry=registry)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.

@@ -16,14 +16,18 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .jobs import Job
 from .lifecycle import Stage
 from .metrics import Metrics
 from .results import error_result, frame_result, ok_result
-from .sinks.json_file import clear_tmp, error_path, fsync_dir, result_path, write_json_atomic
+from .sinks.json_file import clear_tmp, error_path, fsync_dir, read_json, result_path, write_json_atomic
 from .sinks.jsonl import JsonlSink
+from .spool import SpoolFull
+
+if TYPE_CHECKING:
+    from .sinks.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ def move_file(src: Path, dest: Path) -> None:
 
 def blocked_kind(e: OSError) -> str:
     """The ``edge_infer_output_blocked`` reason for a write that failed."""
+    if isinstance(e, SpoolFull):
+        return "spool_full"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return "enospc"
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -85,10 +91,11 @@ class ResultWriter(Stage):
 
     def __init__(self, finished: "queue.Queue[Job]", output_dir: Path, routes: dict[str, SourceRoute],
                  model: Callable[[], dict[str, str]], metrics: Metrics, on_acknowledged: Callable[[Job], None],
-                 camera_sinks: dict[str, JsonlSink] | None = None) -> None:
+                 camera_sinks: dict[str, JsonlSink] | None = None, mqtt: MqttSink | None = None) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
+        self._mqtt = mqtt
         self._model, self._metrics = model, metrics
         self._on_acknowledged = on_acknowledged
         self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
@@ -134,7 +141,8 @@ class ResultWriter(Stage):
                 return
             if self.wait(delay):
                 return  # stopping: the input stays unacknowledged and is redone on the next start
-            delay = min(delay * 2, self.max_backoff_s)
+            # A full MQTT spool empties within seconds of the broker coming back: retry it sooner.
+            delay = min(delay * 2, 1.0 if self.blocked_kind == "spool_full" else self.max_backoff_s)
         if self.blocked_kind is not None:
             log.warning("results are written again (was blocked: %s)", self.blocked_reason)
             self.blocked_reason = self.blocked_kind = None
@@ -160,10 +168,10 @@ class ResultWriter(Stage):
         # so a result once seen never changes.
         if job.error is not None:
             if not job.committed:
-                write_json_atomic(error_path(route.failed_dir, job.rel),
-                                  error_result(job.source, job.rel, job.sha256, job.error, job.model or self._model()),
-                                  route.failed_dir)
+                job.record = error_result(job.source, job.rel, job.sha256, job.error, job.model or self._model())
+                write_json_atomic(error_path(route.failed_dir, job.rel), job.record, route.failed_dir)
                 job.committed = True
+            self._spool(job, error_path(route.failed_dir, job.rel))
             self._acknowledge(job, route, route.failed_dir / job.rel, force_move=True)
             log.warning("%s/%r failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
         else:
@@ -171,10 +179,12 @@ class ResultWriter(Stage):
                 assert job.predictions is not None
                 result = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, job.model or self._model(),
                                    job.width, job.height, _timings_ms(job))
+                job.record = result
                 write_json_atomic(result_path(self._output_dir, job.source, job.rel), result, self._output_dir)
                 job.committed = True
                 # A failure record left by an interrupted earlier attempt would be a second record.
                 error_path(route.failed_dir, job.rel).unlink(missing_ok=True)
+            self._spool(job, result_path(self._output_dir, job.source, job.rel))
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
         self._observe(job, time.monotonic() - t0)
         route.on_done(job)
@@ -190,8 +200,25 @@ class ResultWriter(Stage):
             assert job.predictions is not None
             obj = ok_result(job.source, job.rel, "", job.predictions, job.model or self._model(), job.width, job.height,
                             _timings_ms(job))
-        self._camera_sinks[job.source].append(frame_result(obj, job.frame))
+        line = frame_result(obj, job.frame)
+        self._camera_sinks[job.source].append(line)
+        if self._mqtt is not None:
+            self._mqtt.add_frame(line)
         self._observe(job, time.monotonic() - t0)
+
+    def _spool(self, job: Job, record_path: Path) -> None:
+        """Into the MQTT spool, before the input is acknowledged: a result acknowledged is a result kept.
+
+        Once per job (a retry after a full spool does not add it twice). A record found from an earlier run
+        (a duplicate) may never have reached the spool before that run stopped, so it is spooled again: a
+        repeated message at worst, which QoS 1 consumers handle anyway.
+        """
+        if self._mqtt is None or job.spooled:
+            return
+        record = job.record if job.record is not None else read_json(record_path)
+        if record is not None:
+            self._mqtt.add(record)
+        job.spooled = True
 
     def _observe(self, job: Job, write_s: float) -> None:
         self._metrics.observe_stage("write", write_s)

@@ -124,6 +124,18 @@ def test_mqtt_defaults_need_only_a_host(tmp_path):
     assert cfg.output.mqtt == MqttConfig(host="broker", port=1883, topic="edge-infer/{device}/{source}/results", qos=1)
 
 
+def test_mqtt_fleet_keys(tmp_path):
+    mqtt = {"host": "broker", "port": 8883, "device": "pi-7", "client_id": "cam-box-7", "username": "pi7",
+            "password_file": "secrets/mqtt", "tls": True, "ca_file": "ca.crt", "cert_file": "pi7.crt",
+            "key_file": "pi7.key", "spool_dir": "spool", "spool_max_bytes": 1 << 20, "on_full": "drop_oldest"}
+    cfg = load_config(write(tmp_path, edited(lambda c: c["output"].update(mqtt=mqtt))))
+    etc = tmp_path / "etc"
+    assert cfg.output.mqtt == MqttConfig(host="broker", port=8883, device="pi-7", client_id="cam-box-7",
+                                         username="pi7", password_file=etc / "secrets/mqtt", tls=True,
+                                         ca_file=etc / "ca.crt", cert_file=etc / "pi7.crt", key_file=etc / "pi7.key",
+                                         spool_dir=etc / "spool", spool_max_bytes=1 << 20, on_full="drop_oldest")
+
+
 def test_absolute_and_home_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
@@ -220,6 +232,24 @@ def test_parse_config_takes_a_dict_and_names_its_origin(tmp_path):
      "may only use the placeholders {device} and {source}, got 'x/{site}'"),
     (lambda c: c["output"].update(mqtt={"host": "h", "topic": "x/#"}), "output.mqtt.topic",
      "must not contain the MQTT wildcards + or #, got 'x/#'"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "password": "s3cret"}), "output.mqtt.password",
+     "not allowed in the config: put the password in a file only the service can read and name that file in "
+     "password_file"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "password_file": "pw"}), "output.mqtt.password_file",
+     "needs username"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "ca_file": "ca.crt"}), "output.mqtt.ca_file", "needs tls: true"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "tls": True, "cert_file": "c.crt"}), "output.mqtt.key_file",
+     "cert_file and key_file go together"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "device": "a/b"}), "output.mqtt.device",
+     "must match [A-Za-z0-9_.-]+ (one topic level), got 'a/b'"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "status_topic": "x/{source}"}), "output.mqtt.status_topic",
+     "may only use the placeholder {device}, got 'x/{source}'"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "on_full": "wait"}), "output.mqtt.on_full",
+     "must be one of block, drop_oldest, got 'wait'"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "spool_max_bytes": 1000}), "output.mqtt.spool_max_bytes",
+     "must be >= 65536, got 1000"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "max_inflight": 0}), "output.mqtt.max_inflight",
+     "must be >= 1, got 0"),
 ])
 def test_each_problem_names_its_key_path(tmp_path, change, key, message):
     assert problems_of(tmp_path, edited(change)) == [(key, message)]

@@ -18,6 +18,14 @@ CONTRACT = {
     "edge_infer_last_success_timestamp_seconds": "gauge",
     "edge_infer_ready": "gauge",
     "edge_infer_errors_total": "counter",
+    # The fleet sink (README.md "Fleets").
+    "edge_infer_mqtt_published_total": "counter",
+    "edge_infer_mqtt_acked_total": "counter",
+    "edge_infer_mqtt_spooled_total": "counter",
+    "edge_infer_mqtt_dropped_total": "counter",
+    "edge_infer_mqtt_spool_bytes": "gauge",
+    "edge_infer_mqtt_spool_full": "gauge",
+    "edge_infer_mqtt_connected": "gauge",
 }
 
 
