@@ -13,15 +13,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT, skip_unless_ci, write_images
-from tests.integration.daemon_util import wait_for
+from tests.integration.daemon_util import http_status, wait_for
 from tests.system.container import Container
 
 pytestmark = pytest.mark.system
@@ -98,16 +96,6 @@ def start_with(box: Container, installed: dict, **changes: dict) -> None:
     box.run("systemctl", "reset-failed", UNIT, check=False)
     write_config(box, installed, **changes)
     box.run("systemctl", "start", UNIT, timeout=180)
-
-
-def http_status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
 
 
 def journal(box: Container) -> str:
