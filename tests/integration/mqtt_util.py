@@ -99,12 +99,12 @@ class Subscriber:
     """A persistent QoS 1 session on ``edge-infer/#``: what a fleet's collector looks like."""
 
     def __init__(self, port: int, tls: dict[str, Path] | None = None,
-                 login: tuple[str, str] | None = None) -> None:
+                 login: tuple[str, str] | None = None, client_id: str = "test-collector") -> None:
         import paho.mqtt.client as mqtt
 
-        self.messages: list[tuple[str, bytes, bool]] = []
+        self.messages: list[tuple[str, bytes, bool, int]] = []  # topic, payload, retain flag, QoS
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-collector",
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False)
         self.client.reconnect_delay_set(0.2, 1)
         if login:
@@ -120,7 +120,7 @@ class Subscriber:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain), msg.qos))
 
     def __enter__(self) -> "Subscriber":
         self.client.connect("127.0.0.1", self.port, keepalive=10)
@@ -134,12 +134,17 @@ class Subscriber:
 
     def results(self, topic: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [json.loads(p) for t, p, _ in self.messages if t == topic]
+            return [json.loads(p) for t, p, _, _ in self.messages if t == topic]
 
     def last(self, topic: str) -> bytes | None:
         with self._lock:
-            got = [p for t, p, _ in self.messages if t == topic]
+            got = [p for t, p, _, _ in self.messages if t == topic]
         return got[-1] if got else None
+
+    def received(self, topic: str) -> list[tuple[bytes, bool, int]]:
+        """(payload, retain flag, QoS) of each message on ``topic``: a retained one arrives flagged on subscribing."""
+        with self._lock:
+            return [(p, r, q) for t, p, r, q in self.messages if t == topic]
 
     def first_arrivals(self, topic: str) -> list[str]:
         """Input sha256s in order of first arrival (QoS 1 may repeat a message; a repeat is told by its sha256)."""

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, write_images
+from tests.integration import daemon_util
 from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
 from tests.integration.mqtt_util import Broker, Subscriber, free_port, make_tls, mosquitto_path, openssl_or_skip
 
@@ -23,6 +26,11 @@ STATUS = "edge-infer/dev1/status"
 # reconnect several times at its capped backoff, which is all a minute would add (at the default cap, 30 s, a
 # minute is two attempts). Results made meanwhile must wait in the spool.
 OUTAGE_S = 5.0
+KEEPALIVE_S = 5  # the least output.mqtt.keepalive_s takes
+# A broker gives up on a client silent for 1.5 keepalives (MQTT 3.1.1, 3.1.2.10); the rest is slack for a busy
+# machine. A killed process is noticed at once (its socket closes); a hung one only by the keepalive.
+WILL_WITHIN_S = 1.5 * KEEPALIVE_S + 15
+SPOOL_BYTES = 65536
 
 
 @pytest.fixture(autouse=True)
@@ -153,45 +161,81 @@ def test_results_spooled_offline_survive_a_kill_9_and_a_restart(tmp_path):
     assert not list((tmp_path / "results" / ".mqtt-spool").glob("seg-*.log"))  # all delivered, all removed
 
 
-def test_a_full_spool_holds_inputs_back_until_the_broker_returns(tmp_path):
-    # top_k 200 makes each result ~10 KB: 64 KiB of spool holds a handful.
-    imgs = write_images(tmp_path / "staging", 14)
+@contextmanager
+def offline_with_a_small_spool(tmp_path: Path, on_full: str) -> Iterator[tuple[Broker, Subscriber, Path]]:
+    """The broker down from the start, a 64 KiB spool and ~10 KB results (top_k 200): the spool holds a handful."""
     with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
         broker.stop()
-        cfg = mqtt_config(tmp_path, broker.port, spool_max_bytes=65536, on_full="block")
-        cfg.write_text(cfg.read_text().replace("sources:", "model:\n  top_k: 200\nsources:", 1))
-        with RunningApp(cfg) as run:
-            for p in imgs:
-                shutil.copy(p, tmp_path / "inbox" / p.name)
-            wait_for(lambda: run.sample("edge_infer_mqtt_spool_full") == 1, 60, "the spool full")
-            held = wait_for(lambda: sorted(p.name for p in (tmp_path / "inbox").iterdir()), 10, "inputs held")
-            assert held and run.app.writer.blocked_reason.startswith("output blocked (spool_full): MQTT spool full")
-            assert run.sample("edge_infer_output_blocked", reason="spool_full") == 1
-            assert run.sample("edge_infer_mqtt_spool_bytes") <= 65536
-            assert run.sample("edge_infer_mqtt_dropped_total") == 0
-            broker.start()
-            wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 14, 90, "all 14 results")
-            wait_for(lambda: not list((tmp_path / "inbox").iterdir()), 30, "the inbox empty")
-            assert run.sample("edge_infer_mqtt_spool_full") == 0
-            assert run.sample("edge_infer_output_blocked", reason="spool_full") == 0
+        cfg = mqtt_config(tmp_path, broker.port, spool_max_bytes=SPOOL_BYTES, on_full=on_full)
+        data = yaml.safe_load(cfg.read_text())
+        data["model"] = {**data.get("model", {}), "top_k": 200}
+        cfg.write_text(yaml.safe_dump(data))
+        yield broker, sub, cfg
+
+
+def test_a_full_spool_holds_inputs_back_until_the_broker_returns(tmp_path):
+    imgs = write_images(tmp_path / "staging", 14)
+    with offline_with_a_small_spool(tmp_path, "block") as (broker, sub, cfg), RunningApp(cfg) as run:
+        for p in imgs:
+            shutil.copy(p, tmp_path / "inbox" / p.name)
+        wait_for(lambda: run.sample("edge_infer_mqtt_spool_full") == 1, 60, "the spool full")
+        held = wait_for(lambda: sorted(p.name for p in (tmp_path / "inbox").iterdir()), 10, "inputs held")
+        assert held and run.app.writer.blocked_reason.startswith("output blocked (spool_full): MQTT spool full")
+        assert run.sample("edge_infer_output_blocked", reason="spool_full") == 1
+        assert run.sample("edge_infer_mqtt_spool_bytes") <= SPOOL_BYTES
+        assert run.sample("edge_infer_mqtt_dropped_total") == 0
+        broker.start()
+        wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 14, 90, "all 14 results")
+        wait_for(lambda: not list((tmp_path / "inbox").iterdir()), 30, "the inbox empty")
+        assert run.sample("edge_infer_mqtt_spool_full") == 0
+        assert run.sample("edge_infer_output_blocked", reason="spool_full") == 0
     assert set(sub.first_arrivals(TOPIC)) == {sha(p) for p in imgs}
 
 
 def test_drop_oldest_keeps_intake_going_and_counts_what_it_drops(tmp_path):
     imgs = write_images(tmp_path / "staging", 14)
+    with offline_with_a_small_spool(tmp_path, "drop_oldest") as (broker, sub, cfg), RunningApp(cfg) as run:
+        drop_in_order(tmp_path, imgs)  # never held back
+        # How many are dropped depends only on the results' sizes, not on timing: the broker is down throughout.
+        dropped = int(run.sample("edge_infer_mqtt_dropped_total"))
+        assert 0 < dropped < len(imgs) and run.sample("edge_infer_mqtt_spool_bytes") <= SPOOL_BYTES
+        assert run.app.spool.pending + dropped == len(imgs)  # each result is waiting or counted as dropped
+        broker.start()
+        # Sent in order: once the newest has arrived, everything kept has arrived before it.
+        wait_for(lambda: sha(imgs[-1]) in sub.first_arrivals(TOPIC), 90, "the newest result")
+        wait_for(lambda: run.app.spool.pending == 0, 30, "the spool drained")
+    kept = sub.first_arrivals(TOPIC)
+    # The newest survive, in order, without a gap; the ones not delivered are exactly the ones counted.
+    assert kept == [sha(p) for p in imgs[len(imgs) - len(kept):]], (len(kept), dropped)
+    assert len(kept) + dropped == len(imgs), (len(kept), dropped)
+
+
+def retained_status(port: int, client_id: str) -> tuple[bytes, bool, int]:
+    """What a collector subscribing now is told about the device: (payload, retain flag, QoS)."""
+    with Subscriber(port, client_id=client_id) as late:
+        return wait_for(lambda: late.received(STATUS), 10, "the retained status")[0]
+
+
+def test_a_killed_or_hung_daemon_leaves_offline_as_its_retained_last_will(tmp_path):
+    log = tmp_path / "daemon.log"
     with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
-        broker.stop()
-        cfg = mqtt_config(tmp_path, broker.port, spool_max_bytes=65536, on_full="drop_oldest")
-        cfg.write_text(cfg.read_text().replace("sources:", "model:\n  top_k: 200\nsources:", 1))
-        with RunningApp(cfg) as run:
-            drop_in_order(tmp_path, imgs)  # never held back
-            dropped = run.sample("edge_infer_mqtt_dropped_total")
-            assert dropped > 0 and run.sample("edge_infer_mqtt_spool_bytes") <= 65536
-            broker.start()
-            wait_for(lambda: run.app.spool.pending == 0, 60, "the spool drained")
-            wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 14 - dropped, 30, "what was kept")
-    # The newest survive, in order.
-    assert sub.first_arrivals(TOPIC) == [sha(p) for p in imgs[int(dropped):]]
+        cfg = mqtt_config(tmp_path, broker.port, keepalive_s=KEEPALIVE_S)
+        with daemon_util.daemon(cfg, log=log) as proc:
+            wait_for(lambda: sub.last(STATUS) == b"online", 60, "online status")
+            proc.send_signal(signal.SIGKILL)  # no goodbye of its own: only the broker can say it is gone
+            proc.wait(30)
+        wait_for(lambda: sub.last(STATUS) == b"offline", WILL_WITHIN_S, "the last will after SIGKILL")
+        assert sub.received(STATUS)[-1][2] == 1, sub.received(STATUS)
+        assert retained_status(broker.port, "late-1") == (b"offline", True, 1)  # kept for whoever comes later
+
+        with daemon_util.daemon(cfg, log=log) as proc:
+            wait_for(lambda: sub.last(STATUS) == b"online", 60, "online status after the restart")
+            assert retained_status(broker.port, "late-2") == (b"online", True, 1)
+            # Hung (a frozen process, a dead link): the socket stays open, so only the keepalive tells.
+            proc.send_signal(signal.SIGSTOP)
+            wait_for(lambda: sub.last(STATUS) == b"offline", WILL_WITHIN_S, "the last will after the keepalive")
+            assert retained_status(broker.port, "late-3") == (b"offline", True, 1)
+    assert log.read_text().count("MQTT connected to") == 2, log.read_text()
 
 
 def test_tls_with_a_client_certificate_from_a_test_ca(tmp_path):
