@@ -24,8 +24,8 @@ ON_FULL_CHOICES = ("block", "drop_oldest")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The ONNX model; ``path=None`` is the embedded default model. ``threads=0``: half the cores (see
-    ``split_cores``)."""
+    """The ONNX model; ``path=None`` is the embedded default model. ``threads=0`` lets onnxruntime choose
+    (one per physical core)."""
     path: Path | None = None
     top_k: int = 5
     threads: int = 0
@@ -72,27 +72,16 @@ SourceConfig = Union[FolderSource, CameraSource]
 
 @dataclass(frozen=True)
 class BatchConfig:
-    # One intra-op thread (the 2-core default) runs any batch size at the same CPU per image (3.2 ms here);
-    # each image of batch capacity costs ~4.5 MB of onnxruntime arena, so 4 keeps the daemon under 110 MB.
-    max_size: int = 4
+    # Measured on two cores (edge-infer bench --daemon batch=4 --daemon batch=8): 8 reaches ~9% more of the
+    # machine's limit than 4 (onnxruntime splits a larger batch across its threads better) for ~15 MB more
+    # resident memory; 4 suits a device short of memory.
+    max_size: int = 8
     max_wait_ms: float = 10.0
-
-
-def split_cores(threads: int, workers: int, cores: int) -> tuple[int, int]:
-    """(inference threads, preprocessing workers), each 0 meaning "choose".
-
-    Inference takes half the cores and preprocessing the rest: on two cores one intra-op thread plus one
-    worker beat two of each by ~10% in the end-to-end bench, because a single-threaded onnxruntime spends
-    no CPU on splitting and waking (3.2 ms CPU per image at any batch size, against 3.4-4.0 ms on two
-    threads) while the worker keeps the other core busy decoding.
-    """
-    t = threads or max(1, cores // 2)
-    return t, workers or max(1, cores - t)
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """``workers=0``: the cores inference does not use (see ``split_cores``)."""
+    """``workers=0`` is one per CPU core."""
     queue_size: int = 64
     workers: int = 0
     max_pixels: int = 50_000_000

@@ -43,7 +43,11 @@ def read_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> byt
             size = st.st_size
             if size > max_bytes:
                 raise InputError("too_large", f"{size} bytes exceeds pipeline.max_file_bytes ({max_bytes})")
-            data = f.read(max_bytes + 1)
+            # Sized by fstat: read(max_bytes + 1) would allocate (and page-map) 100 MB for every photo,
+            # ~65 us each here. A file that grew since fstat is read on, up to the limit.
+            data = f.read(size + 1)
+            if len(data) > size:
+                data += f.read(max_bytes + 1 - len(data))
     except FileNotFoundError as e:
         raise InputError("io", "file vanished before it was read") from e
     except IsADirectoryError as e:
@@ -81,12 +85,14 @@ class PreprocessWorker(Stage):
             t0 = time.monotonic()
             self.process(job)
             job.timings["preprocess"] = time.monotonic() - t0
+            # Not busy before the hand-over: the batcher wakes on it and asks whether more is coming; "yes"
+            # from this very job would make a lone photo wait the whole batch.max_wait_ms for nothing.
+            self.busy = False
             if job.error or job.duplicate:
                 self._put(self._finished, job)
             elif job.tensor is not None:
                 self._put(self._prepared, job)
             # else: stopped while waiting for a tensor; the input stays for the next start
-            self.busy = False
 
     def process(self, job: Job) -> None:
         assert job.path is not None  # workers take folder inputs; camera frames arrive prepared

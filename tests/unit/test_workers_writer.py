@@ -120,3 +120,58 @@ def test_a_full_disk_holds_the_job_and_retries_instead_of_failing_it(tmp_path):
     finally:
         writer.stop()
         assert writer.join(5)
+
+
+def _finished_jobs(tmp_path, n):
+    imgs = write_images(tmp_path / "inbox", n)
+    jobs = []
+    for p in imgs:
+        job = Job("s", p.name, p)
+        job.sha256, job.width, job.height = "ab" * 32, 320, 240
+        job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
+        jobs.append(job)
+    return jobs
+
+
+def test_a_burst_of_results_is_made_durable_with_two_syncs_not_two_per_result(tmp_path, monkeypatch):
+    import edge_infer.sinks.json_file as jf
+
+    syncs: list[int] = []
+    real_syncfs, real_fsync = jf._syncfs, os.fsync
+    monkeypatch.setattr(jf, "_syncfs", lambda folders: (syncs.append(len(folders)), real_syncfs(folders))[1])
+    monkeypatch.setattr(jf.os, "fsync", lambda fd: (syncs.append(-1), real_fsync(fd))[1])
+    writer, done = make_writer(tmp_path, after="delete")
+    jobs = _finished_jobs(tmp_path, 10)
+    writer._write_group(jobs)  # what the writer thread does with the jobs it finds waiting together
+    assert len(syncs) == 2 and -1 not in syncs  # one syncfs for the data, one for the renames
+    for job in jobs:
+        writer.commit(job)  # the records are committed: no rewrite, only the acknowledgement
+    assert len(syncs) == 2 and len(done) == 10 and not list((tmp_path / "inbox").iterdir())
+    records = sorted((tmp_path / "results" / "s").iterdir())
+    assert [p.name for p in records] == sorted(f"{j.rel}.json" for j in jobs)
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in records)
+    assert not list((tmp_path / "results" / ".writing").iterdir())
+
+
+def test_a_group_that_fails_midway_leaves_no_partial_records_and_each_job_retries_alone(tmp_path, monkeypatch):
+    import edge_infer.sinks.json_file as jf
+
+    jobs = _finished_jobs(tmp_path, 4)
+    calls = {"n": 0}
+    real = jf._write_tmp
+
+    def full_disk_on_the_third(folder, data, prefix="", sync=True):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(folder, data, prefix, sync)
+
+    monkeypatch.setattr(jf, "_write_tmp", full_disk_on_the_third)
+    writer, done = make_writer(tmp_path, after="delete")
+    writer._write_group(jobs)
+    assert not any(j.committed for j in jobs)  # nothing half-done: no record renamed into place
+    assert not (tmp_path / "results" / "s").exists() or not list((tmp_path / "results" / "s").iterdir())
+    assert not list((tmp_path / "results" / ".writing").iterdir())  # the two written copies were removed
+    for job in jobs:
+        writer.commit(job)  # one by one, as after any failed group
+    assert len(done) == 4 and len(list((tmp_path / "results" / "s").iterdir())) == 4
