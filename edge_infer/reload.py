@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from .errors import ModelError
 from .lifecycle import Stage
@@ -22,7 +22,7 @@ from .selftest import self_test
 from .session import ModelSession, SessionOptions
 
 log = logging.getLogger(__name__)
-Signature = tuple[tuple[int, int, int], ...] | None
+Signature = Optional[tuple[tuple[int, int, int], ...]]  # not `X | None`: evaluated at run time (Python 3.9)
 
 
 def file_signature(model: Path) -> Signature:
