@@ -165,9 +165,20 @@ def test_hung_inference_loop_is_restarted_by_the_watchdog(box, installed):
     wait_for(lambda: http_status(installed["port"], "/readyz") == 200, 60, "/readyz after the restart")
 
 
+def test_systemctl_reload_swaps_the_model_in_place_without_a_restart(box, installed):
+    start_with(box, installed)
+    wait_for(lambda: http_status(installed["port"], "/readyz") == 200, 60, "/readyz")
+    before = box.show(UNIT, "MainPID", "NRestarts")
+    box.run("systemctl", "reload", UNIT)  # ExecReload: SIGHUP -> shadow session, self-test, swap
+    wait_for(lambda: "model reloaded (SIGHUP)" in journal(box), 60, "the reload in the journal")
+    after = box.show(UNIT, "MainPID", "NRestarts", "ActiveState")
+    assert after["ActiveState"] == "active" and after["MainPID"] == before["MainPID"], (before, after)
+    assert after["NRestarts"] == before["NRestarts"] and "top-1 right on 8 of 8" in journal(box)
+
+
 def corrupt_model(box: Container) -> dict:
     """A copy of the embedded model with one byte changed: there, with its manifest, but not the model."""
-    box.sh(f"d={STATE}/models; mkdir -p $d; cp /opt/edge-infer/lib/python3*/site-packages/edge_infer/models/* $d/; "
+    box.sh(f"d={STATE}/models; mkdir -p $d; cp /opt/edge-infer/lib/python3*/site-packages/edge_infer/models/model.* $d/; "
            f"printf x | dd of=$d/model.onnx bs=1 seek=100 conv=notrunc status=none; chown -R edge-infer: $d")
     return {"model": {"path": f"{STATE}/models/model.onnx"}}
 
@@ -216,8 +227,10 @@ def test_sandbox_allows_writes_only_to_its_state_directory(box, installed):
     start_with(box, installed, output={"dir": "/srv/results"})
     write_images(box.root / "root/drop", 1, seed=7)
     box.sh(f"mv /root/drop/img_000.jpg {STATE}/inbox/sandbox.jpg")
-    wait_for(lambda: "cannot write results: Read-only file system" in journal(box), 60, "the refusal in the journal")
-    wait_for(lambda: "cannot write results" in box.show(UNIT, "StatusText")["StatusText"], 60, "the refusal in STATUS")
+    wait_for(lambda: "cannot write results or acknowledge inputs: output blocked (readonly): Read-only file system"
+             in journal(box), 60, "the refusal in the journal")
+    wait_for(lambda: "output blocked (readonly)" in box.show(UNIT, "StatusText")["StatusText"], 60,
+             "the refusal in STATUS")
     assert (box.root / STATE.lstrip("/") / "inbox/sandbox.jpg").exists()
     assert not any((box.root / "srv/results").rglob("*.json"))
     # Back on its own directory, the same photo gets its result.
