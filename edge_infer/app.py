@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig, default_workers
+from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
 from .errors import ConfigError
 from .inference import InferenceStage
 from .buffers import TensorPool
@@ -172,7 +172,7 @@ class App:
         self.writer = ResultWriter(self.finished, c.output.dir, routes, lambda: self.inference.model_ref,
                                    self.metrics, on_acknowledged=lambda _job: self.pending.add(-1),
                                    camera_sinks=sinks, mqtt=self._build_mqtt())
-        n_workers = c.pipeline.workers or default_workers(os.cpu_count() or 2)
+        n_workers = c.pipeline.workers or os.cpu_count() or 2
         # uint8 crops: a full batch waiting while another is collected, one per busy worker, one per camera.
         crop = m.preprocess.crop
         pool = TensorPool(2 * c.batch.max_size + n_workers + len(cams), (crop, crop, 3), np.uint8)

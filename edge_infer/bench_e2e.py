@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import BatchConfig
 from .manifest import default_model_path, load_manifest
 from .preprocess import is_image_name
 from .session import make_ort_session
@@ -182,8 +183,8 @@ def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
 class DaemonSettings:
     """The settings a sweep varies (``--daemon batch=8,wait=10,threads=0,workers=0``); 0 = the daemon's default."""
 
-    batch: int = 8
-    wait_ms: float = 10
+    batch: int = BatchConfig.max_size  # the daemon's own defaults, so that a plain bench measures them
+    wait_ms: float = BatchConfig.max_wait_ms
     threads: int = 0
     workers: int = 0
 

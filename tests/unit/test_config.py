@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from edge_infer.config import (AppConfig, BatchConfig, CameraSource, FolderSource, LoggingConfig, MetricsConfig, default_workers,
+from edge_infer.config import (AppConfig, BatchConfig, CameraSource, FolderSource, LoggingConfig, MetricsConfig,
                                ModelConfig, MqttConfig, PipelineConfig, ShutdownConfig, load_config, parse_config)
 from edge_infer.errors import ConfigError, InvalidConfig
 
@@ -110,7 +110,7 @@ def test_defaults(tmp_path):
         ("move", True, False, 1.0, 0.5)
     assert camera.fps == 2.0
     assert cfg.model == ModelConfig(path=None, top_k=5, threads=0)
-    assert cfg.batch == BatchConfig(max_size=6, max_wait_ms=10.0)
+    assert cfg.batch == BatchConfig(max_size=4, max_wait_ms=10.0)
     assert cfg.pipeline == PipelineConfig(queue_size=64, workers=0, max_pixels=50_000_000, max_file_bytes=104_857_600)
     assert cfg.output.mqtt is None
     assert cfg.metrics == MetricsConfig(host="127.0.0.1", port=9464)
@@ -363,7 +363,3 @@ def test_an_unused_done_dir_is_not_checked_for_overlap(tmp_path):
     assert cfg.sources[0].after == "keep" and cfg.sources[0].done_dir == tmp_path / "etc" / "in"
 
 
-
-@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (4, 3), (8, 7)])
-def test_default_workers_leave_onnxruntime_a_core(cores, workers):
-    assert default_workers(cores) == workers
