@@ -42,6 +42,14 @@ def done(port: int) -> float:
                    if line.startswith("edge_infer_images_total{"))
 
 
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:
@@ -68,13 +76,12 @@ def main() -> int:
         daemon = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(work / "config.yaml")],
                                   cwd=ROOT)
         try:
+            # /readyz, not /metrics: the HTTP port answers before the model is loaded and the inbox armed.
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    done(port)
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            while not ready(port):
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the daemon did not get ready (exit status {daemon.poll()})")
+                time.sleep(0.2)
             fed, t0, cpu0, marks = 0, time.monotonic(), cpu_s(daemon.pid), []
             print(f"{'images':>7} {'RSS MB':>7} {'CPU ms/img':>10} {'img/s':>6}", flush=True)
             last_n, last_cpu, last_t = 0, cpu0, t0
