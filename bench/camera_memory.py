@@ -23,12 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_infer.bench_e2e import proc_rss_mb  # noqa: E402
 from tests.support.rtsp import free_port, start_rtsp_server  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def frames_done(port: int) -> float:
@@ -64,11 +60,11 @@ def main() -> int:
                 while (elapsed := time.monotonic() - t0) < args.minutes * 60:
                     time.sleep(min(30, args.minutes * 60 - elapsed))
                     minutes = (time.monotonic() - t0) / 60
-                    rss = rss_mb(daemon.pid)
+                    rss = proc_rss_mb(daemon.pid)
                     if at_1min is None and minutes >= 1:
                         at_1min = rss
                     print(f"{minutes:>8.1f} {rss:>8.1f} {frames_done(port):>10.0f}", flush=True)
-                end = rss_mb(daemon.pid)
+                end = proc_rss_mb(daemon.pid)
                 if at_1min is not None:
                     print(f"RSS after 1 min {at_1min:.1f} MB, after {args.minutes:g} min {end:.1f} MB: "
                           f"{end - at_1min:+.1f} MB", flush=True)

@@ -11,50 +11,24 @@ of RSS after the first 2,000 (warm-up: onnxruntime's arenas and Pillow's caches 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from edge_infer.bench_e2e import Daemon, DaemonSettings, proc_cpu_seconds, proc_rss_mb
+from edge_infer.manifest import default_model_path
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def done(port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
                    if line.startswith("edge_infer_images_total{"))
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -68,21 +42,12 @@ def main() -> int:
                                      else None) as tmp:
         work = Path(tmp)
         (work / "staging").mkdir()
-        port = free_port()
-        cfg = {"sources": [{"name": "drops", "type": "folder", "path": "inbox", "after": "delete",
-                            "failed_dir": "failed"}],
-               "output": {"dir": "results"}, "metrics": {"port": port}, "logging": {"level": "warning"}}
-        (work / "config.yaml").write_text(json.dumps(cfg))
-        daemon = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(work / "config.yaml")],
-                                  cwd=ROOT)
+        # The bench's daemon: default settings, a folder source at <work>/inbox with `after: delete`, started
+        # and waited for until /readyz (the HTTP port answers before the inbox is armed).
+        daemon = Daemon(work, default_model_path(), DaemonSettings())
+        pid, port = daemon.proc.pid, daemon.port
         try:
-            # /readyz, not /metrics: the HTTP port answers before the model is loaded and the inbox armed.
-            deadline = time.monotonic() + 60
-            while not ready(port):
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the daemon did not get ready (exit status {daemon.poll()})")
-                time.sleep(0.2)
-            fed, t0, cpu0, marks = 0, time.monotonic(), cpu_s(daemon.pid), []
+            fed, t0, cpu0, marks = 0, time.monotonic(), proc_cpu_seconds(pid), []
             print(f"{'images':>7} {'RSS MB':>7} {'CPU ms/img':>10} {'img/s':>6}", flush=True)
             last_n, last_cpu, last_t = 0, cpu0, t0
             while fed < args.images:
@@ -98,8 +63,8 @@ def main() -> int:
                 while done(port) < fed:
                     time.sleep(0.05)
                 if fed % 1000 == 0 or fed == args.images:
-                    now_cpu, now_t = cpu_s(daemon.pid), time.monotonic()
-                    rss = rss_mb(daemon.pid)
+                    now_cpu, now_t = proc_cpu_seconds(pid), time.monotonic()
+                    rss = proc_rss_mb(pid)
                     marks.append((fed, rss))
                     print(f"{fed:>7} {rss:>7.1f} {1000 * (now_cpu - last_cpu) / (fed - last_n):>10.2f} "
                           f"{(fed - last_n) / (now_t - last_t):>6.1f}", flush=True)
@@ -110,8 +75,7 @@ def main() -> int:
                   f"peak {max(r for _, r in marks):.1f} MB; {fed / (time.monotonic() - t0):.1f} img/s overall")
             return 0 if growth < 10 else 1
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(60)
+            daemon.stop()
 
 
 if __name__ == "__main__":

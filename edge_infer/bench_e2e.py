@@ -165,13 +165,13 @@ class ResultWatch:
         os.close(self._fd)
 
 
-def _proc_cpu(pid: int) -> float:
+def proc_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
+def proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(key + ":"):
@@ -211,7 +211,7 @@ class Daemon:
     def __init__(self, work: Path, model: Path, settings: DaemonSettings) -> None:
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         self.port = port
         cfg = {"model": {"path": str(model), "threads": settings.threads},
                "sources": [{"name": "bench", "type": "folder", "path": "inbox", "after": "delete",
@@ -221,12 +221,16 @@ class Daemon:
                "metrics": {"host": "127.0.0.1", "port": port}, "logging": {"level": "warning"}}
         (work / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
         self.results = ResultWatch(work / "results" / "bench")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(work / "config.yaml")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=work)
+        # Its log goes to a file, not a pipe: nobody reads a pipe during a long run, and a full one would
+        # block the daemon's logging (and the daemon) once it holds 64 KB.
+        self.log = work / "daemon.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(work / "config.yaml")],
+                                         stdout=subprocess.DEVNULL, stderr=log, cwd=work)
         deadline = time.monotonic() + 120
         while not self._ready():
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"daemon did not get ready: {self.proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+                raise RuntimeError(f"daemon did not get ready: {self.log.read_text(errors='replace')[-500:]}")
             time.sleep(0.05)
 
     def _ready(self) -> bool:
@@ -244,13 +248,13 @@ class Daemon:
             shutil.copy(f, staging / f.name)
             names.append(f.name)
         arrived: dict[str, float] = {}
-        cpu0, t0 = _proc_cpu(self.proc.pid), time.perf_counter()
+        cpu0, t0 = proc_cpu_seconds(self.proc.pid), time.perf_counter()
         for n in names:  # a rename is how finished files land in a watched folder
             os.rename(staging / n, self.work / "inbox" / f"r{round_no}_{n}")
             arrived[f"r{round_no}_{n}.json"] = time.perf_counter()
         seen = self.results.wait_for(set(arrived), timeout=600)
         elapsed = max(seen.values()) - t0
-        return Run("daemon", len(seen), elapsed, _proc_cpu(self.proc.pid) - cpu0,
+        return Run("daemon", len(seen), elapsed, proc_cpu_seconds(self.proc.pid) - cpu0,
                    [seen[n] - arrived[n] for n in seen])
 
     def trickle(self, files: list[Path], interval: float) -> list[float]:
@@ -270,7 +274,7 @@ class Daemon:
         return [seen[n] - arrived[n] for n in seen]
 
     def rss_mb(self) -> tuple[float, float]:
-        return _proc_rss_mb(self.proc.pid), _proc_rss_mb(self.proc.pid, "VmHWM")
+        return proc_rss_mb(self.proc.pid), proc_rss_mb(self.proc.pid, "VmHWM")
 
     def stop(self) -> None:
         self.results.close()
@@ -284,12 +288,12 @@ class Daemon:
 
 def idle_cpu_percent(daemons: dict[str, Daemon], seconds: float) -> dict[str, float]:
     """CPU each idle daemon used over the same ``seconds``, as a percentage of one core."""
-    c0 = {label: _proc_cpu(d.proc.pid) for label, d in daemons.items()}
+    c0 = {label: proc_cpu_seconds(d.proc.pid) for label, d in daemons.items()}
     time.sleep(seconds)
-    return {label: 100 * (_proc_cpu(d.proc.pid) - c0[label]) / seconds for label, d in daemons.items()}
+    return {label: 100 * (proc_cpu_seconds(d.proc.pid) - c0[label]) / seconds for label, d in daemons.items()}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
