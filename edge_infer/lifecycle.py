@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import threading
 import time
 from contextlib import contextmanager
 from types import FrameType
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,13 @@ class Stage:
 
     def healthy(self) -> bool:
         return self.alive() and self.failure is None
+
+
+def backoff_s(attempt: int, lo: float, hi: float, rnd: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before reconnecting after ``attempt`` consecutive failures: doubling, capped, jittered
+    (so that cameras, or a fleet of devices, that failed together do not all reconnect in the same instant)."""
+    cap = min(hi, lo * 2 ** min(attempt, 30))
+    return lo + (cap - lo) * rnd()
 
 
 class Heartbeat:

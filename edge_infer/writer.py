@@ -186,6 +186,16 @@ class ResultWriter(Stage):
         route.on_done(job)
         self._on_acknowledged(job)
 
+    def _record(self, job: Job) -> dict[str, Any]:
+        """The job's result object, or its failure record; it names the model that made the predictions
+        (a reload may have swapped it since), else the one serving now."""
+        model = job.model or self._model()
+        if job.error is not None:
+            return error_result(job.source, job.rel, job.sha256, job.error, model)
+        assert job.predictions is not None
+        return ok_result(job.source, job.rel, job.sha256 or "", job.predictions, model, job.width, job.height,
+                         _timings_ms(job))
+
     def _record_path(self, job: Job) -> Path:
         if job.error is not None:
             return error_path(self._routes[job.source].failed_dir, job.rel)
@@ -193,18 +203,9 @@ class ResultWriter(Stage):
 
     def _write_records(self, jobs: list[Job]) -> None:
         """Commit the result or failure record of each folder job, durably, all with one pair of syncs."""
-        records = []
-        for job in jobs:
-            route = self._routes[job.source]
-            if job.error is not None:
-                obj = error_result(job.source, job.rel, job.sha256, job.error, job.model or self._model())
-                root = route.failed_dir
-            else:
-                assert job.predictions is not None
-                obj = ok_result(job.source, job.rel, job.sha256 or "", job.predictions, job.model or self._model(),
-                                job.width, job.height, _timings_ms(job))
-                root = self._output_dir
-            records.append((self._record_path(job), obj, root))
+        records = [(self._record_path(job), self._record(job),
+                    self._routes[job.source].failed_dir if job.error is not None else self._output_dir)
+                   for job in jobs]
         write_json_group(records)
         for job, (_, obj, _) in zip(jobs, records):
             job.record, job.committed = obj, True
@@ -232,13 +233,7 @@ class ResultWriter(Stage):
         """A camera frame: one line in its camera's JSON Lines file; there is no input to acknowledge."""
         t0 = time.monotonic()
         assert job.frame is not None
-        if job.error is not None:
-            obj = error_result(job.source, job.rel, None, job.error, job.model or self._model())
-        else:
-            assert job.predictions is not None
-            obj = ok_result(job.source, job.rel, "", job.predictions, job.model or self._model(), job.width, job.height,
-                            _timings_ms(job))
-        line = frame_result(obj, job.frame)
+        line = frame_result(self._record(job), job.frame)
         self._camera_sinks[job.source].append(line)
         if self._mqtt is not None:
             self._mqtt.add_frame(line)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import socket
 import struct
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import MqttConfig
 from ..errors import ConfigError
-from ..lifecycle import Stage
+from ..lifecycle import Stage, backoff_s
 from ..metrics import Metrics
 from ..spool import Spool, SpoolFull
 
@@ -32,6 +31,7 @@ _TOPIC_LEN = struct.Struct("<H")
 STATUS_ONLINE, STATUS_OFFLINE = b"online", b"offline"
 LOOP_S = 0.1  # paho's select timeout: how soon a new spooled result is noticed when the link is idle
 CLOSE_S = 2.0  # at shutdown: waiting for the broker to take the offline status
+RECONNECT_MIN_S = 0.5  # the first reconnect waits this; then doubling, jittered, up to reconnect_max_s
 
 
 def device_name(cfg: MqttConfig) -> str:
@@ -138,16 +138,16 @@ class MqttPublisher(Stage):
                 and time.monotonic() < self._drain_until)
 
     def run(self) -> None:
-        delay = 0.5
+        failures = 0
         try:
             while self._keep_going():
                 if self._client is None:
                     if self._connect():
-                        delay = 0.5
-                    elif self.wait(delay * random.uniform(0.5, 1.0)):  # jitter: a fleet must not reconnect in step
+                        failures = 0
+                    elif self.wait(backoff_s(failures, RECONNECT_MIN_S, self._cfg.reconnect_max_s)):
                         break
                     else:
-                        delay = min(delay * 2, self._cfg.reconnect_max_s)
+                        failures += 1
                     continue
                 self._pump()
         finally:

@@ -14,15 +14,14 @@ import datetime as dt
 import hashlib
 import logging
 import queue
-import random
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ..buffers import TensorPool
 from ..config import CameraSource as CameraConfig
 from ..jobs import Job
-from ..lifecycle import Stage
+from ..lifecycle import Stage, backoff_s
 from ..metrics import Metrics
 from ..preprocess import PreprocessSpec, crop_image
 
@@ -35,13 +34,6 @@ class StreamEnded(Exception):
 
 class Stalled(Exception):
     """Packets but no picture for ``stall_after_s``."""
-
-
-def backoff_s(attempt: int, lo: float, hi: float, rnd: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before reopening after ``attempt`` consecutive failures: doubling, capped, jittered
-    (so that cameras that failed together do not all reconnect in the same instant)."""
-    cap = min(hi, lo * 2 ** min(attempt, 30))
-    return lo + (cap - lo) * rnd()
 
 
 def open_args(cfg: CameraConfig) -> tuple[str, dict[str, Any]]:

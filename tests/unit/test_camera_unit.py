@@ -2,7 +2,8 @@
 from pathlib import Path
 
 from edge_infer.config import parse_config
-from edge_infer.sources.camera import backoff_s, open_args
+from edge_infer.lifecycle import backoff_s
+from edge_infer.sources.camera import open_args
 
 
 def cam(tmp_path: Path, **kw):
