@@ -12,13 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import skip_unless_ci
-from tests.integration.daemon_util import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.integration.daemon_util import free_port, wait_for
 
 
 def mosquitto_path() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, skip_unless_ci, write_images
-from tests.integration.daemon_util import http_status, wait_for
+from tests.integration.daemon_util import free_port, http_status, wait_for
 from tests.system.container import Container
 
 pytestmark = pytest.mark.system
@@ -28,13 +27,6 @@ UNIT = "edge-infer.service"
 CONFIG = "/etc/edge-infer/config.yaml"
 STATE = "/var/lib/edge-infer"
 TOOLS = ("systemd-nspawn", "debootstrap", "nsenter")
-
-
-def free_port() -> int:
-    # The container shares the host's network (pip needs it), so the daemon's port is picked here.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +70,7 @@ def installed(box: Container) -> dict:
     """install.sh has run once (without starting the service); a loopback port for the daemon."""
     out = install(box, "--no-start")
     assert "created system user edge-infer" in out and f"wrote {CONFIG}" in out, out
+    # The container shares the host's network (pip needs it), so the daemon's port is picked here.
     return {"port": free_port(), "default_config": (box.root / CONFIG.lstrip("/")).read_text()}
 
 
