@@ -89,6 +89,7 @@ class FolderSource(Stage):
         self._in_flight: set[str] = set()
         self._observer = None
         self._wake = threading.Event()  # set when a file becomes ready: dispatch at once, not at the next tick
+        self._dispatching = threading.Lock()  # one thread at a time hands ready files over, in arrival order
         self.armed = threading.Event()
         self._on_seen = on_seen
         self._metrics = metrics
@@ -101,12 +102,21 @@ class FolderSource(Stage):
         with self._lock:
             if path in self._in_flight or path in self._ready:
                 return
-            if settled:
+            if not settled:
+                if path not in self._settling:
+                    self._settling[path] = (-1, -1.0, time.monotonic())
+                return
+            if not os.path.lexists(path):
+                # A late or repeated event (watchdog also reports the files of a new folder it walks) for an
+                # input already done: done() comes after the move, so a file not in flight and not here
+                # is finished. Offering it would fail it as vanished.
                 self._settling.pop(path, None)
-                self._ready[path] = time.time()
-                self._wake.set()
-            elif path not in self._settling:
-                self._settling[path] = (-1, -1.0, time.monotonic())
+                return
+            self._settling.pop(path, None)
+            self._ready[path] = time.time()
+            self._wake.set()  # this stage's thread takes over whatever the hand-over below leaves
+        # Handed over on the calling (observer) thread: a lone photo skips one thread wake-up on its way.
+        self._dispatch(block=False)
 
     def scan(self, folder: Path | None = None) -> int:
         """Every file already present (start-up, a folder moved in, a rescan) becomes a candidate."""
@@ -201,22 +211,31 @@ class FolderSource(Stage):
             self._dispatch()
             self._wake.wait(0.05 if self._settling else self.poll_s)
 
-    def _dispatch(self) -> None:
-        while self.should_keep_running():
-            with self._lock:
-                if not self._ready:
-                    return
-                path, detected = next(iter(self._ready.items()))
-            job = Job(source=self.config.name, rel=self._rel(path) or "", path=Path(path), detected_at=detected)
-            try:
-                self._jobs.put(job, timeout=self.poll_s)
-            except queue.Full:
-                continue  # backpressure: the file stays ready and is offered again; stop is checked
-            with self._lock:
-                self._ready.pop(path, None)
-                self._in_flight.add(path)
-            if self._on_seen:
-                self._on_seen(self.config.name)
+    def _dispatch(self, block: bool = True) -> None:
+        """Ready files to the workers. ``block=False`` (the observer thread) never waits: when another
+        thread is dispatching or the queue is full, the files stay ready for this stage's thread."""
+        if not (self._dispatching.acquire(timeout=self.poll_s) if block else self._dispatching.acquire(blocking=False)):
+            return
+        try:
+            while self.should_keep_running():
+                with self._lock:
+                    if not self._ready:
+                        return
+                    path, detected = next(iter(self._ready.items()))
+                job = Job(source=self.config.name, rel=self._rel(path) or "", path=Path(path), detected_at=detected)
+                try:
+                    self._jobs.put(job, timeout=self.poll_s) if block else self._jobs.put_nowait(job)
+                except queue.Full:
+                    if not block:
+                        return
+                    continue  # backpressure: the file stays ready and is offered again; stop is checked
+                with self._lock:
+                    self._ready.pop(path, None)
+                    self._in_flight.add(path)
+                if self._on_seen:
+                    self._on_seen(self.config.name)
+        finally:
+            self._dispatching.release()
 
     def done(self, job: Job) -> None:
         """The job is acknowledged (result durable, input moved/deleted/kept): forget it."""
