@@ -15,6 +15,27 @@ from tests.conftest import skip_unless_ci
 from tests.integration.daemon_util import free_port, wait_for
 
 
+def restartable_port() -> int:
+    """A free port below the kernel's ephemeral range, for a broker that is stopped and started again.
+
+    A port from that range can be taken while the broker is down: the daemon and the subscriber keep
+    reconnecting to it, and a connect() given that very port as its source connects to itself (TCP
+    simultaneous open). The restarted broker then fails with "Address already in use".
+    """
+    import random
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def mosquitto_path() -> str:
     path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if path is None:
@@ -27,7 +48,7 @@ class Broker:
 
     def __init__(self, folder: Path, tls: dict[str, Path] | None = None,
                  logins: dict[str, str] | None = None) -> None:
-        self.folder, self.port = folder, free_port()
+        self.folder, self.port = folder, restartable_port()
         self.proc: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
         # user: run as whoever runs the tests (as root, Mosquitto would switch to "mosquitto" and lose tmp_path).
