@@ -24,7 +24,9 @@ import edge_infer.inference as inference  # noqa: E402
 import edge_infer.workers as workers  # noqa: E402
 import edge_infer.writer as writer  # noqa: E402
 from edge_infer.manifest import default_model_path  # noqa: E402
-from edge_infer.session import make_ort_session  # noqa: E402
+from edge_infer.app import plan_threads  # noqa: E402
+from edge_infer.config import BatchConfig, load_config  # noqa: E402
+from edge_infer.session import SessionOptions, make_ort_session  # noqa: E402
 from tests.integration.daemon_util import RunningApp, wait_for, write_config  # noqa: E402
 
 STAMPS: dict[str, dict[str, float]] = {}
@@ -44,8 +46,8 @@ def stamped(cls: type, name: str, before: str, after: str) -> None:
     setattr(cls, name, wrapper)
 
 
-def cold_and_hot_inference_ms(runs: int = 30) -> tuple[float, float]:
-    session = make_ort_session(default_model_path())
+def cold_and_hot_inference_ms(threads: int, runs: int = 30) -> tuple[float, float]:
+    session = make_ort_session(default_model_path(), SessionOptions(intra_op_threads=threads))
     x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
     for _ in range(20):
         session.run(None, {"input": x})
@@ -79,8 +81,10 @@ def main() -> int:
         for f in files:
             shutil.copy(f, work / "stage" / f.name)
         cfg = write_config(work, sources=[{"name": "drops", "type": "folder", "path": "inbox", "after": "delete",
-                                           "failed_dir": "failed"}], batch={"max_size": 4, "max_wait_ms": 10},
+                                           "failed_dir": "failed"}],  # the daemon's defaults
+                           batch={"max_size": BatchConfig.max_size, "max_wait_ms": BatchConfig.max_wait_ms},
                            pipeline={"workers": 0})
+        threads = plan_threads(load_config(cfg), os.cpu_count() or 1).intra_op
         with RunningApp(cfg):
             for f in files:
                 time.sleep(0.1)
@@ -90,8 +94,9 @@ def main() -> int:
     keys = ["prep_start", "prep_end", "infer_start", "infer_end", "write_start", "write_end"]
     med = np.median([[1000 * (STAMPS[f.name][k] - arrived[f.name]) for k in keys] for f in files], axis=0)
     print("median ms since the rename: " + ", ".join(f"{k} {v:.1f}" for k, v in zip(keys, med)))
-    hot, cold = cold_and_hot_inference_ms()
-    print(f"batch-1 inference: {hot:.2f} ms back to back, {cold:.2f} ms after 100 ms idle (medians)")
+    hot, cold = cold_and_hot_inference_ms(threads)
+    print(f"batch-1 inference on {threads} thread(s), as in the daemon: {hot:.2f} ms back to back, {cold:.2f} ms "
+          "after 100 ms idle (medians)")
     return 0
 
 

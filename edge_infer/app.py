@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +24,7 @@ from .inference import InferenceStage
 from .buffers import TensorPool
 from .jobs import Job
 from .lifecycle import ShutdownFlags
-from .memory import memory_limit_bytes
+from .memory import heap_trimmer, memory_limit_bytes
 from .metrics import Metrics
 from .reload import ModelReloader
 from .session import ModelSession, SessionOptions
@@ -78,6 +79,19 @@ def check_supported(config: AppConfig) -> None:
                 raise ConfigError(f"output.mqtt.{key}", f"cannot read {path}")
 
 
+@dataclass(frozen=True)
+class ThreadPlan:
+    workers: int  # preprocessing threads
+    inference_threads: int  # batches run at once
+    intra_op: int  # onnxruntime threads for each of them
+
+
+def plan_threads(config: AppConfig, cores: int) -> ThreadPlan:
+    """The configured thread counts, with each 0 resolved for this machine's ``cores``."""
+    lanes = config.pipeline.inference_threads or min(2, cores)
+    return ThreadPlan(config.pipeline.workers or cores, lanes, config.model.threads or max(1, cores // lanes))
+
+
 class App:
     """One daemon instance. Everything it owns is created here and passed down; nothing is global."""
 
@@ -86,6 +100,7 @@ class App:
         check_supported(config)
         self.hang_timeout_s = hang_timeout_s
         self.config = config
+        self.plan = plan_threads(config, os.cpu_count() or 1)
         self.notifier = notifier or Notifier(None)
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
@@ -96,13 +111,13 @@ class App:
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
         # Bounded by the tensor pool: at most pool.count prepared images exist at once.
         self.prepared: queue.Queue[Job] = queue.Queue()
-        self.finished: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
+        self.finished: queue.Queue[Job | list[Job]] = queue.Queue(maxsize=p.queue_size)  # jobs, or batches
         self.http = HttpServer(config.metrics.host, config.metrics.port, self.registry, self.is_alive, self.is_ready)
         self.sources: list[FolderSource] = []
         self.cameras: list[CameraStage] = []
         self.workers: list[PreprocessWorker] = []
         self.reloader: ModelReloader | None = None
-        self.inference: InferenceStage | None = None
+        self.inference: list[InferenceStage] = []  # pipeline.inference_threads of them, sharing one session
         self.writer: ResultWriter | None = None
         self.spool: Spool | None = None
         self.publisher: MqttPublisher | None = None
@@ -113,9 +128,9 @@ class App:
 
     # -- health ---------------------------------------------------------------------------------------------
     def is_alive(self) -> bool:
-        if self.inference is None:
+        if not self.inference:
             return True  # still starting: alive, not ready
-        return self.inference.healthy() and self.inference.heartbeat.age() < self.hang_timeout_s
+        return all(i.healthy() and i.heartbeat.age() < self.hang_timeout_s for i in self.inference)
 
     def is_ready(self) -> bool:
         # A blocked output (disk full, read-only, ...) takes no new inputs: not ready, yet alive, since a
@@ -129,9 +144,11 @@ class App:
         self.http.start()
         log.info("metrics and health on http://%s:%d/", c.metrics.host, self.http.port)
         self.notifier.status("loading model")
-        options = SessionOptions(intra_op_threads=c.model.threads)
+        options = SessionOptions(intra_op_threads=self.plan.intra_op)
         session = ModelSession.load(c.model.path, options)
         session.warm_up(c.batch.max_size)
+        # Loading frees what graph optimisation and prepacking copied (about 4 MB here), and glibc keeps it.
+        heap_trimmer()()
         self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
         limit = memory_limit_bytes()
         if limit is not None:
@@ -139,11 +156,11 @@ class App:
         c.output.dir.mkdir(parents=True, exist_ok=True)
         self._build_stages(session)
         # The embedded model changes only with the package, so only a configured file is watched.
-        self.reloader = ModelReloader(session.path, options, c.batch.max_size, lambda: self.inference.session,
-                                      self.inference.offer, self.metrics, watch=c.model.path is not None)
+        self.reloader = ModelReloader(session.path, options, c.batch.max_size, lambda: self.inference[0].session,
+                                      self._offer, self.metrics, watch=c.model.path is not None)
         self.reloader.start()
         # The publisher first: results spooled before a restart go out while the model warms the rest up.
-        for stage in (self.publisher, self.writer, self.inference, *self.workers):
+        for stage in (self.publisher, self.writer, *self.inference, *self.workers):
             if stage is None:
                 continue
             stage.start()
@@ -156,8 +173,14 @@ class App:
         self.metrics.set_ready(True)
         # With its status in the same datagram: `systemctl status` never shows active with "loading model".
         self.notifier.notify(READY=1, STATUS=self.status_line())
-        log.info("ready: model %s (%s, %s), %d folder(s), %d camera(s), %d worker(s)", session.manifest.name,
-                 session.precision, session.sha256[:12], len(self.sources), len(self.cameras), len(self.workers))
+        log.info("ready: model %s (%s, %s), %d folder(s), %d camera(s), %d worker(s), %d inference thread(s) of "
+                 "%d onnxruntime thread(s)", session.manifest.name, session.precision, session.sha256[:12],
+                 len(self.sources), len(self.cameras), len(self.workers), len(self.inference), self.plan.intra_op)
+
+    def _offer(self, session: ModelSession) -> None:
+        """A self-tested model for every inference thread; each swaps it in between two of its batches."""
+        for stage in self.inference:
+            stage.offer(session)
 
     def _build_stages(self, session: ModelSession) -> None:
         c, m = self.config, session.manifest
@@ -169,19 +192,22 @@ class App:
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}
         # Results name the model that made them; error results, the one serving now (a reload may swap it).
-        self.writer = ResultWriter(self.finished, c.output.dir, routes, lambda: self.inference.model_ref,
+        self.writer = ResultWriter(self.finished, c.output.dir, routes, lambda: self.inference[0].model_ref,
                                    self.metrics, on_acknowledged=lambda _job: self.pending.add(-1),
-                                   camera_sinks=sinks, mqtt=self._build_mqtt())
-        n_workers = c.pipeline.workers or os.cpu_count() or 2
-        # uint8 crops: a full batch waiting while another is collected, one per busy worker, one per camera.
+                                   camera_sinks=sinks, mqtt=self._build_mqtt(),
+                                   batch_running=lambda: any(i.busy_since is not None for i in self.inference))
+        lanes = self.plan.inference_threads
+        # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
+        # worker, one per camera.
         crop = m.preprocess.crop
-        pool = TensorPool(2 * c.batch.max_size + n_workers + len(cams), (crop, crop, 3), np.uint8)
-        self.inference = InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
-                                        c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool,
-                                        more_coming=self._more_coming)
+        pool = TensorPool((lanes + 1) * c.batch.max_size + self.plan.workers + len(cams), (crop, crop, 3), np.uint8)
+        self.inference = [InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
+                                         c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool,
+                                         more_coming=self._more_coming, name=f"inference-{i}", trims_heap=i == 0)
+                          for i in range(lanes)]
         self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
                                          c.pipeline.max_pixels, c.pipeline.max_file_bytes, pool)
-                        for i in range(n_workers)]
+                        for i in range(self.plan.workers)]
         if cams:
             from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
 
@@ -223,7 +249,7 @@ class App:
                     log.warning("inference loop healthy again")
                 else:
                     log.error("inference loop unhealthy (last heartbeat %.0fs ago); systemd's watchdog is no "
-                              "longer fed", self.inference.heartbeat.age() if self.inference else -1)
+                              "longer fed", max((i.heartbeat.age() for i in self.inference), default=-1))
                 was_alive = alive
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
@@ -258,10 +284,10 @@ class App:
         if self.pending.value > 0:
             log.warning("drain ended with %d input(s) unacknowledged; they stay in place for the next start",
                         self.pending.value)
-        for stage in (*self.workers, self.inference, self.writer):
+        for stage in (*self.workers, *self.inference, self.writer):
             if stage is not None:
                 stage.stop()
-        for stage in (*self.workers, self.inference, self.writer):
+        for stage in (*self.workers, *self.inference, self.writer):
             if stage is not None:
                 clean &= stage.join(STAGE_JOIN_S)
         clean &= self._stop_mqtt(deadline)

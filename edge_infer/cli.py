@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interleaved bursts per model and setting (default 15), or end-to-end rounds (default 3)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--daemon", dest="daemons", action="append", default=[], metavar="SETTINGS",
-                   help="end to end: daemon settings to compare, e.g. batch=8,wait=10,threads=1,workers=2 "
+                   help="end to end: daemon settings to compare, e.g. batch=8,wait=10,threads=1,workers=2,lanes=2 "
                         "(repeatable: a sweep, interleaved round by round; default: the daemon's defaults)")
     s.add_argument("--idle-seconds", type=float, default=60.0,
                    help="end to end: how long the idle daemons' CPU is measured before the rounds (default 60)")

@@ -24,8 +24,8 @@ ON_FULL_CHOICES = ("block", "drop_oldest")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The ONNX model; ``path=None`` is the embedded default model. ``threads=0`` lets onnxruntime choose
-    (one per physical core)."""
+    """The ONNX model; ``path=None`` is the embedded default model. ``threads`` are onnxruntime's intra-op
+    threads for each batch; 0 shares the cores out among the batches run at once (see PipelineConfig)."""
     path: Path | None = None
     top_k: int = 5
     threads: int = 0
@@ -72,19 +72,28 @@ SourceConfig = Union[FolderSource, CameraSource]
 
 @dataclass(frozen=True)
 class BatchConfig:
-    # Measured on two cores (edge-infer bench --daemon batch=4 --daemon batch=6 --daemon batch=8 ...): each
-    # image of batch capacity costs 4-5 MB of onnxruntime arena; 4 keeps the daemon near 110 MB, 6 and 8
-    # reach 123-129 MB for 0-5% more throughput, within this machine's run-to-run noise.
-    max_size: int = 4
+    # Measured on two cores (edge-infer bench --daemon batch=2 --daemon batch=3 --daemon batch=4 ...): each
+    # image of batch capacity costs about 4 MB of onnxruntime activations per inference thread. With two
+    # inference threads, 2 keeps the daemon near 113 MB; 3 and 4 reach 118-124 MB (over the 120 MB budget)
+    # for 0-4% more throughput.
+    max_size: int = 2
     max_wait_ms: float = 10.0
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """``workers=0`` is one per CPU core: decoding large photos needs every core (one worker on two cores
-    gave 6.3x the naive loop on 12 MP JPEGs against 9.1x for two)."""
+    gave 6.3x the naive loop on 12 MP JPEGs against 9.1x for two).
+
+    ``inference_threads`` batches run at once, each on its own thread, sharing one model; 0 is two on two
+    or more cores. Two single-threaded runs keep both cores of a two-core machine busy where one run on
+    two threads leaves them waiting for each other at every layer (measured 78-92% of the machine's limit
+    with one, 89-105% with two: see README, End to end); each costs its own activations (4 MB per image of
+    ``batch.max_size``).
+    """
     queue_size: int = 64
     workers: int = 0
+    inference_threads: int = 0
     max_pixels: int = 50_000_000
     max_file_bytes: int = 104_857_600
 
@@ -336,6 +345,7 @@ def parse_config(data: Any, base_dir: Path, where: str = "config") -> AppConfig:
         pipeline=s.section("pipeline", lambda p: PipelineConfig(
             queue_size=p.integer("queue_size", PipelineConfig.queue_size, ge=1, le=100_000),
             workers=p.integer("workers", PipelineConfig.workers, ge=0, le=64),
+            inference_threads=p.integer("inference_threads", PipelineConfig.inference_threads, ge=0, le=16),
             max_pixels=p.integer("max_pixels", PipelineConfig.max_pixels, ge=1),
             max_file_bytes=p.integer("max_file_bytes", PipelineConfig.max_file_bytes, ge=1))),
         output=s.section("output", _parse_output),

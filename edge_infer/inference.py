@@ -1,4 +1,8 @@
-"""The inference thread: dynamic batching, one session, top-k. It alone touches the session."""
+"""The inference threads: dynamic batching, top-k. Each runs its own batches on the one shared session.
+
+onnxruntime's ``run`` is safe to call from several threads at once; each call gets its own activations
+from the session's arena. Nothing else calls ``run`` on the serving session.
+"""
 from __future__ import annotations
 
 import logging
@@ -52,12 +56,17 @@ def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: 
 
 
 class InferenceStage(Stage):
-    """prepared -> finished, in batches of up to ``max_size`` collected within ``max_wait_s``."""
+    """prepared -> finished, in batches of up to ``max_size`` collected within ``max_wait_s``.
 
-    def __init__(self, session: ModelSession, prepared: "queue.Queue[Job]", finished: "queue.Queue[Job]",
+    Several may share one ``prepared`` queue and one session (``pipeline.inference_threads``); ``trims_heap``
+    is set on one of them only, since trimming is process-wide.
+    """
+
+    def __init__(self, session: ModelSession, prepared: "queue.Queue[Job]", finished: "queue.Queue[Job | list[Job]]",
                  metrics: Metrics, top: int, max_size: int, max_wait_s: float, pool: TensorPool,
-                 more_coming: Callable[[], bool] = lambda: True) -> None:
-        super().__init__("inference")
+                 more_coming: Callable[[], bool] = lambda: True, name: str = "inference",
+                 trims_heap: bool = True) -> None:
+        super().__init__(name)
         self.session = session
         self.model_ref = model_ref(session.manifest.name, session.sha256, session.precision)
         self._offered: ModelSession | None = None
@@ -68,7 +77,7 @@ class InferenceStage(Stage):
         self._pool = pool
         self._more_coming = more_coming
         self._batch = np.empty((max_size, *session.input_shape), np.float32)
-        self._trim_heap = heap_trimmer()
+        self._trim_heap = heap_trimmer() if trims_heap else None
         self._trimmed_at = 0.0
         self._last_batch_at = 0.0
         self.busy_since: float | None = None  # monotonic start of the running batch, for the hang detector
@@ -92,7 +101,7 @@ class InferenceStage(Stage):
             try:
                 first = self._prepared.get(timeout=self.poll_s)
             except queue.Empty:
-                if self._trimmed_at < self._last_batch_at < time.monotonic() - TRIM_IDLE_S:
+                if self._trim_heap and self._trimmed_at < self._last_batch_at < time.monotonic() - TRIM_IDLE_S:
                     self._trim()
                 continue
             batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s, self._more_coming)
@@ -102,15 +111,17 @@ class InferenceStage(Stage):
                 continue
             self._swap_if_offered()  # here, not before the wait: the next batch after the offer gets the new model
             self._infer(batch)
-            for job in batch:
-                self._put(job)
+            # One put for the whole batch: the writer then commits it as one group (two syncfs calls), where
+            # putting job by job let it wake at the first and commit that one alone with its own fsyncs.
+            self._put(batch)
             self._last_batch_at = time.monotonic()
             # Trimming hands freed pages back, and the next image pays ~0.6 ms to fault them in again: worth
             # it while batches follow each other (the peak stays flat), not after every lone photo.
-            if self._prepared.qsize() and self._last_batch_at - self._trimmed_at > TRIM_EVERY_S:
+            if self._trim_heap and self._prepared.qsize() and self._last_batch_at - self._trimmed_at > TRIM_EVERY_S:
                 self._trim()
 
     def _trim(self) -> None:
+        assert self._trim_heap is not None
         self._trim_heap()
         self._trimmed_at = time.monotonic()
 
@@ -140,10 +151,10 @@ class InferenceStage(Stage):
             job.model = self.model_ref
             job.timings["inference"] = elapsed
 
-    def _put(self, job: Job) -> None:
+    def _put(self, batch: list[Job]) -> None:
         while self.should_keep_running():
             try:
-                self._finished.put(job, timeout=self.poll_s)
+                self._finished.put(batch, timeout=self.poll_s)
                 return
             except queue.Full:
                 self.heartbeat.beat()  # blocked by the writer, not hung

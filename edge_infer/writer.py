@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 GROUP_MAX = 32  # records made durable together at most (two batches' worth, and a bounded retry set)
+GROUP_WAIT_S = 0.015  # for a running batch's results: about one batch of four on one core
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class SourceRoute:
 def _timings_ms(job: Job) -> dict[str, float]:
     """The result's ``timings_ms``: the stages a job went through, in milliseconds."""
     return {k: 1000 * job.timings.get(k, 0.0) for k in ("queue", "preprocess", "inference")}
+
+
+def _jobs(item: "Job | list[Job]") -> list[Job]:
+    """A queue item: one job (a failure or duplicate from a worker), or an inference batch's jobs."""
+    return list(item) if isinstance(item, list) else [item]
 
 
 def move_file(src: Path, dest: Path) -> None:
@@ -90,10 +96,12 @@ class ResultWriter(Stage):
 
     max_backoff_s = 5.0  # a retry costs one failed write: cheap enough to notice returning space quickly
 
-    def __init__(self, finished: "queue.Queue[Job]", output_dir: Path, routes: dict[str, SourceRoute],
+    def __init__(self, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
                  model: Callable[[], dict[str, str]], metrics: Metrics, on_acknowledged: Callable[[Job], None],
-                 camera_sinks: dict[str, JsonlSink] | None = None, mqtt: MqttSink | None = None) -> None:
+                 camera_sinks: dict[str, JsonlSink] | None = None, mqtt: MqttSink | None = None,
+                 batch_running: Callable[[], bool] = lambda: False) -> None:
         super().__init__("writer")
+        self._batch_running = batch_running
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
         self._mqtt = mqtt
@@ -115,20 +123,38 @@ class ResultWriter(Stage):
         try:
             while self.should_keep_running():
                 try:
-                    group = [self._finished.get(timeout=self.poll_s)]
+                    group = _jobs(self._finished.get(timeout=self.poll_s))
                 except queue.Empty:
                     continue
-                while len(group) < GROUP_MAX:  # whatever else is ready now, without waiting for more
-                    try:
-                        group.append(self._finished.get_nowait())
-                    except queue.Empty:
-                        break
+                group += self._more(len(group))
                 self._write_group(group)
                 for job in group:
                     self._commit_with_retry(job)
         finally:
             for sink in self._camera_sinks.values():
                 sink.close()
+
+    def _more(self, have: int) -> list[Job]:
+        """Whatever else is ready now; and while a batch is being inferred, its results too (for at most
+        GROUP_WAIT_S): a group's two syncfs calls cost the same for 2 results as for 8, and on two cores
+        committing each inference thread's batch alone cost 4% of throughput. A lone photo never waits:
+        no batch is running once its own is done."""
+        more: list[Job] = []
+        deadline = time.monotonic() + GROUP_WAIT_S
+        while have + len(more) < GROUP_MAX:
+            try:
+                more += _jobs(self._finished.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._batch_running():
+                break
+            try:
+                more += _jobs(self._finished.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return more
 
     def _commit_with_retry(self, job: Job) -> None:
         # A full or read-only disk must not turn good inputs into failures: hold this job (which backs the

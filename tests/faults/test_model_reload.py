@@ -97,7 +97,9 @@ def test_a_changed_model_file_is_swapped_in_only_when_its_self_test_passes(tmp_p
     model_dir = tmp_path / "model"
     first_sha = sha256_file(make_model(model_dir, "same"))
     (tmp_path / "inbox").mkdir()
-    with RunningApp(write_config(tmp_path, model={"path": str(model_dir / "model.onnx")})) as run:
+    cfg = write_config(tmp_path, model={"path": str(model_dir / "model.onnx")},
+                       pipeline={"workers": 2, "inference_threads": 2})
+    with RunningApp(cfg) as run:
         reloads = lambda outcome: run.sample("edge_infer_model_reloads_total", outcome=outcome)  # noqa: E731
         info = lambda sha: run.app.registry.get_sample_value(  # noqa: E731
             "edge_infer_model_info", {"name": "mobilenet_v2", "sha256": sha, "precision": "int8"}) or 0
@@ -113,7 +115,9 @@ def test_a_changed_model_file_is_swapped_in_only_when_its_self_test_passes(tmp_p
         new_sha = _install(model_dir, default_model_path().parent)
         assert new_sha != first_sha
         wait_for(lambda: reloads("ok") == 1, 30, "the good model to be swapped in")
-        assert _drop_and_read_model(tmp_path, "c.jpg") == new_sha
+        # Every inference thread swaps: photos one after another go to each of them in turn.
+        assert len(run.app.inference) == 2
+        assert [_drop_and_read_model(tmp_path, f"c{i}.jpg") for i in range(4)] == [new_sha] * 4
         assert info(new_sha) == 1 and info(first_sha) == 0  # one model_info series, the serving one
         assert reloads("failed") == 1
 

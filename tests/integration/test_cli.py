@@ -57,11 +57,11 @@ def test_bench_model_only_prints_a_table():
 def test_bench_end_to_end_sweeps_daemon_settings(tmp_path):
     write_images(tmp_path / "imgs", 6)
     r = run_cli("bench", "--images", str(tmp_path / "imgs"), "--rounds", "1",
-                "--daemon", "batch=2,threads=1,workers=1", "--daemon", "batch=4,wait=5", "--idle-seconds", "1")
+                "--daemon", "batch=2,threads=1,workers=1,lanes=1", "--daemon", "batch=4,wait=5", "--idle-seconds", "1")
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0] + " " + line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("daemon b")}
     assert set(rows) == {"daemon b2", "daemon b4"}, r.stdout
-    assert all(float(line.split()[5]) > 0 for line in rows.values())  # img/s measured for each
+    assert all(float(line.split()[6]) > 0 for line in rows.values())  # img/s measured for each
     assert r.stdout.count("arrival -> result p50") == 2 and "machine limit (" in r.stdout
 
 

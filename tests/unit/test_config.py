@@ -110,8 +110,9 @@ def test_defaults(tmp_path):
         ("move", True, False, 1.0, 0.5)
     assert camera.fps == 2.0
     assert cfg.model == ModelConfig(path=None, top_k=5, threads=0)
-    assert cfg.batch == BatchConfig(max_size=4, max_wait_ms=10.0)
-    assert cfg.pipeline == PipelineConfig(queue_size=64, workers=0, max_pixels=50_000_000, max_file_bytes=104_857_600)
+    assert cfg.batch == BatchConfig(max_size=2, max_wait_ms=10.0)
+    assert cfg.pipeline == PipelineConfig(queue_size=64, workers=0, inference_threads=0, max_pixels=50_000_000,
+                                          max_file_bytes=104_857_600)
     assert cfg.output.mqtt is None
     assert cfg.metrics == MetricsConfig(host="127.0.0.1", port=9464)
     assert cfg.shutdown == ShutdownConfig(drain_timeout_s=20.0)
@@ -218,6 +219,7 @@ def test_parse_config_takes_a_dict_and_names_its_origin(tmp_path):
     (lambda c: c.update(model={"top_k": 1001}), "model.top_k", "must be <= 1000, got 1001"),
     (lambda c: c.update(model={"threads": -1}), "model.threads", "must be >= 0, got -1"),
     (lambda c: c.update(pipeline={"workers": 65}), "pipeline.workers", "must be <= 64, got 65"),
+    (lambda c: c.update(pipeline={"inference_threads": 17}), "pipeline.inference_threads", "must be <= 16, got 17"),
     (lambda c: c.update(pipeline={"max_file_bytes": 0}), "pipeline.max_file_bytes", "must be >= 1, got 0"),
     (lambda c: c.update(metrics={"port": 70000}), "metrics.port", "must be <= 65535, got 70000"),
     (lambda c: c.update(shutdown={"drain_timeout_s": 0}), "shutdown.drain_timeout_s", "must be > 0, got 0"),
@@ -363,3 +365,19 @@ def test_an_unused_done_dir_is_not_checked_for_overlap(tmp_path):
     assert cfg.sources[0].after == "keep" and cfg.sources[0].done_dir == tmp_path / "etc" / "in"
 
 
+
+
+def test_thread_plan_resolves_zeros_for_the_machine(tmp_path):
+    from edge_infer.app import ThreadPlan, plan_threads
+
+    cfg = load_config(write(tmp_path, minimal()))
+    assert cfg.pipeline.inference_threads == 0
+    # Two cores: two batches at once, one onnxruntime thread each; one core: one of each.
+    assert plan_threads(cfg, 2) == ThreadPlan(workers=2, inference_threads=2, intra_op=1)
+    assert plan_threads(cfg, 1) == ThreadPlan(workers=1, inference_threads=1, intra_op=1)
+    assert plan_threads(cfg, 4) == ThreadPlan(workers=4, inference_threads=2, intra_op=2)
+    set_ = dataclasses.replace
+    one = set_(cfg, pipeline=set_(cfg.pipeline, inference_threads=1, workers=3), model=set_(cfg.model, threads=0))
+    assert plan_threads(one, 2) == ThreadPlan(workers=3, inference_threads=1, intra_op=2)
+    explicit = set_(cfg, model=set_(cfg.model, threads=3))
+    assert plan_threads(explicit, 2).intra_op == 3

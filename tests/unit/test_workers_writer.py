@@ -175,3 +175,34 @@ def test_a_group_that_fails_midway_leaves_no_partial_records_and_each_job_retrie
     for job in jobs:
         writer.commit(job)  # one by one, as after any failed group
     assert len(done) == 4 and len(list((tmp_path / "results" / "s").iterdir())) == 4
+
+
+def test_the_writer_waits_for_a_running_batch_to_commit_it_in_the_same_group(tmp_path, monkeypatch):
+    import threading
+
+    import edge_infer.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "GROUP_WAIT_S", 5.0)  # the bound is not what is tested here
+    jobs = _finished_jobs(tmp_path, 4)
+    asked, running = threading.Event(), [True]
+
+    def batch_running() -> bool:
+        asked.set()
+        return running[0]
+
+    q: queue.Queue = queue.Queue()
+    w = ResultWriter(q, tmp_path / "results", {}, lambda: {}, Metrics(CollectorRegistry()),
+                     on_acknowledged=lambda job: None, batch_running=batch_running)
+
+    def second_batch_done() -> None:
+        asked.wait(5)
+        q.put(jobs[2:])  # one put per batch, as the inference threads do
+        running[0] = False
+
+    threading.Thread(target=second_batch_done).start()
+    q.put(jobs[:2])
+    assert writer_module._jobs(q.get()) + w._more(2) == jobs  # both batches: one group, one pair of syncfs
+
+    # With no batch running (a lone photo at light load) nothing is waited for.
+    q.put(jobs[:1])
+    assert writer_module._jobs(q.get()) + w._more(1) == jobs[:1]
