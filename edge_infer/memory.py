@@ -12,8 +12,8 @@ def heap_trimmer() -> Callable[[], None]:
 
     Each image allocates and frees a few megabytes (file bytes, decoded and resized pictures) on several
     threads; glibc keeps the freed pages, fragmented, in per-thread heaps. Trimming after batches took the
-    daemon's peak from 156 MB to 148 MB (``edge-infer bench``, 200 photos); the inference thread calls it at
-    most every 0.2 s while batches follow each other, and once after a second idle (see inference.py).
+    daemon's peak from 156 MB to 148 MB (``edge-infer bench``, 200 photos); the first inference thread calls it
+    at most every 0.2 s while batches follow each other, and once after a second idle (see inference.py).
     """
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim

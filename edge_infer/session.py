@@ -1,7 +1,7 @@
 """One onnxruntime session with its manifest: load, check the input spec, warm up, run.
 
-A ``ModelSession`` is owned by one thread (the inference thread, or the caller of ``classify``); nothing
-else calls ``run`` on it.
+A ``ModelSession`` is run by the daemon's inference threads (several at once: onnxruntime's ``run`` is
+thread-safe) or by the caller of ``classify``; nothing else calls ``run`` on it.
 """
 from __future__ import annotations
 
