@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import BatchConfig
-from .manifest import default_model_path, load_manifest
+from .manifest import Manifest, default_model_path, load_manifest
 from .preprocess import is_image_name
 from .session import make_ort_session
 
@@ -82,13 +82,18 @@ class Limit:
         return 1000.0 * self.cores / (self.preprocess_ms + self.inference_ms)
 
 
+def _naive_inputs(files: list[Path], m: Manifest) -> list[np.ndarray]:
+    """The naive loop's input tensor for each file."""
+    mean, std = np.array(m.preprocess.mean, np.float32), np.array(m.preprocess.std, np.float32)
+    return [_naive_pixels(f, mean, std) for f in files]
+
+
 def machine_limit(files: list[Path], model: Path) -> Limit:
     from .session import SessionOptions
 
     m = load_manifest(model)
-    mean, std = np.array(m.preprocess.mean, np.float32), np.array(m.preprocess.std, np.float32)
     c0 = time.process_time()
-    inputs = [_naive_pixels(f, mean, std) for f in files]
+    inputs = _naive_inputs(files, m)
     pre = (time.process_time() - c0) / len(files)
     one = make_ort_session(model, SessionOptions(intra_op_threads=1))
     default = make_ort_session(model)
@@ -219,7 +224,8 @@ class Daemon:
                "sources": [{"name": "bench", "type": "folder", "path": "inbox", "after": "delete",
                             "failed_dir": "failed"}],
                "batch": {"max_size": settings.batch, "max_wait_ms": settings.wait_ms},
-               "pipeline": {"workers": settings.workers, "inference_threads": settings.lanes}, "output": {"dir": "results"},
+               "pipeline": {"workers": settings.workers, "inference_threads": settings.lanes},
+               "output": {"dir": "results"},
                "metrics": {"host": "127.0.0.1", "port": port}, "logging": {"level": "warning"}}
         (work / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
         self.results = ResultWatch(work / "results" / "bench")
@@ -358,9 +364,8 @@ def paced_latency_ms(files: list[Path], model: Path, pause_s: float) -> float:
     """Median batch-1 inference latency (default threads) with ``pause_s`` idle before each run: what the
     model alone takes at the light load's pace, when the caches have gone cold since the last photo."""
     m = load_manifest(model)
-    mean, std = np.array(m.preprocess.mean, np.float32), np.array(m.preprocess.std, np.float32)
     session = make_ort_session(model)
-    inputs = [_naive_pixels(f, mean, std) for f in files]
+    inputs = _naive_inputs(files, m)
     session.run(None, {m.input_name: inputs[0]})
     times = []
     for x in inputs:

@@ -87,8 +87,8 @@ class PipelineConfig:
 
     ``inference_threads`` batches run at once, each on its own thread, sharing one model; 0 is two on two
     or more cores. Two single-threaded runs keep both cores of a two-core machine busy where one run on
-    two threads leaves them waiting for each other at every layer (measured 78-92% of the machine's limit
-    with one, 89-105% with two: see README, End to end); each costs its own activations (4 MB per image of
+    two threads leaves them waiting for each other at every layer (measured 78-90% of the machine's limit
+    with one, 89-96% with two: see README, End to end); each costs its own activations (4 MB per image of
     ``batch.max_size``).
     """
     queue_size: int = 64

@@ -106,13 +106,12 @@ class FolderSource(Stage):
                 if path not in self._settling:
                     self._settling[path] = (-1, -1.0, time.monotonic())
                 return
+            self._settling.pop(path, None)
             if not os.path.lexists(path):
                 # A late or repeated event (watchdog also reports the files of a new folder it walks) for an
                 # input already done: done() comes after the move, so a file not in flight and not here
                 # is finished. Offering it would fail it as vanished.
-                self._settling.pop(path, None)
                 return
-            self._settling.pop(path, None)
             self._ready[path] = time.time()
             self._wake.set()  # this stage's thread takes over whatever the hand-over below leaves
         # Handed over on the calling (observer) thread: a lone photo skips one thread wake-up on its way.
@@ -214,7 +213,7 @@ class FolderSource(Stage):
     def _dispatch(self, block: bool = True) -> None:
         """Ready files to the workers. ``block=False`` (the observer thread) never waits: when another
         thread is dispatching or the queue is full, the files stay ready for this stage's thread."""
-        if not (self._dispatching.acquire(timeout=self.poll_s) if block else self._dispatching.acquire(blocking=False)):
+        if not self._dispatching.acquire(block, self.poll_s if block else -1):
             return
         try:
             while self.should_keep_running():
@@ -224,7 +223,7 @@ class FolderSource(Stage):
                     path, detected = next(iter(self._ready.items()))
                 job = Job(source=self.config.name, rel=self._rel(path) or "", path=Path(path), detected_at=detected)
                 try:
-                    self._jobs.put(job, timeout=self.poll_s) if block else self._jobs.put_nowait(job)
+                    self._jobs.put(job, block, self.poll_s)
                 except queue.Full:
                     if not block:
                         return
