@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_infer.export.images import list_images, load_images, read_labels_csv, split  # noqa: E402
-from edge_infer.preprocess import PreprocessSpec  # noqa: E402
-from edge_infer.session import make_ort_session  # noqa: E402
+from edge_infer.model.preprocess import PreprocessSpec  # noqa: E402
+from edge_infer.model.session import make_ort_session  # noqa: E402
 
 
 def main() -> int:

@@ -20,22 +20,22 @@ from prometheus_client import CollectorRegistry
 
 from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
 from .errors import ConfigError
-from .inference import InferenceStage
-from .buffers import TensorPool
-from .jobs import Job
+from .pipeline.inference import InferenceStage
+from .pipeline.tensor_pool import TensorPool
+from .pipeline.jobs import Job
 from .lifecycle import ShutdownFlags
-from .memory import heap_trimmer, memory_limit_bytes
-from .metrics import Metrics
-from .reload import ModelReloader
-from .session import ModelSession, SessionOptions
+from .ops.memory import heap_trimmer, memory_limit_bytes
+from .ops.metrics import Metrics
+from .model.reload import ModelReloader
+from .model.session import ModelSession, SessionOptions
 from .sinks.jsonl import JsonlSink
 from .sinks.mqtt import CLOSE_S, MqttPublisher, MqttSink, device_name, read_password
-from .spool import Spool
+from .sinks.spool import Spool
 from .sources.folder import FolderSource
-from .systemd import Notifier
-from .web import HttpServer
-from .workers import PreprocessWorker
-from .writer import ResultWriter, SourceRoute
+from .ops.systemd import Notifier
+from .ops.web import HttpServer
+from .pipeline.workers import PreprocessWorker
+from .pipeline.writer import ResultWriter, SourceRoute
 
 if TYPE_CHECKING:
     from .sources.camera import CameraSource as CameraStage

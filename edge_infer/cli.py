@@ -138,7 +138,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import check_supported
     from .config import load_config
 
-    from .manifest import default_model_path, load_manifest
+    from .model.manifest import default_model_path, load_manifest
 
     config = load_config(args.config)
     check_supported(config)
@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .app import App
     from .config import load_config
     from .lifecycle import ShutdownFlags, capture_signals
-    from .systemd import Notifier
+    from .ops.systemd import Notifier
 
     config = load_config(args.config)
     if not args.verbose:
@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import DEFAULT_URL, status, url_for
+    from .ops.status import DEFAULT_URL, status, url_for
 
     if args.interval < 0:
         raise ConfigError("--interval", "must be >= 0")
@@ -197,7 +197,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
-    from .session import ModelSession
+    from .model.session import ModelSession
 
     session = ModelSession.load(args.model)
     _print_json({"version": __version__, "model": session.info(),
@@ -206,9 +206,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .classify import classify, expand
-    from .progress import Progress
-    from .session import ModelSession, SessionOptions
+    from .tools.classify import classify, expand
+    from .tools.progress import Progress
+    from .model.session import ModelSession, SessionOptions
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k" if args.top_k < 1 else "--batch-size", "must be >= 1")
@@ -246,16 +246,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .bench import format_table, model_only
-    from .manifest import default_model_path
-    from .preprocess import PreprocessSpec
+    from .tools.bench_model import format_table, model_only
+    from .model.manifest import default_model_path
+    from .model.preprocess import PreprocessSpec
 
     if not args.model_only:
-        from .bench_e2e import end_to_end
+        from .tools.bench_e2e import end_to_end
 
         if args.images is None:
             raise ConfigError("--images", "the end-to-end benchmark needs a folder of images")
-        from .bench_e2e import DaemonSettings
+        from .tools.bench_e2e import DaemonSettings
 
         model = Path(args.models[0][1]) if args.models else None
         try:

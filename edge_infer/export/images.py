@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, InputError
-from ..preprocess import PreprocessSpec, is_image_name, prepare
-from ..progress import Progress
+from ..model.preprocess import PreprocessSpec, is_image_name, prepare
+from ..tools.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ..config import MqttConfig
 from ..errors import ConfigError
 from ..lifecycle import Stage, backoff_s
-from ..metrics import Metrics
-from ..spool import Spool, SpoolFull
+from ..ops.metrics import Metrics
+from .spool import Spool, SpoolFull
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt

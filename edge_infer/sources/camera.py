@@ -18,12 +18,12 @@ import threading
 import time
 from typing import Any
 
-from ..buffers import TensorPool
+from ..pipeline.tensor_pool import TensorPool
 from ..config import CameraSource as CameraConfig
-from ..jobs import Job
+from ..pipeline.jobs import Job
 from ..lifecycle import Stage, backoff_s
-from ..metrics import Metrics
-from ..preprocess import PreprocessSpec, crop_image
+from ..ops.metrics import Metrics
+from ..model.preprocess import PreprocessSpec, crop_image
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, Fi
                              FileSystemEvent, FileSystemEventHandler)
 
 from ..config import FolderSource as FolderSourceConfig
-from ..jobs import Job
+from ..pipeline.jobs import Job
 from ..lifecycle import Stage
-from ..metrics import Metrics
+from ..ops.metrics import Metrics
 from .inotify import OverflowEvent
-from .writers import held_open_for_writing
+from .leases import held_open_for_writing
 
 log = logging.getLogger(__name__)
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", "~")

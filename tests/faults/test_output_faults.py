@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from edge_infer.systemd import Notifier
+from edge_infer.ops.systemd import Notifier
 from tests.conftest import write_images
 from tests.faults.conftest import files_under, remount
 from tests.integration.daemon_util import RunningApp, wait_for, write_config

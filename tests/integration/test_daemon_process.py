@@ -112,7 +112,7 @@ def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, no
     # The session is made to block as a wedged onnxruntime call would; nothing else is faked.
     import threading
 
-    from edge_infer.systemd import Notifier
+    from edge_infer.ops.systemd import Notifier
     from tests.conftest import write_images
     from tests.integration.daemon_util import RunningApp
 
@@ -140,7 +140,7 @@ def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, no
 
 
 def test_a_missing_or_corrupt_model_is_refused_as_config_not_restarted(tmp_path):
-    from edge_infer.manifest import default_model_path
+    from edge_infer.model.manifest import default_model_path
 
     cfg = write_config(tmp_path, model={"path": "models/nope.onnx"})
     for cmd in ("check-config", "run"):

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from edge_infer.systemd import Notifier
+from edge_infer.ops.systemd import Notifier
 
 TIMEOUT = 2.0
 
@@ -90,7 +90,7 @@ def test_watchdog_pid_of_another_process_disables_the_watchdog(path_socket):
 
 def test_missing_socket_does_not_raise_and_warns_once(tmp_path, caplog):
     n = Notifier(str(tmp_path / "absent.sock"))
-    with caplog.at_level(logging.DEBUG, logger="edge_infer.systemd"):
+    with caplog.at_level(logging.DEBUG, logger="edge_infer.ops.systemd"):
         assert n.ready() is False
         assert n.status("x") is False
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

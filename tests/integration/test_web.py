@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
-from edge_infer.web import HttpServer
+from edge_infer.ops.web import HttpServer
 
 TIMEOUT = 5.0
 

@@ -1,7 +1,7 @@
 import queue
 import threading
 
-from edge_infer.inference import collect_batch
+from edge_infer.pipeline.inference import collect_batch
 
 
 def test_takes_what_is_already_waiting_up_to_max_size_without_waiting():

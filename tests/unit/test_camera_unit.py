@@ -48,9 +48,9 @@ def test_a_camera_keeps_only_its_newest_frame_waiting(tmp_path, pyav):
     import numpy as np
     from prometheus_client import CollectorRegistry
 
-    from edge_infer.buffers import TensorPool
-    from edge_infer.metrics import Metrics
-    from edge_infer.preprocess import PreprocessSpec
+    from edge_infer.pipeline.tensor_pool import TensorPool
+    from edge_infer.ops.metrics import Metrics
+    from edge_infer.model.preprocess import PreprocessSpec
     from edge_infer.sources.camera import CameraSource
 
     registry = CollectorRegistry()

@@ -8,7 +8,7 @@ import threading
 from typing import Iterator
 
 from edge_infer.config import FolderSource as FolderSourceConfig
-from edge_infer.jobs import Job
+from edge_infer.pipeline.jobs import Job
 from edge_infer.sources.folder import FolderSource
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_infer.memory import memory_limit_bytes
+from edge_infer.ops.memory import memory_limit_bytes
 
 GIB = 2**30
 

@@ -3,7 +3,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from edge_infer.metrics import ERROR_KINDS, OUTCOMES, Metrics
+from edge_infer.ops.metrics import ERROR_KINDS, OUTCOMES, Metrics
 
 CONTRACT = {
     "edge_infer_images_total": "counter",

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from edge_infer.spool import Spool, SpoolFull
+from edge_infer.sinks.spool import Spool, SpoolFull
 from tests.conftest import ROOT
 
 
@@ -143,7 +143,7 @@ def test_a_record_larger_than_a_segment_gets_one_to_itself_and_one_larger_than_t
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from edge_infer.spool import Spool
+    from edge_infer.sinks.spool import Spool
     s = Spool(Path(sys.argv[1]), 1 << 24)
     i = 0
     while True:

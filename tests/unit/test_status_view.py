@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from edge_infer.metrics import Metrics
-from edge_infer.status import Scrape, parse_metrics, render, url_for
+from edge_infer.ops.metrics import Metrics
+from edge_infer.ops.status import Scrape, parse_metrics, render, url_for
 
 SHA = "6ee1a1b63be0" + "0" * 52
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edge_infer.buffers import TensorPool
-from edge_infer.jobs import Job
-from edge_infer.metrics import Metrics
-from edge_infer.preprocess import PreprocessSpec
-from edge_infer.workers import PreprocessWorker
-from edge_infer.writer import ResultWriter, SourceRoute
+from edge_infer.pipeline.tensor_pool import TensorPool
+from edge_infer.pipeline.jobs import Job
+from edge_infer.ops.metrics import Metrics
+from edge_infer.model.preprocess import PreprocessSpec
+from edge_infer.pipeline.workers import PreprocessWorker
+from edge_infer.pipeline.writer import ResultWriter, SourceRoute
 from tests.conftest import write_images
 
 
@@ -45,7 +45,7 @@ def test_a_file_removed_before_it_is_read_gets_an_error_record(tmp_path):
 
 def test_an_unreadable_file_is_an_io_error(tmp_path):
     from edge_infer.errors import InputError
-    from edge_infer.workers import read_input
+    from edge_infer.pipeline.workers import read_input
 
     path = write_images(tmp_path, 1)[0]
     path.chmod(0)
@@ -70,7 +70,7 @@ def test_an_unreadable_file_is_an_io_error(tmp_path):
 
 def test_a_read_error_from_the_device_is_an_io_error(tmp_path):
     from edge_infer.errors import InputError
-    from edge_infer.workers import read_input
+    from edge_infer.pipeline.workers import read_input
 
     # Reading /proc/self/mem at offset 0 fails with EIO, as a bad SD-card sector does.
     with pytest.raises(InputError) as e:
@@ -134,7 +134,7 @@ def _finished_jobs(tmp_path, n):
 
 
 def test_a_burst_of_results_is_made_durable_with_two_syncs_not_two_per_result(tmp_path, monkeypatch):
-    import edge_infer.sinks.json_file as jf
+    import edge_infer.sinks.durable as jf
 
     syncs: list[int] = []
     real_syncfs, real_fsync = jf._syncfs, os.fsync
@@ -154,7 +154,7 @@ def test_a_burst_of_results_is_made_durable_with_two_syncs_not_two_per_result(tm
 
 
 def test_a_group_that_fails_midway_leaves_no_partial_records_and_each_job_retries_alone(tmp_path, monkeypatch):
-    import edge_infer.sinks.json_file as jf
+    import edge_infer.sinks.durable as jf
 
     jobs = _finished_jobs(tmp_path, 4)
     calls = {"n": 0}
@@ -180,7 +180,7 @@ def test_a_group_that_fails_midway_leaves_no_partial_records_and_each_job_retrie
 def test_the_writer_waits_for_a_running_batch_to_commit_it_in_the_same_group(tmp_path, monkeypatch):
     import threading
 
-    import edge_infer.writer as writer_module
+    import edge_infer.pipeline.writer as writer_module
 
     monkeypatch.setattr(writer_module, "GROUP_WAIT_S", 5.0)  # the bound is not what is tested here
     jobs = _finished_jobs(tmp_path, 4)

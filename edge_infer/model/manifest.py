@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from ..errors import ModelError
 from .preprocess import PreprocessSpec
 
 MANIFEST_NAME = "model.json"
@@ -31,7 +31,7 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 def default_model_path() -> Path:
     """The int8 MobileNetV2 shipped inside the package (package data; no work at import time)."""
-    return Path(__file__).resolve().parent / "models" / MODEL_NAME
+    return Path(__file__).resolve().parents[1] / "models" / MODEL_NAME
 
 
 def manifest_path_for(model_path: str | os.PathLike[str]) -> Path:

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import ModelError
-from .lifecycle import Stage
+from ..errors import ModelError
+from ..lifecycle import Stage
 from .manifest import manifest_path_for
-from .metrics import Metrics
+from ..ops.metrics import Metrics
 from .selftest import self_test
 from .session import ModelSession, SessionOptions
 

@@ -12,13 +12,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .config import PipelineConfig
-from .errors import InputError
-from .postprocess import top_k
-from .preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
-from .results import error_result, model_ref, ok_result
-from .session import ModelSession
-from .workers import read_input
+from ..config import PipelineConfig
+from ..errors import InputError
+from ..model.postprocess import top_k
+from ..model.preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
+from ..pipeline.records import error_result, model_ref, ok_result
+from ..model.session import ModelSession
+from ..pipeline.workers import read_input
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .session import SessionOptions, make_ort_session
+from ..model.session import SessionOptions, make_ort_session
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .errors import EdgeInferError
+from ..errors import EdgeInferError
 from .metrics import OUTCOMES
 
 HTTP_TIMEOUT_S = 5.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 from .manifest import Manifest, default_model_path, load_manifest, sha256_file
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .buffers import TensorPool
-from .errors import InputError
+from .tensor_pool import TensorPool
+from ..errors import InputError
 from .jobs import Job
-from .lifecycle import Stage
-from .preprocess import PreprocessSpec, crop_pixels
-from .sinks.json_file import read_json, result_path
+from ..lifecycle import Stage
+from ..model.preprocess import PreprocessSpec, crop_pixels
+from ..sinks.durable import read_json, result_path
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def utc_now() -> str:

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sinks.json_file import fsync_dir
+from .durable import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BatchConfig
-from .manifest import Manifest, default_model_path, load_manifest
-from .preprocess import is_image_name
-from .session import make_ort_session
+from ..config import BatchConfig
+from ..model.manifest import Manifest, default_model_path, load_manifest
+from ..model.preprocess import is_image_name
+from ..model.session import make_ort_session
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -89,7 +89,7 @@ def _naive_inputs(files: list[Path], m: Manifest) -> list[np.ndarray]:
 
 
 def machine_limit(files: list[Path], model: Path) -> Limit:
-    from .session import SessionOptions
+    from ..model.session import SessionOptions
 
     m = load_manifest(model)
     c0 = time.process_time()
@@ -113,7 +113,7 @@ def machine_limit(files: list[Path], model: Path) -> Limit:
 
 def classify_run(files: list[Path], model: Path) -> Run:
     from .classify import classify
-    from .session import ModelSession
+    from ..model.session import ModelSession
 
     session = ModelSession.load(model)
     c0, t0 = time.process_time(), time.perf_counter()
@@ -348,7 +348,7 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
 def _preprocess_ms(files: list[Path], model: Path, pause_s: float = 0.0) -> float:
     """Median wall time of the daemon's own preprocessing of these photos (crop, then normalise), back to
     back, or with ``pause_s`` before each (the light load's pace)."""
-    from .preprocess import crop_pixels, normalise
+    from ..model.preprocess import crop_pixels, normalise
 
     spec = load_manifest(model).preprocess
     times = []

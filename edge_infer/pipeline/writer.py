@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .jobs import Job
-from .lifecycle import Stage
-from .metrics import Metrics
-from .results import error_result, frame_result, ok_result
-from .sinks.json_file import clear_tmp, error_path, fsync_dir, read_json, result_path, write_json_group
-from .sinks.jsonl import JsonlSink
-from .spool import SpoolFull
+from ..lifecycle import Stage
+from ..ops.metrics import Metrics
+from .records import error_result, frame_result, ok_result
+from ..sinks.durable import clear_tmp, error_path, fsync_dir, read_json, result_path, write_json_group
+from ..sinks.jsonl import JsonlSink
+from ..sinks.spool import SpoolFull
 
 if TYPE_CHECKING:
-    from .sinks.mqtt import MqttSink
+    from ..sinks.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 GROUP_MAX = 32  # records made durable together at most (two batches' worth, and a bounded retry set)

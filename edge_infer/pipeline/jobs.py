@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass

@@ -12,16 +12,16 @@ from typing import Callable
 
 import numpy as np
 
-from .buffers import TensorPool
-from .errors import InputError
+from .tensor_pool import TensorPool
+from ..errors import InputError
 from .jobs import Job
-from .lifecycle import Heartbeat, Stage
-from .memory import heap_trimmer
-from .metrics import Metrics
-from .postprocess import top_k
-from .results import model_ref
-from .preprocess import normalise
-from .session import ModelSession
+from ..lifecycle import Heartbeat, Stage
+from ..ops.memory import heap_trimmer
+from ..ops.metrics import Metrics
+from ..model.postprocess import top_k
+from .records import model_ref
+from ..model.preprocess import normalise
+from ..model.session import ModelSession
 
 log = logging.getLogger(__name__)
 TRIM_EVERY_S = 0.2  # under load: often enough to keep the peak flat, rarely enough to cost nothing measurable

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ModelError
+from ..errors import InputError, ModelError
 from .preprocess import prepare
 from .session import ModelSession
 
-SAMPLES_DIR = Path(__file__).resolve().parent / "models" / "selftest"
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "models" / "selftest"
 ALLOWED_MISSES = 1
 
 

@@ -1,0 +1,1 @@
+"""Operating the daemon: HTTP (metrics, health), Prometheus metrics, systemd notify, memory, status."""

@@ -1,0 +1,1 @@
+"""Where inputs come from: watched folders (with the inotify and lease helpers) and cameras."""

@@ -1,0 +1,127 @@
+"""The package's shape, checked: a small root, role packages whose imports point down, short modules, and a
+command line that starts without the heavy libraries."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "edge_infer"
+# Bottom to top: a module may import from its own layer and the layers below it, never above.
+LAYERS = (
+    ("errors", "config_reader", "config", "lifecycle"),
+    ("ops",),
+    ("model",),
+    ("sinks",),
+    ("pipeline",),
+    ("sources",),
+    ("tools",),
+    ("export",),
+    ("train",),
+    ("app",),
+    ("cli", "__main__"),
+)
+MAX_LINES = 300
+LONG_REASON = "Longer than 300 lines:"  # a module over the limit says why at its top
+HEAVY = ("onnxruntime", "PIL", "numpy", "torch", "av", "paho", "yaml", "prometheus_client", "watchdog")
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted names (without ``edge_infer.``) of every module in the package."""
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module of the package that ``name`` imports, lazy and TYPE_CHECKING imports included."""
+    is_pkg = path.name == "__init__.py"
+    here = name.split(".") if name else []
+    base = here if is_pkg else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                up = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join([*up, *(node.module.split(".") if node.module else [])])
+            elif node.module and node.module.startswith("edge_infer"):
+                target = node.module[len("edge_infer."):] if node.module != "edge_infer" else ""
+            else:
+                continue
+            # `from . import x` may name a module
+            for alias in node.names:
+                sub = f"{target}.{alias.name}" if target else alias.name
+                found.add(sub if sub in _MODULES else target)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("edge_infer."):
+                    found.add(alias.name[len("edge_infer."):])
+    found.discard(name)
+    return {f for f in found if f in _MODULES}
+
+
+_MODULES = _modules()
+
+
+def _layer(name: str) -> int:
+    top = name.split(".")[0]
+    for i, layer in enumerate(LAYERS):
+        if top in layer:
+            return i
+    raise AssertionError(f"edge_infer.{name} is in no layer of tests/unit/test_layout.py: place it")
+
+
+def test_package_root_holds_at_most_eight_modules():
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= 8, root
+
+
+def test_every_import_points_down_or_sideways():
+    wrong = []
+    for name, path in _MODULES.items():
+        if not name:
+            continue
+        for target in _imports(name, path):
+            if target and _layer(target) > _layer(name):
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, wrong
+
+
+def test_no_import_cycles():
+    graph = {name: _imports(name, path) for name, path in _MODULES.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                cycles.append(" -> ".join([*path[path.index(m):], m]))
+            elif m not in state:
+                visit(m, [*path, m])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+    assert not cycles, cycles
+
+
+def test_importing_the_cli_loads_no_heavy_library():
+    code = ("import sys, edge_infer.cli; "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"import edge_infer.cli loaded {out}"
+
+
+def test_the_checker_sees_a_wrong_arrow(tmp_path):
+    """The layer check itself: an import from a lower layer to a higher one is found."""
+    path = tmp_path / "x.py"
+    path.write_text("from ..app import App\nfrom ..errors import InputError\n")
+    assert _imports("model.x", path) == {"app", "errors"}
+    assert _layer("app") > _layer("model.x")
