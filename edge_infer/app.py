@@ -6,36 +6,35 @@ work), drain what is in flight within ``shutdown.drain_timeout_s``, then the sta
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import queue
-import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
 from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
-from .errors import ConfigError
-from .pipeline.inference import InferenceStage
-from .pipeline.tensor_pool import TensorPool
-from .pipeline.jobs import Job
 from .lifecycle import ShutdownFlags
-from .ops.memory import heap_trimmer, memory_limit_bytes
-from .ops.metrics import Metrics
 from .model.reload import ModelReloader
 from .model.session import ModelSession, SessionOptions
+from .ops.memory import heap_trimmer, memory_limit_bytes
+from .ops.metrics import Metrics
+from .ops.preflight import check_supported
+from .ops.systemd import Notifier
+from .ops.web import HttpServer
+from .pipeline.inference import InferenceStage
+from .pipeline.jobs import Job
+from .pipeline.plan import plan_threads
+from .pipeline.state import PipelineState
+from .pipeline.tensor_pool import TensorPool
+from .pipeline.workers import PreprocessWorker
+from .pipeline.writer import ResultWriter, SourceRoute
 from .sinks.jsonl import JsonlSink
 from .sinks.mqtt import CLOSE_S, MqttPublisher, MqttSink, device_name, read_password
 from .sinks.spool import Spool
 from .sources.folder import FolderSource
-from .ops.systemd import Notifier
-from .ops.web import HttpServer
-from .pipeline.workers import PreprocessWorker
-from .pipeline.writer import ResultWriter, SourceRoute
 
 if TYPE_CHECKING:
     from .sources.camera import CameraSource as CameraStage
@@ -44,52 +43,6 @@ log = logging.getLogger(__name__)
 HANG_TIMEOUT_S = 30.0  # an inference loop silent this long is hung: /healthz fails, WATCHDOG=1 stops
 STATUS_EVERY_S = 10.0
 STAGE_JOIN_S = 2.0
-
-
-class Counter:
-    """Inputs taken from the sources and not yet acknowledged: the drain waits for zero."""
-
-    def __init__(self) -> None:
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self._n += n
-
-    @property
-    def value(self) -> int:
-        return self._n
-
-
-def check_supported(config: AppConfig) -> None:
-    """Features that need an extra, or that this build does not run yet, are refused by key, not ignored."""
-    for i, s in enumerate(config.sources):
-        if isinstance(s, CameraSource) and importlib.util.find_spec("av") is None:
-            raise ConfigError(f"sources[{i}].type", "camera sources need the 'camera' extra (PyAV): "
-                                                    "pip install 'edge-infer[camera]'")
-    mqtt = config.output.mqtt
-    if mqtt is not None:
-        if importlib.util.find_spec("paho") is None or importlib.util.find_spec("paho.mqtt") is None:
-            raise ConfigError("output.mqtt", "the MQTT sink needs the 'mqtt' extra (paho-mqtt): "
-                                             "pip install 'edge-infer[mqtt]'")
-        for key in ("password_file", "ca_file", "cert_file", "key_file"):
-            path = getattr(mqtt, key)
-            if path is not None and not os.access(path, os.R_OK):
-                raise ConfigError(f"output.mqtt.{key}", f"cannot read {path}")
-
-
-@dataclass(frozen=True)
-class ThreadPlan:
-    workers: int  # preprocessing threads
-    inference_threads: int  # batches run at once
-    intra_op: int  # onnxruntime threads for each of them
-
-
-def plan_threads(config: AppConfig, cores: int) -> ThreadPlan:
-    """The configured thread counts, with each 0 resolved for this machine's ``cores``."""
-    lanes = config.pipeline.inference_threads or min(2, cores)
-    return ThreadPlan(config.pipeline.workers or cores, lanes, config.model.threads or max(1, cores // lanes))
 
 
 class App:
@@ -106,13 +59,14 @@ class App:
         self.metrics = Metrics(self.registry)
         self.ready = False
         self.draining = False
-        self.pending = Counter()
+        self.state: PipelineState | None = None  # made with the model it serves
         p = config.pipeline
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
         # Bounded by the tensor pool: at most pool.count prepared images exist at once.
         self.prepared: queue.Queue[Job] = queue.Queue()
         self.finished: queue.Queue[Job | list[Job]] = queue.Queue(maxsize=p.queue_size)  # jobs, or batches
-        self.http = HttpServer(config.metrics.host, config.metrics.port, self.registry, self.is_alive, self.is_ready)
+        self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, registry=self.registry,
+                               is_alive=self.is_alive, is_ready=self.is_ready)
         self.sources: list[FolderSource] = []
         self.cameras: list[CameraStage] = []
         self.workers: list[PreprocessWorker] = []
@@ -122,9 +76,10 @@ class App:
         self.spool: Spool | None = None
         self.publisher: MqttPublisher | None = None
 
-    def _more_coming(self) -> bool:
-        """Inputs queued or being prepared: worth waiting a few ms to batch them together."""
-        return self.jobs.qsize() > 0 or any(w.busy for w in self.workers)
+    @property
+    def in_flight(self) -> int:
+        """Inputs taken from the sources and not yet acknowledged."""
+        return self.state.in_flight.value if self.state is not None else 0
 
     # -- health ---------------------------------------------------------------------------------------------
     def is_alive(self) -> bool:
@@ -154,10 +109,13 @@ class App:
         if limit is not None:
             self.metrics.set_memory_limit(limit)
         c.output.dir.mkdir(parents=True, exist_ok=True)
-        self._build_stages(session)
+        self.state = PipelineState(jobs=self.jobs, serving=session)
+        self._build_stages(session, self.state)
         # The embedded model changes only with the package, so only a configured file is watched.
-        self.reloader = ModelReloader(session.path, options, c.batch.max_size, lambda: self.inference[0].session,
-                                      self._offer, self.metrics, watch=c.model.path is not None)
+        state = self.state
+        self.reloader = ModelReloader(path=session.path, options=options, warm_batch=c.batch.max_size,
+                                      serving=lambda: state.serving, swap=self._offer, metrics=self.metrics,
+                                      watch=c.model.path is not None)
         self.reloader.start()
         # The publisher first: results spooled before a restart go out while the model warms the rest up.
         for stage in (self.publisher, self.writer, *self.inference, *self.workers):
@@ -182,9 +140,9 @@ class App:
         for stage in self.inference:
             stage.offer(session)
 
-    def _build_stages(self, session: ModelSession) -> None:
+    def _build_stages(self, session: ModelSession, state: PipelineState) -> None:
         c, m = self.config, session.manifest
-        self.sources = [FolderSource(s, self.jobs, on_seen=lambda _name: self.pending.add(1), metrics=self.metrics)
+        self.sources = [FolderSource(config=s, jobs=self.jobs, state=state, metrics=self.metrics)
                         for s in c.sources if isinstance(s, FolderSourceConfig)]
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
                   for src in self.sources}
@@ -192,26 +150,27 @@ class App:
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}
         # Results name the model that made them; error results, the one serving now (a reload may swap it).
-        self.writer = ResultWriter(self.finished, c.output.dir, routes, lambda: self.inference[0].model_ref,
-                                   self.metrics, on_acknowledged=lambda _job: self.pending.add(-1),
-                                   camera_sinks=sinks, mqtt=self._build_mqtt(),
-                                   batch_running=lambda: any(i.busy_since is not None for i in self.inference))
+        self.writer = ResultWriter(finished=self.finished, output_dir=c.output.dir, routes=routes,
+                                   metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=self._build_mqtt())
         lanes = self.plan.inference_threads
         # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
         # worker, one per camera.
         crop = m.preprocess.crop
         pool = TensorPool((lanes + 1) * c.batch.max_size + self.plan.workers + len(cams), (crop, crop, 3), np.uint8)
-        self.inference = [InferenceStage(session, self.prepared, self.finished, self.metrics, c.model.top_k,
-                                         c.batch.max_size, c.batch.max_wait_ms / 1000.0, pool,
-                                         more_coming=self._more_coming, name=f"inference-{i}", trims_heap=i == 0)
+        self.inference = [InferenceStage(session=session, prepared=self.prepared, finished=self.finished,
+                                         metrics=self.metrics, top=c.model.top_k, max_size=c.batch.max_size,
+                                         max_wait_s=c.batch.max_wait_ms / 1000.0, pool=pool, state=state,
+                                         name=f"inference-{i}", trims_heap=i == 0)
                           for i in range(lanes)]
-        self.workers = [PreprocessWorker(i, self.jobs, self.prepared, self.finished, m.preprocess, c.output.dir,
-                                         c.pipeline.max_pixels, c.pipeline.max_file_bytes, pool)
+        self.workers = [PreprocessWorker(index=i, jobs=self.jobs, prepared=self.prepared, finished=self.finished,
+                                         spec=m.preprocess, output_dir=c.output.dir, max_pixels=c.pipeline.max_pixels,
+                                         max_bytes=c.pipeline.max_file_bytes, pool=pool, state=state)
                         for i in range(self.plan.workers)]
         if cams:
             from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
 
-            self.cameras = [CameraStage(cam, self.prepared, pool, m.preprocess, self.metrics) for cam in cams]
+            self.cameras = [CameraStage(config=cam, prepared=self.prepared, pool=pool, spec=m.preprocess,
+                                        metrics=self.metrics) for cam in cams]
 
     def _build_mqtt(self) -> MqttSink | None:
         cfg, out = self.config.output.mqtt, self.config.output.dir
@@ -220,8 +179,9 @@ class App:
         device = device_name(cfg)
         self.spool = Spool(cfg.spool_dir or out / ".mqtt-spool", cfg.spool_max_bytes, cfg.on_full)
         self.metrics.mqtt_spool_bytes.set(self.spool.disk_bytes)
-        self.publisher = MqttPublisher(cfg, device, self.spool, self.metrics, read_password(cfg))
-        return MqttSink(cfg, device, self.spool, self.metrics)
+        self.publisher = MqttPublisher(cfg=cfg, device=device, spool=self.spool, metrics=self.metrics,
+                                       password=read_password(cfg))
+        return MqttSink(cfg=cfg, device=device, spool=self.spool, metrics=self.metrics)
 
     # -- main loop ------------------------------------------------------------------------------------------
     def main_loop(self, flags: ShutdownFlags) -> None:
@@ -239,7 +199,7 @@ class App:
             blocked = self.writer.blocked_kind if self.writer else None
             if blocked != was_blocked:  # a blocked output shows in STATUS= at once, not at the next update
                 was_blocked, next_status = blocked, 0.0
-            self.metrics.set_inputs_in_flight(self.pending.value)
+            self.metrics.set_inputs_in_flight(self.in_flight)
             alive = self.is_alive()
             if alive:
                 # Only a loop that is making progress (or idle and healthy) keeps systemd's watchdog fed.
@@ -260,7 +220,7 @@ class App:
         mqtt = (f"; mqtt {'connected' if self.publisher.connected else 'offline'}, {self.spool.pending} spooled"
                 if self.publisher and self.spool else "")
         return (f"{'draining' if self.draining else 'ready' if self.ready else 'starting'}; "
-                f"{self.pending.value} in flight; queue {self.jobs.qsize()}" + mqtt
+                f"{self.in_flight} in flight; queue {self.jobs.qsize()}" + mqtt
                 + (f"; {blocked}" if blocked else ""))
 
     # -- shutdown -------------------------------------------------------------------------------------------
@@ -279,11 +239,11 @@ class App:
         for src in (*self.sources, *self.cameras):
             clean &= src.join(STAGE_JOIN_S)
         deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
-        while self.pending.value > 0 and time.monotonic() < deadline and not flags.force_exit.is_set():
+        while self.in_flight > 0 and time.monotonic() < deadline and not flags.force_exit.is_set():
             time.sleep(0.05)
-        if self.pending.value > 0:
+        if self.in_flight > 0:
             log.warning("drain ended with %d input(s) unacknowledged; they stay in place for the next start",
-                        self.pending.value)
+                        self.in_flight)
         for stage in (*self.workers, *self.inference, self.writer):
             if stage is not None:
                 stage.stop()

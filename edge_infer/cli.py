@@ -135,7 +135,7 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .app import check_supported
+    from .ops.preflight import check_supported
     from .config import load_config
 
     from .model.manifest import default_model_path, load_manifest

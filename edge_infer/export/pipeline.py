@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..tools.bench_model import BurstResult, model_only
 from ..errors import ExportError, VerificationError
 from ..model.manifest import FORMAT_VERSION, MODEL_NAME, load_manifest, default_model_path, sha256_file, write_manifest
 from ..model.preprocess import PreprocessSpec
+from ..tools.bench_model import BurstResult, model_only
 from .images import list_images, load_images, read_label_names, read_labels_csv, split
 from .network import load_network
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, compare_with_torch, export_onnx

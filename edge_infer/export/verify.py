@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..tools.progress import Progress
 from ..model.session import make_ort_session
+from ..tools.progress import Progress
 from .images import ImageSet
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
 

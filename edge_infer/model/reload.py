@@ -16,8 +16,8 @@ from typing import Callable, Optional
 
 from ..errors import ModelError
 from ..lifecycle import Stage
-from .manifest import manifest_path_for
 from ..ops.metrics import Metrics
+from .manifest import manifest_path_for
 from .selftest import self_test
 from .session import ModelSession, SessionOptions
 
@@ -43,7 +43,7 @@ class ModelReloader(Stage):
 
     poll_s = 0.5
 
-    def __init__(self, path: Path, options: SessionOptions, warm_batch: int, serving: Callable[[], ModelSession],
+    def __init__(self, *, path: Path, options: SessionOptions, warm_batch: int, serving: Callable[[], ModelSession],
                  swap: Callable[[ModelSession], None], metrics: Metrics, watch: bool, settle_s: float = 2.0) -> None:
         super().__init__("model-reload")
         self._path, self._options, self._warm_batch = path, options, warm_batch

@@ -92,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpServer:
     """The metrics and probe endpoint as a stage: ``start()``, ``stop()``, ``join(timeout)``, ``healthy()``."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry,
+    def __init__(self, *, host: str, port: int, registry: CollectorRegistry,
                  is_alive: Callable[[], bool], is_ready: Callable[[], bool]) -> None:
         self.host = host
         self._requested_port = port

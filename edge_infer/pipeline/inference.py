@@ -12,16 +12,17 @@ from typing import Callable
 
 import numpy as np
 
-from .tensor_pool import TensorPool
 from ..errors import InputError
-from .jobs import Job
 from ..lifecycle import Heartbeat, Stage
-from ..ops.memory import heap_trimmer
-from ..ops.metrics import Metrics
 from ..model.postprocess import top_k
-from .records import model_ref
 from ..model.preprocess import normalise
 from ..model.session import ModelSession
+from ..ops.memory import heap_trimmer
+from ..ops.metrics import Metrics
+from .jobs import Job
+from .records import model_ref
+from .state import PipelineState
+from .tensor_pool import TensorPool
 
 log = logging.getLogger(__name__)
 TRIM_EVERY_S = 0.2  # under load: often enough to keep the peak flat, rarely enough to cost nothing measurable
@@ -62,9 +63,9 @@ class InferenceStage(Stage):
     is set on one of them only, since trimming is process-wide.
     """
 
-    def __init__(self, session: ModelSession, prepared: "queue.Queue[Job]", finished: "queue.Queue[Job | list[Job]]",
-                 metrics: Metrics, top: int, max_size: int, max_wait_s: float, pool: TensorPool,
-                 more_coming: Callable[[], bool] = lambda: True, name: str = "inference",
+    def __init__(self, *, session: ModelSession, prepared: "queue.Queue[Job]",
+                 finished: "queue.Queue[Job | list[Job]]", metrics: Metrics, top: int, max_size: int,
+                 max_wait_s: float, pool: TensorPool, state: PipelineState, name: str = "inference",
                  trims_heap: bool = True) -> None:
         super().__init__(name)
         self.session = session
@@ -75,12 +76,11 @@ class InferenceStage(Stage):
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
         self.heartbeat = Heartbeat()
         self._pool = pool
-        self._more_coming = more_coming
+        self._state = state
         self._batch = np.empty((max_size, *session.input_shape), np.float32)
         self._trim_heap = heap_trimmer() if trims_heap else None
         self._trimmed_at = 0.0
         self._last_batch_at = 0.0
-        self.busy_since: float | None = None  # monotonic start of the running batch, for the hang detector
 
     def offer(self, session: ModelSession) -> None:
         """A self-tested replacement model: swapped in between two batches by this stage's own thread."""
@@ -93,6 +93,7 @@ class InferenceStage(Stage):
         # Same preprocessing (the self-test checks it), so the batch buffer and the crops in flight still fit.
         self.session = new
         self.model_ref = model_ref(new.manifest.name, new.sha256, new.precision)
+        self._state.serving = new
         self._metrics.set_model(new.manifest.name, new.sha256, new.precision)
 
     def run(self) -> None:
@@ -104,7 +105,7 @@ class InferenceStage(Stage):
                 if self._trim_heap and self._trimmed_at < self._last_batch_at < time.monotonic() - TRIM_IDLE_S:
                     self._trim()
                 continue
-            batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s, self._more_coming)
+            batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s, self._state.more_coming)
             # Camera tickets become the newest frame of their camera.
             batch = [j for j in (t.take() if t.take else t for t in batch) if j is not None]
             if not batch:
@@ -132,17 +133,17 @@ class InferenceStage(Stage):
             self._pool.release(job.tensor)  # consumed: a worker may refill it now
             job.tensor = None
         x = self._batch[:len(batch)]
-        self.busy_since = time.monotonic()
+        t0 = time.monotonic()
         try:
-            logits = self.session.run(x)
+            with self._state.inferring.held():  # the writer waits for a running batch to commit it with its group
+                logits = self.session.run(x)
         except Exception as e:  # noqa: BLE001 - an onnxruntime failure fails this batch, not the daemon
             log.exception("inference failed for a batch of %d", len(batch))
             for j in batch:
                 j.error = InputError("internal", f"inference failed: {e}")
             return
         finally:
-            elapsed = time.monotonic() - self.busy_since
-            self.busy_since = None
+            elapsed = time.monotonic() - t0
         self._metrics.observe_batch(len(batch))
         self._metrics.observe_stage("inference", elapsed)
         labels = self.session.manifest.labels

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import queue
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .jobs import Job
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
-from .records import error_result, frame_result, ok_result
-from ..sinks.durable import clear_tmp, error_path, fsync_dir, read_json, result_path, write_json_group
+from ..sinks.durable import clear_tmp, error_path, move_file, read_json, result_path, write_json_group
 from ..sinks.jsonl import JsonlSink
 from ..sinks.spool import SpoolFull
+from .jobs import Job
+from .records import error_result, frame_result, ok_result
+from .state import PipelineState
 
 if TYPE_CHECKING:
     from ..sinks.mqtt import MqttSink
@@ -54,30 +53,6 @@ def _jobs(item: "Job | list[Job]") -> list[Job]:
     return list(item) if isinstance(item, list) else [item]
 
 
-def move_file(src: Path, dest: Path) -> None:
-    """Rename within a file system; across file systems copy, fsync, then unlink (a power cut in between
-    leaves the input in place, to be redone, never a lost or half-copied one)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dest)
-        return
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-    if not (src.is_file() or src.is_symlink()):
-        src.unlink()  # a FIFO or device cannot be copied; its error record says what it was
-        return
-    shutil.copy2(src, dest, follow_symlinks=False)  # a symlink is moved as a link, never followed
-    if not dest.is_symlink():
-        fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fsync_dir(dest.parent)
-    src.unlink()
-
-
 def blocked_kind(e: OSError) -> str:
     """The ``edge_infer_output_blocked`` reason for a write that failed."""
     if isinstance(e, SpoolFull):
@@ -96,17 +71,15 @@ class ResultWriter(Stage):
 
     max_backoff_s = 5.0  # a retry costs one failed write: cheap enough to notice returning space quickly
 
-    def __init__(self, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
-                 model: Callable[[], dict[str, str]], metrics: Metrics, on_acknowledged: Callable[[Job], None],
-                 camera_sinks: dict[str, JsonlSink] | None = None, mqtt: MqttSink | None = None,
-                 batch_running: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, *, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
+                 metrics: Metrics, state: PipelineState, camera_sinks: dict[str, JsonlSink] | None = None,
+                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S) -> None:
         super().__init__("writer")
-        self._batch_running = batch_running
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
         self._mqtt = mqtt
-        self._model, self._metrics = model, metrics
-        self._on_acknowledged = on_acknowledged
+        self._metrics, self._state = metrics, state
+        self._group_wait_s = group_wait_s
         self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
 
@@ -136,11 +109,11 @@ class ResultWriter(Stage):
 
     def _more(self, have: int) -> list[Job]:
         """Whatever else is ready now; and while a batch is being inferred, its results too (for at most
-        GROUP_WAIT_S): a group's two syncfs calls cost the same for 2 results as for 8, and on two cores
+        ``group_wait_s``): a group's two syncfs calls cost the same for 2 results as for 8, and on two cores
         committing each inference thread's batch alone cost 4% of throughput. A lone photo never waits:
         no batch is running once its own is done."""
         more: list[Job] = []
-        deadline = time.monotonic() + GROUP_WAIT_S
+        deadline = time.monotonic() + self._group_wait_s
         while have + len(more) < GROUP_MAX:
             try:
                 more += _jobs(self._finished.get_nowait())
@@ -148,7 +121,7 @@ class ResultWriter(Stage):
             except queue.Empty:
                 pass
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._batch_running():
+            if remaining <= 0 or not self._state.inferring.value:
                 break
             try:
                 more += _jobs(self._finished.get(timeout=remaining))
@@ -171,7 +144,7 @@ class ResultWriter(Stage):
                 log.exception("cannot commit %s/%r; it stays in the inbox", job.source, job.rel)
                 if job.path is not None:
                     self._routes[job.source].on_done(job)
-                    self._on_acknowledged(job)
+                    self._state.in_flight.add(-1)
                 return
             if self.wait(delay):
                 return  # stopping: the input stays unacknowledged and is redone on the next start
@@ -210,12 +183,12 @@ class ResultWriter(Stage):
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
         self._observe(job, time.monotonic() - t0)
         route.on_done(job)
-        self._on_acknowledged(job)
+        self._state.in_flight.add(-1)
 
     def _record(self, job: Job) -> dict[str, Any]:
         """The job's result object, or its failure record; it names the model that made the predictions
         (a reload may have swapped it since), else the one serving now."""
-        model = job.model or self._model()
+        model = job.model or self._state.model_ref()
         if job.error is not None:
             return error_result(job.source, job.rel, job.sha256, job.error, model)
         assert job.predictions is not None

@@ -1,4 +1,5 @@
-"""Durable JSON files: written to a temporary file, fsynced, renamed; no reader ever sees a partial file.
+"""Durable files: JSON written to a temporary file, fsynced, renamed (no reader ever sees a partial file),
+and inputs moved so that a power cut leaves them in one place or the other, never lost or half-copied.
 
 Temporary files live in one hidden folder per output root (``<root>/.writing``), never beside the results:
 readers listing a results folder never meet them, and the leftovers of a killed run are removed at start-up
@@ -10,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -187,3 +189,27 @@ def result_path(output_dir: Path, source: str, rel: str) -> Path:
 
 def error_path(failed_dir: Path, rel: str) -> Path:
     return _under(failed_dir, rel, ".error.json")
+
+
+def move_file(src: Path, dest: Path) -> None:
+    """Rename within a file system; across file systems copy, fsync, then unlink (a power cut in between
+    leaves the input in place, to be redone, never a lost or half-copied one)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    if not (src.is_file() or src.is_symlink()):
+        src.unlink()  # a FIFO or device cannot be copied; its error record says what it was
+        return
+    shutil.copy2(src, dest, follow_symlinks=False)  # a symlink is moved as a link, never followed
+    if not dest.is_symlink():
+        fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(dest.parent)
+    src.unlink()

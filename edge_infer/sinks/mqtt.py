@@ -62,7 +62,7 @@ def decode(record: bytes) -> tuple[str, bytes]:
 class MqttSink:
     """The writer's side: one result -> one spool record on its source's topic."""
 
-    def __init__(self, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics) -> None:
+    def __init__(self, *, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics) -> None:
         self._cfg, self._device, self._spool, self._metrics = cfg, device, spool, metrics
         self._refusing = False  # camera frames are being refused by a full spool (logged once per episode)
 
@@ -109,7 +109,7 @@ class MqttSink:
 class MqttPublisher(Stage):
     """spool -> broker, in order; a message leaves the spool only when the broker acknowledges it."""
 
-    def __init__(self, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics,
+    def __init__(self, *, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics,
                  password: str | None = None) -> None:
         super().__init__("mqtt")
         self._cfg, self._spool, self._metrics, self._password = cfg, spool, metrics, password
@@ -155,7 +155,7 @@ class MqttPublisher(Stage):
 
     # -- connection -----------------------------------------------------------------------------------------
     def _new_client(self) -> mqtt.Client:
-        import paho.mqtt.client as mqtt  # the `mqtt` extra; checked at start-up (app.check_supported)
+        import paho.mqtt.client as mqtt  # the `mqtt` extra; checked at start-up (ops.preflight)
 
         c = self._cfg
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True,

@@ -18,12 +18,12 @@ import threading
 import time
 from typing import Any
 
-from ..pipeline.tensor_pool import TensorPool
 from ..config import CameraSource as CameraConfig
-from ..pipeline.jobs import Job
 from ..lifecycle import Stage, backoff_s
-from ..ops.metrics import Metrics
 from ..model.preprocess import PreprocessSpec, crop_image
+from ..ops.metrics import Metrics
+from ..pipeline.jobs import Job
+from ..pipeline.tensor_pool import TensorPool
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class CameraSource(Stage):
 
     poll_s = 0.5
 
-    def __init__(self, config: CameraConfig, prepared: "queue.Queue[Job]", pool: TensorPool,
+    def __init__(self, *, config: CameraConfig, prepared: "queue.Queue[Job]", pool: TensorPool,
                  spec: PreprocessSpec, metrics: Metrics) -> None:
         super().__init__(f"camera-{config.name}")
         self.config = config

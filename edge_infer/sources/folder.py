@@ -20,15 +20,15 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent,
                              FileSystemEvent, FileSystemEventHandler)
 
 from ..config import FolderSource as FolderSourceConfig
-from ..pipeline.jobs import Job
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
+from ..pipeline.jobs import Job
+from ..pipeline.state import PipelineState
 from .inotify import OverflowEvent
 from .leases import held_open_for_writing
 
@@ -76,8 +76,8 @@ class _Handler(FileSystemEventHandler):
 class FolderSource(Stage):
     """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
 
-    def __init__(self, config: FolderSourceConfig, jobs: "queue.Queue[Job]",
-                 on_seen: Callable[[str], None] | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, *, config: FolderSourceConfig, jobs: "queue.Queue[Job]", state: PipelineState | None = None,
+                 metrics: Metrics | None = None) -> None:
         super().__init__(f"source-{config.name}")
         self.config = config
         self.root = Path(config.path)
@@ -91,7 +91,7 @@ class FolderSource(Stage):
         self._wake = threading.Event()  # set when a file becomes ready: dispatch at once, not at the next tick
         self._dispatching = threading.Lock()  # one thread at a time hands ready files over, in arrival order
         self.armed = threading.Event()
-        self._on_seen = on_seen
+        self._state = state  # counts each input handed over as in flight (None: not counted)
         self._metrics = metrics
 
     # -- detection ------------------------------------------------------------------------------------------
@@ -231,8 +231,8 @@ class FolderSource(Stage):
                 with self._lock:
                     self._ready.pop(path, None)
                     self._in_flight.add(path)
-                if self._on_seen:
-                    self._on_seen(self.config.name)
+                if self._state is not None:
+                    self._state.in_flight.add(1)
         finally:
             self._dispatching.release()
 

@@ -16,9 +16,9 @@ from ..config import PipelineConfig
 from ..errors import InputError
 from ..model.postprocess import top_k
 from ..model.preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
-from ..pipeline.records import error_result, model_ref, ok_result
 from ..model.session import ModelSession
-from ..pipeline.workers import read_input
+from ..pipeline.input_file import read_input
+from ..pipeline.records import error_result, model_ref, ok_result
 
 
 @dataclass

@@ -22,7 +22,8 @@ def served():
     registry = CollectorRegistry()
     counter = Counter("edge_infer_test_hits", "test", registry=registry)
     flags = Flags()
-    server = HttpServer("127.0.0.1", 0, registry, lambda: flags.alive, lambda: flags.ready)
+    server = HttpServer(host="127.0.0.1", port=0, registry=registry, is_alive=lambda: flags.alive,
+                        is_ready=lambda: flags.ready)
     server.start()
     yield server, counter, flags
     server.stop()
@@ -87,7 +88,8 @@ def test_serves_on_a_non_daemon_thread_named_http(served):
 
 
 def test_stop_and_join_closes_the_port():
-    server = HttpServer("127.0.0.1", 0, CollectorRegistry(), lambda: True, lambda: True)
+    server = HttpServer(host="127.0.0.1", port=0, registry=CollectorRegistry(), is_alive=lambda: True,
+                        is_ready=lambda: True)
     server.start()
     port = server.port
     assert fetch(server, "/healthz")[0] == 200
@@ -99,10 +101,12 @@ def test_stop_and_join_closes_the_port():
 
 
 def test_port_in_use_raises_oserror_from_start_naming_the_address():
-    first = HttpServer("127.0.0.1", 0, CollectorRegistry(), lambda: True, lambda: True)
+    first = HttpServer(host="127.0.0.1", port=0, registry=CollectorRegistry(), is_alive=lambda: True,
+                       is_ready=lambda: True)
     first.start()
     try:
-        second = HttpServer("127.0.0.1", first.port, CollectorRegistry(), lambda: True, lambda: True)
+        second = HttpServer(host="127.0.0.1", port=first.port, registry=CollectorRegistry(), is_alive=lambda: True,
+                            is_ready=lambda: True)
         with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
             second.start()
         assert second.join(TIMEOUT)  # nothing was started, nothing to wait for

@@ -56,7 +56,8 @@ def test_a_camera_keeps_only_its_newest_frame_waiting(tmp_path, pyav):
     registry = CollectorRegistry()
     prepared: queue.Queue = queue.Queue()
     pool = TensorPool(2, (224, 224, 3), np.uint8)
-    source = CameraSource(cam(tmp_path, url="rtsp://x/y"), prepared, pool, PreprocessSpec(), Metrics(registry))
+    source = CameraSource(config=cam(tmp_path, url="rtsp://x/y"), prepared=prepared, pool=pool, spec=PreprocessSpec(),
+                          metrics=Metrics(registry))
     frames = [pyav.VideoFrame.from_ndarray(np.full((240, 320, 3), v, np.uint8), format="rgb24") for v in (10, 200)]
     for f in frames:
         source._sample(f, None)

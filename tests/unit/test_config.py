@@ -368,7 +368,7 @@ def test_an_unused_done_dir_is_not_checked_for_overlap(tmp_path):
 
 
 def test_thread_plan_resolves_zeros_for_the_machine(tmp_path):
-    from edge_infer.app import ThreadPlan, plan_threads
+    from edge_infer.pipeline.plan import ThreadPlan, plan_threads
 
     cfg = load_config(write(tmp_path, minimal()))
     assert cfg.pipeline.inference_threads == 0

@@ -1,6 +1,7 @@
 """The preprocessing worker and the writer on real files: failures become records, never exceptions."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -11,7 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_infer.pipeline.tensor_pool import TensorPool
+from edge_infer.model.session import ModelSession
 from edge_infer.pipeline.jobs import Job
+from edge_infer.pipeline.state import PipelineState
 from edge_infer.ops.metrics import Metrics
 from edge_infer.model.preprocess import PreprocessSpec
 from edge_infer.pipeline.workers import PreprocessWorker
@@ -19,17 +22,28 @@ from edge_infer.pipeline.writer import ResultWriter, SourceRoute
 from tests.conftest import write_images
 
 
+@functools.lru_cache(maxsize=1)
+def embedded_model() -> ModelSession:
+    """The serving model the pipeline's state names in failure records: loaded once for the module."""
+    return ModelSession.load(None)
+
+
+def pipeline_state() -> PipelineState:
+    return PipelineState(jobs=queue.Queue(), serving=embedded_model())
+
+
 def make_worker(tmp_path, max_bytes=10_000_000):
     q: queue.Queue = queue.Queue()
-    return PreprocessWorker(0, q, q, q, PreprocessSpec(), tmp_path / "results", 50_000_000, max_bytes,
-                            TensorPool(2, (224, 224, 3), np.uint8))
+    return PreprocessWorker(index=0, jobs=q, prepared=q, finished=q, spec=PreprocessSpec(),
+                            output_dir=tmp_path / "results", max_pixels=50_000_000, max_bytes=max_bytes,
+                            pool=TensorPool(2, (224, 224, 3), np.uint8), state=pipeline_state())
 
 
-def make_writer(tmp_path, after="move"):
+def make_writer(tmp_path, after="move", **kwargs):
     done: list[Job] = []
     routes = {"s": SourceRoute(after, tmp_path / "done", tmp_path / "failed", done.append)}
-    w = ResultWriter(queue.Queue(), tmp_path / "results", routes, lambda: {"name": "m", "sha256": "x", "precision": "int8"},
-                     Metrics(CollectorRegistry()), on_acknowledged=lambda job: None)
+    w = ResultWriter(finished=queue.Queue(), output_dir=tmp_path / "results", routes=routes,
+                     metrics=Metrics(CollectorRegistry()), state=pipeline_state(), **kwargs)
     return w, done
 
 
@@ -45,7 +59,7 @@ def test_a_file_removed_before_it_is_read_gets_an_error_record(tmp_path):
 
 def test_an_unreadable_file_is_an_io_error(tmp_path):
     from edge_infer.errors import InputError
-    from edge_infer.pipeline.workers import read_input
+    from edge_infer.pipeline.input_file import read_input
 
     path = write_images(tmp_path, 1)[0]
     path.chmod(0)
@@ -70,7 +84,7 @@ def test_an_unreadable_file_is_an_io_error(tmp_path):
 
 def test_a_read_error_from_the_device_is_an_io_error(tmp_path):
     from edge_infer.errors import InputError
-    from edge_infer.pipeline.workers import read_input
+    from edge_infer.pipeline.input_file import read_input
 
     # Reading /proc/self/mem at offset 0 fails with EIO, as a bad SD-card sector does.
     with pytest.raises(InputError) as e:
@@ -177,28 +191,34 @@ def test_a_group_that_fails_midway_leaves_no_partial_records_and_each_job_retrie
     assert len(done) == 4 and len(list((tmp_path / "results" / "s").iterdir())) == 4
 
 
-def test_the_writer_waits_for_a_running_batch_to_commit_it_in_the_same_group(tmp_path, monkeypatch):
+def test_the_writer_waits_for_a_running_batch_to_commit_it_in_the_same_group(tmp_path):
     import threading
 
     import edge_infer.pipeline.writer as writer_module
 
-    monkeypatch.setattr(writer_module, "GROUP_WAIT_S", 5.0)  # the bound is not what is tested here
     jobs = _finished_jobs(tmp_path, 4)
-    asked, running = threading.Event(), [True]
+    # The bound is not what is tested here: a long one, injected.
+    w, _ = make_writer(tmp_path, group_wait_s=5.0)
+    state = w._state
+    asked = threading.Event()
 
-    def batch_running() -> bool:
-        asked.set()
-        return running[0]
+    class AskedCount(type(state.inferring)):  # type: ignore[misc]
+        """The running-batch count, telling the test when the writer looks at it."""
 
-    q: queue.Queue = queue.Queue()
-    w = ResultWriter(q, tmp_path / "results", {}, lambda: {}, Metrics(CollectorRegistry()),
-                     on_acknowledged=lambda job: None, batch_running=batch_running)
+        @property
+        def value(self) -> int:
+            asked.set()
+            return super().value
+
+    state.inferring = AskedCount()
+    q = w._finished
 
     def second_batch_done() -> None:
         asked.wait(5)
         q.put(jobs[2:])  # one put per batch, as the inference threads do
-        running[0] = False
+        state.inferring.add(-1)
 
+    state.inferring.add(1)  # a batch is being inferred
     threading.Thread(target=second_batch_done).start()
     q.put(jobs[:2])
     assert writer_module._jobs(q.get()) + w._more(2) == jobs  # both batches: one group, one pair of syncfs
