@@ -25,8 +25,7 @@ from ..config import BatchConfig
 from ..model.manifest import Manifest, default_model_path, load_manifest
 from ..model.preprocess import is_image_name
 from ..model.session import make_ort_session
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from .procfs import proc_cpu_seconds, proc_rss_mb
 
 
 @dataclass
@@ -168,20 +167,6 @@ class ResultWatch:
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @dataclass(frozen=True)
