@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +25,9 @@ from ..config import BatchConfig
 from ..model.manifest import Manifest, default_model_path, load_manifest
 from ..model.preprocess import is_image_name
 from ..model.session import make_ort_session
+from .bench_run import Run
 from .procfs import proc_cpu_seconds, proc_rss_mb
 from .result_watch import ResultWatch
-
-
-@dataclass
-class Run:
-    name: str
-    images: int
-    seconds: float
-    cpu_seconds: float
-    latencies: list[float] = field(default_factory=list)
-
-    @property
-    def throughput(self) -> float:
-        return self.images / self.seconds
 
 
 def _naive_pixels(f: Path, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
