@@ -5,6 +5,7 @@ reading ``/proc`` needs no library and takes no CPU from the process being measu
 """
 from __future__ import annotations
 
+import glob
 import os
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -22,3 +23,44 @@ def proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def proc_pss_mb(pid: int) -> float:
+    """One process's proportional set size: its private pages plus its share of each page it maps with
+    others. Unlike RSS, summing it over processes counts a shared library once."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def proc_children(pid: int) -> list[int]:
+    """The direct children of every thread of ``pid`` (a child belongs to the thread that started it)."""
+    children = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                children += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended between the listing and the read
+    return children
+
+
+def tree_pss_mb(pid: int) -> float:
+    """PSS of ``pid`` and all its descendants: the memory the process tree costs the machine.
+
+    A process that ends mid-walk is skipped: its memory is freed, and a zombie has none to count.
+    """
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:  # a pid that ended and was reused mid-walk may show up twice
+            continue
+        seen.add(p)
+        try:
+            total += proc_pss_mb(p)
+        except (FileNotFoundError, ProcessLookupError):  # reaped, or a zombie
+            continue
+        todo += proc_children(p)
+    return total
