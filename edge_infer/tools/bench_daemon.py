@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import BatchConfig
 from .bench_run import Run
-from .procfs import proc_cpu_seconds, proc_rss_mb
+from .procfs import proc_cpu_seconds, proc_rss_mb, tree_pss_mb
 from .result_watch import ResultWatch
 
 
@@ -122,6 +122,10 @@ class Daemon:
 
     def rss_mb(self) -> tuple[float, float]:
         return proc_rss_mb(self.proc.pid), proc_rss_mb(self.proc.pid, "VmHWM")
+
+    def tree_pss_mb(self) -> float:
+        """PSS of the daemon and any processes it started: shared pages counted once, by share."""
+        return tree_pss_mb(self.proc.pid)
 
     def stop(self) -> None:
         self.results.close()
