@@ -17,22 +17,23 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
-    with open(f"/proc/{pid}/status") as f:
+def _field_mb(path: str, key: str) -> float:
+    """The ``key:   123 kB`` line of a /proc file, in MB; 0 when the file has none."""
+    with open(path) as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
+def proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
+    return _field_mb(f"/proc/{pid}/status", key)
+
+
 def proc_pss_mb(pid: int) -> float:
     """One process's proportional set size: its private pages plus its share of each page it maps with
     others. Unlike RSS, summing it over processes counts a shared library once."""
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _field_mb(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
 def proc_children(pid: int) -> list[int]:
@@ -52,7 +53,8 @@ def tree_pss_mb(pid: int) -> float:
 
     A process that ends mid-walk is skipped: its memory is freed, and a zombie has none to count.
     """
-    total, todo, seen = 0.0, [pid], set()
+    total, todo = 0.0, [pid]
+    seen: set[int] = set()
     while todo:
         p = todo.pop()
         if p in seen:  # a pid that ended and was reused mid-walk may show up twice
