@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_infer.tools.bench_e2e import proc_rss_mb  # noqa: E402
+from edge_infer.tools.procfs import proc_rss_mb  # noqa: E402
 from tests.support.rtsp import free_port, start_rtsp_server  # noqa: E402
 
 

@@ -255,7 +255,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.images is None:
             raise ConfigError("--images", "the end-to-end benchmark needs a folder of images")
-        from .tools.bench_e2e import DaemonSettings
+        from .tools.bench_daemon import DaemonSettings
 
         model = Path(args.models[0][1]) if args.models else None
         try:

@@ -7,306 +7,16 @@ into its inbox until the last result JSON exists; its latency is each file's arr
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..config import BatchConfig
-from ..model.manifest import Manifest, default_model_path, load_manifest
+from ..model.manifest import default_model_path
 from ..model.preprocess import is_image_name
-from ..model.session import make_ort_session
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Run:
-    name: str
-    images: int
-    seconds: float
-    cpu_seconds: float
-    latencies: list[float] = field(default_factory=list)
-
-    @property
-    def throughput(self) -> float:
-        return self.images / self.seconds
-
-
-def _naive_pixels(f: Path, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
-    img = Image.open(f).convert("RGB")
-    w, h = img.size
-    s = 256 / min(w, h)
-    img = img.resize((max(256, int(w * s)), max(256, int(h * s))), Image.BILINEAR)
-    left, top = (img.width - 224) // 2, (img.height - 224) // 2
-    x = (np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32) / 255 - mean) / std
-    return x.transpose(2, 0, 1)[None]
-
-
-def naive_loop(files: list[Path], out_dir: Path, model: Path) -> Run:
-    """The floor: one file at a time, everything in Python on the caller's thread."""
-    m = load_manifest(model)
-    session = make_ort_session(model)
-    mean, std = np.array(m.preprocess.mean, np.float32), np.array(m.preprocess.std, np.float32)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    c0, t0 = time.process_time(), time.perf_counter()
-    for f in files:
-        logits = session.run(None, {m.input_name: _naive_pixels(f, mean, std)})[0][0]
-        with open(out_dir / f"{f.name}.json", "w") as fp:
-            json.dump({"input": f.name, "top1": int(np.argmax(logits))}, fp)
-    return Run("naive loop", len(files), time.perf_counter() - t0, time.process_time() - c0)
-
-
-@dataclass
-class Limit:
-    """The machine's ceiling: N cores can do at most N / (preprocess + inference CPU) images a second."""
-
-    preprocess_ms: float  # the naive loop's preprocessing, CPU per image
-    inference_ms: float  # one inference, batch 1, one thread, CPU per image
-    latency_ms: float  # one inference, batch 1, default threads, wall clock (best)
-    cores: int
-
-    @property
-    def images_per_second(self) -> float:
-        return 1000.0 * self.cores / (self.preprocess_ms + self.inference_ms)
-
-
-def _naive_inputs(files: list[Path], m: Manifest) -> list[np.ndarray]:
-    """The naive loop's input tensor for each file."""
-    mean, std = np.array(m.preprocess.mean, np.float32), np.array(m.preprocess.std, np.float32)
-    return [_naive_pixels(f, mean, std) for f in files]
-
-
-def machine_limit(files: list[Path], model: Path) -> Limit:
-    from ..model.session import SessionOptions
-
-    m = load_manifest(model)
-    c0 = time.process_time()
-    inputs = _naive_inputs(files, m)
-    pre = (time.process_time() - c0) / len(files)
-    one = make_ort_session(model, SessionOptions(intra_op_threads=1))
-    default = make_ort_session(model)
-    for s in (one, default):
-        s.run(None, {m.input_name: inputs[0]})
-    c0 = time.process_time()
-    for x in inputs:
-        one.run(None, {m.input_name: x})
-    inf = (time.process_time() - c0) / len(inputs)
-    best = float("inf")
-    for x in inputs:
-        t0 = time.perf_counter()
-        default.run(None, {m.input_name: x})
-        best = min(best, time.perf_counter() - t0)
-    return Limit(1000 * pre, 1000 * inf, 1000 * best, os.cpu_count() or 1)
-
-
-def classify_run(files: list[Path], model: Path) -> Run:
-    from .classify import classify
-    from ..model.session import ModelSession
-
-    session = ModelSession.load(model)
-    c0, t0 = time.process_time(), time.perf_counter()
-    classify([str(f) for f in files], session, 5, lambda obj: json.dumps(obj))
-    return Run("classify", len(files), time.perf_counter() - t0, time.process_time() - c0)
-
-
-class ResultWatch:
-    """Result files as they land, by inotify (IN_MOVED_TO: results are renamed into place).
-
-    The bench must not poll for results: a scan every millisecond costs the daemon a share of its two cores
-    and adds up to a millisecond to every latency. A thread blocks in ``read`` and stamps each name.
-    """
-
-    IN_MOVED_TO = 0x80
-
-    def __init__(self, folder: Path) -> None:
-        import ctypes
-        import threading
-
-        folder.mkdir(parents=True, exist_ok=True)
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._fd = libc.inotify_init1(os.O_CLOEXEC)
-        if self._fd < 0 or libc.inotify_add_watch(self._fd, str(folder).encode(), self.IN_MOVED_TO) < 0:
-            raise OSError(ctypes.get_errno(), f"inotify on {folder}")
-        self.seen: dict[str, float] = {}
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._read, name="result-watch", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        import struct
-
-        while True:
-            try:
-                buf = os.read(self._fd, 1 << 16)
-            except OSError:
-                return  # closed
-            now = time.perf_counter()
-            with self._changed:
-                i = 0
-                while i < len(buf):
-                    _, _, _, n = struct.unpack_from("iIII", buf, i)
-                    self.seen[buf[i + 16:i + 16 + n].rstrip(b"\0").decode()] = now
-                    i += 16 + n
-                self._changed.notify_all()
-
-    def wait_for(self, names: set[str], timeout: float) -> dict[str, float]:
-        with self._changed:
-            self._changed.wait_for(lambda: names <= self.seen.keys(), timeout)
-            return {n: self.seen[n] for n in names if n in self.seen}
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    """The settings a sweep varies (``--daemon batch=8,wait=10,threads=0,workers=0,lanes=0``); 0 = the daemon's
-    default. ``lanes`` is ``pipeline.inference_threads``."""
-
-    batch: int = BatchConfig.max_size  # the daemon's own defaults, so that a plain bench measures them
-    wait_ms: float = BatchConfig.max_wait_ms
-    threads: int = 0
-    workers: int = 0
-    lanes: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> "DaemonSettings":
-        keys = {"batch": "batch", "wait": "wait_ms", "threads": "threads", "workers": "workers", "lanes": "lanes"}
-        values: dict[str, float] = {}
-        for part in filter(None, text.split(",")):
-            k, _, v = part.partition("=")
-            if k.strip() not in keys or not v:
-                raise ValueError(f"expected e.g. batch=8,wait=10,threads=0,workers=0,lanes=0, got {text!r}")
-            values[keys[k.strip()]] = float(v)
-        d = cls(**{k: (v if k == "wait_ms" else int(v)) for k, v in values.items()})  # type: ignore[arg-type]
-        return d
-
-    @property
-    def label(self) -> str:
-        return f"daemon b{self.batch} w{self.wait_ms:g} t{self.threads} p{self.workers} l{self.lanes}"
-
-
-class Daemon:
-    """``edge-infer run`` on a temporary folder, as a subprocess."""
-
-    def __init__(self, work: Path, model: Path, settings: DaemonSettings) -> None:
-        self.work = work
-        work.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        self.port = port
-        cfg = {"model": {"path": str(model), "threads": settings.threads},
-               "sources": [{"name": "bench", "type": "folder", "path": "inbox", "after": "delete",
-                            "failed_dir": "failed"}],
-               "batch": {"max_size": settings.batch, "max_wait_ms": settings.wait_ms},
-               "pipeline": {"workers": settings.workers, "inference_threads": settings.lanes},
-               "output": {"dir": "results"},
-               "metrics": {"host": "127.0.0.1", "port": port}, "logging": {"level": "warning"}}
-        (work / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
-        self.results = ResultWatch(work / "results" / "bench")
-        # Its log goes to a file, not a pipe: nobody reads a pipe during a long run, and a full one would
-        # block the daemon's logging (and the daemon) once it holds 64 KB.
-        self.log = work / "daemon.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(work / "config.yaml")],
-                                         stdout=subprocess.DEVNULL, stderr=log, cwd=work)
-        deadline = time.monotonic() + 120
-        while not self._ready():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"daemon did not get ready: {self.log.read_text(errors='replace')[-500:]}")
-            time.sleep(0.05)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def burst(self, files: list[Path], round_no: int) -> Run:
-        staging = self.work / f"staging{round_no}"
-        staging.mkdir()
-        names = []
-        for f in files:
-            shutil.copy(f, staging / f.name)
-            names.append(f.name)
-        arrived: dict[str, float] = {}
-        cpu0, t0 = proc_cpu_seconds(self.proc.pid), time.perf_counter()
-        for n in names:  # a rename is how finished files land in a watched folder
-            os.rename(staging / n, self.work / "inbox" / f"r{round_no}_{n}")
-            arrived[f"r{round_no}_{n}.json"] = time.perf_counter()
-        seen = self.results.wait_for(set(arrived), timeout=600)
-        elapsed = max(seen.values()) - t0
-        return Run("daemon", len(seen), elapsed, proc_cpu_seconds(self.proc.pid) - cpu0,
-                   [seen[n] - arrived[n] for n in seen])
-
-    def trickle(self, files: list[Path], interval: float) -> list[float]:
-        """Light load: one file every ``interval`` seconds; each file's arrival -> result latency."""
-        staging = self.work / "trickle"
-        staging.mkdir()
-        for f in files:
-            shutil.copy(f, staging / f.name)
-        arrived: dict[str, float] = {}
-        t0 = time.perf_counter()
-        for i, f in enumerate(files):
-            time.sleep(max(0.0, t0 + i * interval - time.perf_counter()))
-            name = f"t_{f.name}"
-            os.rename(staging / f.name, self.work / "inbox" / name)
-            arrived[name + ".json"] = time.perf_counter()
-        seen = self.results.wait_for(set(arrived), timeout=60)
-        return [seen[n] - arrived[n] for n in seen]
-
-    def rss_mb(self) -> tuple[float, float]:
-        return proc_rss_mb(self.proc.pid), proc_rss_mb(self.proc.pid, "VmHWM")
-
-    def stop(self) -> None:
-        self.results.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def idle_cpu_percent(daemons: dict[str, Daemon], seconds: float) -> dict[str, float]:
-    """CPU each idle daemon used over the same ``seconds``, as a percentage of one core."""
-    c0 = {label: proc_cpu_seconds(d.proc.pid) for label, d in daemons.items()}
-    time.sleep(seconds)
-    return {label: 100 * (proc_cpu_seconds(d.proc.pid) - c0[label]) / seconds for label, d in daemons.items()}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .baselines import Limit, classify_run, machine_limit, naive_loop, paced_latency_ms, preprocess_ms
+from .bench_daemon import Daemon, DaemonSettings, idle_cpu_percent
+from .bench_run import Run
 
 
 def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
@@ -318,7 +28,7 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
         raise ValueError(f"no images in {images}")
     runs: dict[str, list[Run]] = {"naive loop": [], "classify": []}
     light: dict[str, list[float]] = {}
-    memory: dict[str, tuple[float, float, float]] = {}
+    memory: dict[str, tuple[float, float, float, float]] = {}  # RSS, VmHWM, tree PSS, idle CPU
     with tempfile.TemporaryDirectory(prefix="edge-infer-bench-") as tmp:
         running: dict[str, Daemon] = {}
         try:
@@ -335,7 +45,7 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
                     runs[label].append(d.burst(files, r))
             for label, d in running.items():
                 light[label] = d.trickle(files[:50], 0.1)
-                memory[label] = (*d.rss_mb(), idle[label])
+                memory[label] = (*d.rss_mb(), d.tree_pss_mb(), idle[label])  # just after the light load
         finally:
             for d in running.values():
                 d.stop()
@@ -345,39 +55,8 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
     return _report(runs, len(files), memory, limit, light, files[:50], model)
 
 
-def _preprocess_ms(files: list[Path], model: Path, pause_s: float = 0.0) -> float:
-    """Median wall time of the daemon's own preprocessing of these photos (crop, then normalise), back to
-    back, or with ``pause_s`` before each (the light load's pace)."""
-    from ..model.preprocess import crop_pixels, normalise
-
-    spec = load_manifest(model).preprocess
-    times = []
-    for f in files:
-        time.sleep(pause_s)
-        t0 = time.perf_counter()
-        normalise(crop_pixels(f, spec).tensor, spec)
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
-
-
-def paced_latency_ms(files: list[Path], model: Path, pause_s: float) -> float:
-    """Median batch-1 inference latency (default threads) with ``pause_s`` idle before each run: what the
-    model alone takes at the light load's pace, when the caches have gone cold since the last photo."""
-    m = load_manifest(model)
-    session = make_ort_session(model)
-    inputs = _naive_inputs(files, m)
-    session.run(None, {m.input_name: inputs[0]})
-    times = []
-    for x in inputs:
-        time.sleep(pause_s)
-        t0 = time.perf_counter()
-        session.run(None, {m.input_name: x})
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
-
-
-def _report(runs: dict[str, list[Run]], n: int, memory: dict[str, tuple[float, float, float]], limit: Limit,
-            light: dict[str, list[float]], light_files: list[Path], model: Path) -> str:
+def _report(runs: dict[str, list[Run]], n: int, memory: dict[str, tuple[float, float, float, float]],
+            limit: Limit, light: dict[str, list[float]], light_files: list[Path], model: Path) -> str:
     naive_best = max(r.throughput for r in runs["naive loop"])
     width = max(12, *(len(k) for k in runs))
     lines = [f"{n} images, {len(runs['naive loop'])} interleaved rounds; best round of each",
@@ -393,19 +72,20 @@ def _report(runs: dict[str, list[Run]], n: int, memory: dict[str, tuple[float, f
                      f"{cpu:>11.2f}{lat}")
     lines.append(f"machine limit ({limit.cores} cores): naive preprocessing {limit.preprocess_ms:.2f} ms + "
                  f"inference {limit.inference_ms:.2f} ms CPU per image -> {limit.images_per_second:.1f} img/s")
-    pre = _preprocess_ms(light_files, model)
+    pre = preprocess_ms(light_files, model)
     bound = 2 * limit.latency_ms + pre
     lines.append(f"light load (one photo every 100 ms): bound 2 x model-only batch-1 {limit.latency_ms:.2f} ms + "
                  f"preprocessing {pre:.2f} ms = {bound:.1f} ms (both back to back)")
     # The same two figures at the daemon's pace: after 100 ms idle, caches shared with the rest of the
     # machine have gone cold, for the model alone as for the daemon.
-    paced_inf, paced_pre = paced_latency_ms(light_files, model, 0.1), _preprocess_ms(light_files, model, 0.1)
+    paced_inf, paced_pre = paced_latency_ms(light_files, model, 0.1), preprocess_ms(light_files, model, 0.1)
     lines.append(f"  at the same pace (100 ms idle before each): 2 x {paced_inf:.2f} ms + {paced_pre:.2f} ms = "
                  f"{2 * paced_inf + paced_pre:.1f} ms")
     for label, lat in light.items():
         if lat:
             lines.append(f"  {label}: arrival -> result p50 {1000 * np.percentile(lat, 50):.1f} ms, "
                          f"p95 {1000 * np.percentile(lat, 95):.1f} ms ({len(lat)} photos)")
-    for label, (rss, hwm, idle) in memory.items():
-        lines.append(f"  {label}: resident memory {rss:.0f} MB now, {hwm:.0f} MB peak; idle CPU {idle:.2f}% of a core")
+    for label, (rss, hwm, pss, idle) in memory.items():
+        lines.append(f"  {label}: resident memory {rss:.0f} MB now, {hwm:.0f} MB peak, process tree PSS {pss:.0f} MB "
+                     f"now; idle CPU {idle:.2f}% of a core")
     return "\n".join(lines)
