@@ -4,14 +4,11 @@ from __future__ import annotations
 import os
 import re
 import string
-from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
 
-import yaml
-
-from .config_reader import ABSENT, Section, show
+from .config_reader import ABSENT, Section, load_yaml, show
 from .errors import ConfigError, InvalidConfig
 
 AFTER_CHOICES = ("move", "delete", "keep")
@@ -362,38 +359,7 @@ def parse_config(data: Any, base_dir: Path, where: str = "config") -> AppConfig:
     return cfg
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise resolve silently to the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # overriding a merged (<<) key is legitimate
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # super() reports it
-            if key in seen:
-                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
-                                                        f"found duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | Path) -> AppConfig:
     """Read and validate a YAML config file; raises ``InvalidConfig`` listing every problem."""
-    def fail(message: str) -> InvalidConfig:
-        return InvalidConfig(str(path), [ConfigError("<file>", message)])
-
-    try:
-        file = Path(os.path.abspath(Path(path).expanduser()))
-        text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM some Windows editors write
-    except (OSError, RuntimeError) as e:
-        raise fail(f"cannot read: {getattr(e, 'strerror', None) or e}") from e
-    except UnicodeDecodeError as e:
-        raise fail(f"not UTF-8 text: {e}") from e
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as e:
-        raise fail(f"invalid YAML: {e}") from e
+    data, file = load_yaml(path)
     return replace(parse_config(data, file.parent, where=str(path)), path=file)

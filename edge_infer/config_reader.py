@@ -2,16 +2,20 @@
 
 ``Section`` is the whole vocabulary the config schema (``config.py``) is written in: ``integer``, ``number``,
 ``flag``, ``text``, ``choice``, ``optional_path``, nested ``section``s, and ``finish`` to flag unknown keys.
+``load_yaml`` reads the file itself, refusing duplicate keys.
 """
 from __future__ import annotations
 
 import math
 import os
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .errors import ConfigError
+import yaml
+
+from .errors import ConfigError, InvalidConfig
 
 ABSENT: Any = object()  # the key is not in the mapping (unlike an explicit null)
 REQUIRED: Any = object()  # as a default: the key must be given
@@ -145,3 +149,39 @@ class Section:
 
     def path(self, name: str) -> Path:
         return self.optional_path(name, required=True) or UNSET
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise resolve silently to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # overriding a merged (<<) key is legitimate
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # super() reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> tuple[Any, Path]:
+    """A YAML file's document and the file's absolute path; ``InvalidConfig`` if it cannot be read or parsed."""
+    def fail(message: str) -> InvalidConfig:
+        return InvalidConfig(str(path), [ConfigError("<file>", message)])
+
+    try:
+        file = Path(os.path.abspath(Path(path).expanduser()))
+        text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM some Windows editors write
+    except (OSError, RuntimeError) as e:
+        raise fail(f"cannot read: {getattr(e, 'strerror', None) or e}") from e
+    except UnicodeDecodeError as e:
+        raise fail(f"not UTF-8 text: {e}") from e
+    try:
+        return yaml.load(text, Loader=_StrictLoader), file
+    except yaml.YAMLError as e:
+        raise fail(f"invalid YAML: {e}") from e
