@@ -1,17 +1,24 @@
 """Reading one YAML mapping into typed values, collecting every problem with its dotted key path.
 
-``Section`` is the whole vocabulary the config schema (``config.py``) is written in: ``integer``, ``number``,
-``flag``, ``text``, ``choice``, ``optional_path``, nested ``section``s, and ``finish`` to flag unknown keys.
+``Section`` reads one key at a time: ``integer``, ``number``, ``flag``, ``text``, ``choice``, ``optional_path``,
+nested ``section``s, and ``finish`` to flag unknown keys. The schema (``config.py``) declares each field once
+with ``setting`` (default, rule, doc), and ``read`` turns a dataclass of such fields into those calls.
+``load_yaml`` reads the file itself, refusing duplicate keys.
 """
 from __future__ import annotations
 
 import math
 import os
 import re
+import string
+from collections.abc import Hashable
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, Optional, TypeVar, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError
+import yaml
+
+from .errors import ConfigError, InvalidConfig
 
 ABSENT: Any = object()  # the key is not in the mapping (unlike an explicit null)
 REQUIRED: Any = object()  # as a default: the key must be given
@@ -19,6 +26,18 @@ REQUIRED: Any = object()  # as a default: the key must be given
 # holding it is always discarded with its problems.
 UNSET = Path()
 _T = TypeVar("_T")
+
+
+def parsed(*paths: Path | None) -> bool:
+    """True when every path parsed (a missing or invalid one is None or ``UNSET``)."""
+    return all(p is not None and p.is_absolute() for p in paths)
+
+
+def _fields_of(template: str) -> set[str]:
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError:  # an unbalanced brace
+        return {"{"}
 
 
 def show(v: Any) -> str:
@@ -107,7 +126,9 @@ class Section:
             return default
         return v
 
-    def text(self, name: str, default: str = REQUIRED, pattern: re.Pattern[str] | None = None) -> str:
+    def text(self, name: str, default: str = REQUIRED, pattern: re.Pattern[str] | None = None,
+             placeholders: tuple[str, ...] | None = None) -> str:
+        """``placeholders``: the text is a str.format template that may use only these fields."""
         v = self._get(name, default)
         if v is ABSENT:
             return ""
@@ -117,6 +138,9 @@ class Section:
             self.error(name, "must not be empty")
         elif pattern is not None and not pattern.fullmatch(v):  # fullmatch: "$" would accept a trailing newline
             self.error(name, f"must match {pattern.pattern}, got {show(v)}")
+        elif placeholders is not None and not _fields_of(v) <= set(placeholders):
+            names = " and ".join(f"{{{f}}}" for f in placeholders)
+            self.error(name, f"may only use the placeholder{'s' if len(placeholders) > 1 else ''} {names}, got {v!r}")
         return v if isinstance(v, str) else ""
 
     def choice(self, name: str, default: Any, options: tuple[Any, ...]) -> Any:
@@ -125,6 +149,13 @@ class Section:
             self.error(name, f"must be one of {', '.join(map(str, options))}, got {show(v)}")
             return default
         return v
+
+    def optional_section(self, name: str, parse: Callable[[Section], _T]) -> _T | None:
+        """A section that may be left out; absent or null is None."""
+        return None if self.raw(name) in (ABSENT, None) else self.section(name, parse)
+
+    def optional_text(self, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
+        return None if self.raw(name) in (ABSENT, None) else self.text(name, pattern=pattern)
 
     def optional_path(self, name: str, required: bool = False) -> Path | None:
         v = self.raw(name)
@@ -145,3 +176,105 @@ class Section:
 
     def path(self, name: str) -> Path:
         return self.optional_path(name, required=True) or UNSET
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one config field is read; its type comes from the field's annotation."""
+    doc: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    choices: tuple[Any, ...] | None = None  # Literal fields take theirs from the annotation
+    pattern: re.Pattern[str] | None = None
+    placeholders: tuple[str, ...] | None = None  # a str.format template using only these fields
+
+
+def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            choices: tuple[Any, ...] | None = None, pattern: str | re.Pattern[str] | None = None,
+            placeholders: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field declaring its default (``REQUIRED``: none), its rule and its one-line doc together."""
+    rule = Rule(doc, ge=ge, gt=gt, le=le, choices=choices, pattern=None if pattern is None else re.compile(pattern),
+                placeholders=placeholders)
+    return field(metadata={"rule": rule}) if default is REQUIRED else field(default=default, metadata={"rule": rule})
+
+
+_READERS: dict[Any, Callable[..., Any]] = {bool: Section.flag, int: Section.integer, float: Section.number,
+                                           str: Section.text}
+_OPTIONAL_READERS: dict[Any, Callable[..., Any]] = {Optional[str]: Section.optional_text,
+                                                    Optional[Path]: Section.optional_path}
+
+
+def _read_field(s: Section, f: Field[Any], hint: Any) -> Any:
+    rule: Rule | None = f.metadata.get("rule")
+    if rule is None:
+        if isinstance(hint, type) and is_dataclass(hint):  # a nested section, read the same way
+            return s.section(f.name, lambda sub: read(sub, hint))
+        raise TypeError(f"{f.name}: declare it with setting() or parse it in the caller")
+    default = REQUIRED if f.default is MISSING else f.default
+    # Only the limits a rule sets are passed on, so one that does not fit its type fails (a TypeError) at once.
+    limits = {k: v for k, v in (("ge", rule.ge), ("gt", rule.gt), ("le", rule.le), ("pattern", rule.pattern),
+                                ("placeholders", rule.placeholders)) if v is not None}
+    if rule.choices is not None or get_origin(hint) is Literal:
+        return s.choice(f.name, default, rule.choices or get_args(hint), **limits)
+    if hint is Path:
+        return s.path(f.name, **limits)
+    if hint in _OPTIONAL_READERS:  # absent or null is None
+        if default not in (None, REQUIRED):
+            raise TypeError(f"{f.name}: an optional setting defaults to None, not {default!r}")
+        return _OPTIONAL_READERS[hint](s, f.name, **limits)
+    if hint not in _READERS:
+        raise TypeError(f"{f.name}: no reader for {hint}")
+    return _READERS[hint](s, f.name, default, **limits)
+
+
+def read(section: Section, cls: type[_T], **custom: Callable[[Section], Any]) -> _T:
+    """``cls`` read from ``section`` field by field, in declaration order, so that no field is left unread.
+
+    ``custom`` parses the fields the caller reads itself (one function of the section each); every other field
+    is read by its ``setting`` rule, or, if it is a dataclass, as a nested section. Field order is kept so that
+    problems are listed in the order of the schema.
+    """
+    names = {f.name for f in fields(cls)}
+    if custom.keys() - names:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(custom.keys() - names))}")
+    # get_type_hints: the annotations are strings (from __future__ import annotations).
+    hints = get_type_hints(cls)
+    return cls(**{f.name: custom[f.name](section) if f.name in custom else _read_field(section, f, hints[f.name])
+                  for f in fields(cls)})
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise resolve silently to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # overriding a merged (<<) key is legitimate
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # super() reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> tuple[Any, Path]:
+    """A YAML file's document and the file's absolute path; ``InvalidConfig`` if it cannot be read or parsed."""
+    def fail(message: str) -> InvalidConfig:
+        return InvalidConfig(str(path), [ConfigError("<file>", message)])
+
+    try:
+        file = Path(os.path.abspath(Path(path).expanduser()))
+        text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM some Windows editors write
+    except (OSError, RuntimeError) as e:
+        raise fail(f"cannot read: {getattr(e, 'strerror', None) or e}") from e
+    except UnicodeDecodeError as e:
+        raise fail(f"not UTF-8 text: {e}") from e
+    try:
+        return yaml.load(text, Loader=_StrictLoader), file
+    except yaml.YAMLError as e:
+        raise fail(f"invalid YAML: {e}") from e
