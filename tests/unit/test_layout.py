@@ -112,6 +112,15 @@ def test_no_import_cycles():
     assert not cycles, cycles
 
 
+def test_modules_are_short_or_say_why():
+    long = []
+    for name, path in _MODULES.items():
+        text = path.read_text()
+        if text.count("\n") > MAX_LINES and LONG_REASON not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(f"{name}: {text.count(chr(10))} lines")
+    assert not long, long
+
+
 def test_importing_the_cli_loads_no_heavy_library():
     code = ("import sys, edge_infer.cli; "
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
