@@ -14,8 +14,9 @@ The steps, in order; the report says of each: applied, off (by the policy), unav
 machine lacks it) or failed (asked for and refused); nothing fails silently:
 
 1. ``PR_SET_PDEATHSIG`` SIGKILL: the child dies with its parent. Under forkserver the parent is the fork server,
-   which exits when the daemon dies. If the parent died before the call, the child was already re-parented and
-   would never get the signal: then it exits at once (``EXIT_ORPHANED``).
+   which exits when the daemon dies, but only once no child holds its "alive" pipe: a fork server's child closes
+   its copy here. If the parent died before the call, the child was already re-parented and would never get
+   the signal: then it exits at once (``EXIT_ORPHANED``).
 2. Resource limits (process-wide): ``RLIMIT_AS`` (soft and hard: a decompression bomb gets MemoryError, the
    daemon keeps its memory), ``RLIMIT_CPU`` (a backstop to the parent's wall-clock deadline; SIGXCPU, a second
    later SIGKILL), ``RLIMIT_CORE`` 0 (no core file of decoded pixels), ``RLIMIT_NOFILE`` (new descriptors, e.g.
@@ -59,6 +60,7 @@ import errno
 import os
 import resource
 import signal
+import sys
 from dataclasses import dataclass
 
 from ..errors import SandboxError
@@ -168,7 +170,26 @@ def _die_with_parent(libc: ctypes.CDLL, expected_parent: int) -> Step:
     # The race: a parent that died before prctl sends no signal; the child has a new parent by now.
     if os.getppid() != expected_parent:
         os._exit(EXIT_ORPHANED)
-    return step
+    released = _release_fork_server()
+    return Step(step.name, step.status, "; ".join(filter(None, (step.detail, released))))
+
+
+def _release_fork_server() -> str:
+    """Under forkserver, let the fork server exit with the daemon, so that this child's PDEATHSIG fires.
+
+    The fork server exits at EOF on its "alive" pipe, but it hands every child a copy of the pipe's write end
+    (for processes of its own, which this child may not start): while a child holds it, the fork server
+    outlives the daemon, and so does the child. multiprocessing keeps it in a private attribute (3.9-3.13).
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    # In the daemon the fork server's pid is known; in a child of the fork server it is not (it was exec'd).
+    if fd is None or getattr(server, "_forkserver_pid", None) is not None:
+        return ""
+    os.close(fd)
+    server._forkserver_alive_fd = None
+    return "a fork server's child: released its alive pipe, so it exits with the daemon"
 
 
 def _limits(policy: SandboxPolicy) -> list[Step]:

@@ -142,10 +142,12 @@ def middle() -> None:
     time.sleep(60)
 
 
-def decoder(conn: multiprocessing.connection.Connection) -> None:
+def decoder(conn: multiprocessing.connection.Connection, then_sleep: bool) -> None:
     """A forkserver child, the production shape: it receives its input's descriptor after the sandbox."""
     result = apply_sandbox(POLICY)
     conn.send((os.getpid(), steps(result)))
+    if then_sleep:
+        time.sleep(60)  # not conn.recv(): the parent's death would end that by EOF, not by the signal
     fd = reduction.recv_handle(conn)  # SCM_RIGHTS over the inherited socket
     with os.fdopen(fd, "rb") as f:
         im = Image.open(f)
@@ -156,7 +158,7 @@ def decoder(conn: multiprocessing.connection.Connection) -> None:
 def forkserver_decode(jpeg: str) -> None:
     ctx = multiprocessing.get_context("forkserver")
     ours, theirs = ctx.Pipe()
-    p = ctx.Process(target=decoder, args=(theirs,))
+    p = ctx.Process(target=decoder, args=(theirs, False))
     p.start()
     theirs.close()
     _, sandbox = ours.recv()
@@ -166,6 +168,18 @@ def forkserver_decode(jpeg: str) -> None:
     size, mean = ours.recv()
     p.join(10)
     say(steps=sandbox, size=size, mean=mean, exitcode=p.exitcode)
+
+
+def forkserver_middle() -> None:
+    """A daemon whose decoder runs under the fork server: when the daemon dies, the fork server exits (EOF on
+    its alive pipe) and the decoder, the fork server's child, gets its PR_SET_PDEATHSIG."""
+    ctx = multiprocessing.get_context("forkserver")
+    ours, theirs = ctx.Pipe()
+    p = ctx.Process(target=decoder, args=(theirs, True))
+    p.start()
+    pid, _ = ours.recv()
+    say(ready=pid)
+    time.sleep(60)
 
 
 SCENARIOS = {
@@ -179,6 +193,7 @@ SCENARIOS = {
     "sleeper": lambda args: sleeper(),
     "middle": lambda args: middle(),
     "forkserver-decode": lambda args: forkserver_decode(args[0]),
+    "forkserver-middle": lambda args: forkserver_middle(),
 }
 
 if __name__ == "__main__":  # the fork server imports this module too (as __mp_main__): nothing runs then

@@ -154,7 +154,7 @@ def _gone(pid: int, within: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("middle", ["middle"])
+@pytest.mark.parametrize("middle", ["middle", "forkserver-middle"])
 def test_the_child_dies_with_its_parent(middle):
     parent = subprocess.Popen([sys.executable, str(CHILD), middle], stdout=subprocess.PIPE, text=True)
     grandchild = None
