@@ -44,3 +44,11 @@ class InvalidConfig(EdgeInferError):
         super().__init__(f"{path}: {len(problems)} problem(s)\n{lines}")
         self.path = path
         self.problems = problems
+
+
+class SandboxError(EdgeInferError):
+    """A decoder child's sandbox step did not take effect; ``steps`` names them, the message is the report."""
+
+    def __init__(self, steps: tuple[str, ...], summary: str) -> None:
+        super().__init__(f"sandbox incomplete ({', '.join(steps)}): {summary}")
+        self.steps = steps
