@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-# Runs in the child: import everything first, read the file, then reset the high-water mark (Linux 4.0+:
-# writing 5 to clear_refs), so that the peak counts decoding alone, not the interpreter and its imports.
+# Runs in the child: import everything first (Pillow's plugins too), read the file, then reset the
+# high-water mark (Linux 4.0+: writing 5 to clear_refs), so that the peak counts decoding alone, not the
+# interpreter and its imports.
 _CHILD = r"""
 import importlib.util, json, sys, time
 def status(key):
@@ -32,6 +33,8 @@ if module_file:
 else:
     import edge_infer.model.preprocess as pre
 from edge_infer.errors import InputError
+from PIL import Image
+Image.init()  # every plugin imported once, as in a daemon that has decoded a few files
 data = open(path, "rb").read()
 try:
     with open("/proc/self/clear_refs", "w") as f:
