@@ -129,8 +129,11 @@ def _libtiff_cost(img: Any) -> int:
     YCbCr through an RGBA copy of the block)."""
     w, h = img.size
     tags = img.tag_v2
-    bits = tags.get(258, (8,))
-    sample_bits = sum(bits) if isinstance(bits, tuple) else int(bits) * int(tags.get(277, 1))
+    bits = tags.get(258, (1,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    if len(bits) == 1:  # one value for every sample, as Pillow reads it
+        bits = bits * int(tags.get(277, 1))
+    sample_bits = sum(int(b) for b in bits)
     tile = (tags.get(322), tags.get(323))
     if tile[0] and tile[1]:
         block = int(tile[0]) * int(tile[1])

@@ -28,7 +28,7 @@ def status(key):
 path, module_file = sys.argv[1], sys.argv[2]
 if module_file:
     spec = importlib.util.spec_from_file_location("edge_infer.model._measured", module_file)
-    pre = importlib.util.module_from_spec(spec)
+    pre = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
     spec.loader.exec_module(pre)
 else:
     import edge_infer.model.preprocess as pre
