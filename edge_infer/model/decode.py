@@ -69,9 +69,7 @@ def open_image(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, draft_short
         if w * h > max_pixels:
             raise InputError("too_large", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
         img.info["full_size"] = (w, h)
-        if draft_short and img.format in ("JPEG", "MPO") and min(w, h) >= 2 * draft_short:
-            f = draft_short / min(w, h)
-            img.draft("RGB", (math.ceil(w * f), math.ceil(h * f)))
+        apply_draft(img, draft_short)
         need = decode_cost(img, reduce_short=reduce_short, file_bytes=_file_bytes(source))
         if need > max_decode_mb * MB:
             dw, dh = img.size
@@ -85,6 +83,15 @@ def open_image(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, draft_short
         img.close()
         raise as_input_error(e) from e
     return img
+
+
+def apply_draft(img: Image.Image, draft_short: int | None) -> None:
+    """Have a JPEG whose shorter side is at least ``2 * draft_short`` decoded at the smallest DCT scale
+    that keeps that side at least ``draft_short``; nothing for other images."""
+    w, h = img.size
+    if draft_short and img.format in ("JPEG", "MPO") and min(w, h) >= 2 * draft_short:
+        f = draft_short / min(w, h)
+        img.draft("RGB", (math.ceil(w * f), math.ceil(h * f)))
 
 
 def decode_cost(img: Image.Image, *, reduce_short: int | None, file_bytes: int = 0) -> int:
