@@ -20,6 +20,7 @@ NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
 TOPIC_FIELDS = ("device", "source")
 DEVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # one MQTT topic level: no /, + or #
 ON_FULL_CHOICES = ("block", "drop_oldest")
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")  # pipeline.formats picks from these
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class PipelineConfig:
     inference_threads: int = 0
     max_pixels: int = 50_000_000
     max_file_bytes: int = 104_857_600
+    # model/decode.py's defaults (which it explains), repeated so that reading a config never imports
+    # Pillow (the CLI starts without it); test_config checks that they agree.
+    max_decode_mb: int = 256
+    formats: tuple[str, ...] = IMAGE_FORMATS
 
 
 @dataclass(frozen=True)
@@ -347,7 +352,9 @@ def parse_config(data: Any, base_dir: Path, where: str = "config") -> AppConfig:
             workers=p.integer("workers", PipelineConfig.workers, ge=0, le=64),
             inference_threads=p.integer("inference_threads", PipelineConfig.inference_threads, ge=0, le=16),
             max_pixels=p.integer("max_pixels", PipelineConfig.max_pixels, ge=1),
-            max_file_bytes=p.integer("max_file_bytes", PipelineConfig.max_file_bytes, ge=1))),
+            max_file_bytes=p.integer("max_file_bytes", PipelineConfig.max_file_bytes, ge=1),
+            max_decode_mb=p.integer("max_decode_mb", PipelineConfig.max_decode_mb, ge=1),
+            formats=p.choices("formats", PipelineConfig.formats, IMAGE_FORMATS))),
         output=s.section("output", _parse_output),
         metrics=s.section("metrics", lambda m: MetricsConfig(
             host=m.text("host", MetricsConfig.host), port=m.integer("port", MetricsConfig.port, ge=0, le=65535))),

@@ -1,7 +1,8 @@
 """Reading one YAML mapping into typed values, collecting every problem with its dotted key path.
 
 ``Section`` is the whole vocabulary the config schema (``config.py``) is written in: ``integer``, ``number``,
-``flag``, ``text``, ``choice``, ``optional_path``, nested ``section``s, and ``finish`` to flag unknown keys.
+``flag``, ``text``, ``choice``, ``choices``, ``optional_path``, nested ``section``s, and ``finish`` to flag
+unknown keys.
 """
 from __future__ import annotations
 
@@ -125,6 +126,20 @@ class Section:
             self.error(name, f"must be one of {', '.join(map(str, options))}, got {show(v)}")
             return default
         return v
+
+    def choices(self, name: str, default: tuple[str, ...], options: tuple[str, ...]) -> tuple[str, ...]:
+        """A non-empty list of ``options`` (compared upper-cased), each once, in the order given."""
+        v = self._get(name, default)
+        if v is default:
+            return default
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            self.error(name, f"must be a non-empty list of {', '.join(options)}, got {show(v)}")
+            return default
+        unknown = [x for x in v if x.upper() not in options]
+        if unknown:
+            self.error(name, f"must be some of {', '.join(options)}, got {show(unknown)}")
+            return default
+        return tuple(dict.fromkeys(x.upper() for x in v))
 
     def optional_path(self, name: str, required: bool = False) -> Path | None:
         v = self.raw(name)
