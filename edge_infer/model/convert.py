@@ -56,7 +56,7 @@ def orientation(img: Image.Image) -> int:
     return value if value in _TRANSPOSE else 1
 
 
-def _keeps_todays_path(mode: str, k: int, turn: int) -> bool:
+def _used_as_decoded(mode: str, k: int, turn: int) -> bool:
     # RGB needs no conversion, and resize_crop reads only the crop's region: no full-size copy, unless the
     # EXIF orientation asks for a turn, which copies the image (and, when reducing, is done on the result).
     return mode == "RGB" and (k == 1 or turn == 1)
@@ -65,7 +65,7 @@ def _keeps_todays_path(mode: str, k: int, turn: int) -> bool:
 def conversion_cost(mode: str, size: tuple[int, int], k: int, turn: int) -> int:
     """Bytes ``to_rgb`` allocates beyond the decoded image, at its peak."""
     w, h = size
-    if _keeps_todays_path(mode, k, turn):
+    if _used_as_decoded(mode, k, turn):
         return 0 if turn == 1 else w * h * 4
     out = math.ceil(w / k) * math.ceil(h / k)
     grey = mode in GREY_MODES
@@ -85,7 +85,7 @@ def to_rgb(img: Image.Image, reduce_short: int | None = None) -> Image.Image:
     """
     turn = orientation(img)
     k = reduction(img.size, reduce_short)
-    if _keeps_todays_path(img.mode, k, turn):
+    if _used_as_decoded(img.mode, k, turn):
         # in place: the default returns a full copy even when there is nothing to rotate
         ImageOps.exif_transpose(img, in_place=True)
         return img

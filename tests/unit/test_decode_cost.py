@@ -183,3 +183,20 @@ def test_a_progressive_jpeg_counts_its_full_size_coefficients():
     with pytest.raises(InputError) as e:  # 4:2:0: 1.5 coefficients of 2 bytes per pixel, 36 MB
         crop_pixels(buf.getvalue(), SPEC, max_decode_mb=32)
     assert e.value.kind == "too_large" and "1000x750 JPEG" in e.value.message
+
+
+def test_every_image_name_we_list_is_of_an_accepted_format():
+    from edge_infer.model.decode import DEFAULT_FORMATS
+    from edge_infer.model.preprocess import IMAGE_EXTENSIONS
+
+    Image.init()
+    assert {Image.registered_extensions()[ext] for ext in IMAGE_EXTENSIONS} == set(DEFAULT_FORMATS)
+
+
+def test_a_multi_picture_jpeg_is_a_jpeg_and_drafted():
+    buf = io.BytesIO()
+    photo = Image.new("RGB", (4000, 3000), (200, 10, 10))
+    photo.save(buf, "MPO", save_all=True, append_images=[photo])  # what phones write with a depth map
+    assert Image.open(io.BytesIO(buf.getvalue()), formats=["JPEG"]).format == "MPO"
+    p = crop_pixels(buf.getvalue(), SPEC, max_decode_mb=16)  # 48 MB in full: decoded at 1/4 scale
+    assert (p.width, p.height) == (4000, 3000) and p.tensor[..., 0].min() > 150
