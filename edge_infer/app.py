@@ -164,7 +164,9 @@ class App:
                           for i in range(lanes)]
         self.workers = [PreprocessWorker(index=i, jobs=self.jobs, prepared=self.prepared, finished=self.finished,
                                          spec=m.preprocess, output_dir=c.output.dir, max_pixels=c.pipeline.max_pixels,
-                                         max_bytes=c.pipeline.max_file_bytes, pool=pool, state=state)
+                                         max_bytes=c.pipeline.max_file_bytes,
+                                         max_decode_mb=c.pipeline.max_decode_mb, formats=c.pipeline.formats,
+                                         pool=pool, state=state)
                         for i in range(self.plan.workers)]
         if cams:
             from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured

@@ -11,6 +11,7 @@ from .config_reader import ABSENT, REQUIRED, Section, load_yaml, parsed, read, s
 from .errors import ConfigError, InvalidConfig
 
 DEVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # one MQTT topic level: no /, + or #
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")  # pipeline.formats picks from these
 
 # Each field is declared once, with setting(default, doc, rule), and read() reads every field by it. Optional
 # fields are written Optional[...], not "X | None": read() resolves the annotations with get_type_hints, which
@@ -95,6 +96,12 @@ class PipelineConfig:
     inference_threads: int = setting(0, "batches run at once; 0: two on two or more cores", ge=0, le=16)
     max_pixels: int = setting(50_000_000, "larger images fail as too_large before they are decoded", ge=1)
     max_file_bytes: int = setting(104_857_600, "larger files fail as too_large before they are read", ge=1)
+    # model/decode.py's defaults (which it explains), repeated so that reading a config never imports
+    # Pillow (the CLI starts without it); test_config checks that they agree.
+    max_decode_mb: int = setting(256, "images whose decoding needs more memory fail as too_large, from the header",
+                                 ge=1)
+    formats: tuple[str, ...] = setting(IMAGE_FORMATS, "the image formats decoded; anything else is unsupported",
+                                       choices=IMAGE_FORMATS)
 
 
 @dataclass(frozen=True)

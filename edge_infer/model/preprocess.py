@@ -5,23 +5,26 @@ input and that spec, so the model never sees pixels prepared two different ways.
 """
 from __future__ import annotations
 
-import io
-import math
 import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from ..errors import InputError
+from .convert import to_rgb
+from .decode import (DEFAULT_FORMATS, DEFAULT_MAX_DECODE_MB, DEFAULT_MAX_PIXELS, Source, as_input_error,
+                     open_image)
+
+__all__ = ["DEFAULT_FORMATS", "DEFAULT_MAX_DECODE_MB", "DEFAULT_MAX_PIXELS", "INTERPOLATIONS", "PreprocessSpec",
+           "Prepared", "crop_image", "crop_pixels", "is_image_name", "normalise", "open_image", "prepare",
+           "resize_crop", "to_rgb"]
 
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
 }
-DEFAULT_MAX_PIXELS = 50_000_000  # a 12 MP phone photo is ~12e6; beyond this it is most likely a bomb
 
 
 @dataclass(frozen=True)
@@ -79,60 +82,6 @@ class Prepared:
     height: int
 
 
-def open_image(source: str | os.PathLike[str] | bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS,
-               draft_short: int | None = None) -> Image.Image:
-    """Decode an image, raising ``InputError`` with a result-JSON ``kind`` for every failure.
-
-    With ``draft_short``, a JPEG whose shorter side is at least twice that is decoded at 1/2, 1/4 or 1/8
-    scale in the DCT domain (``Image.draft``), never below ``draft_short`` on its shorter side: a 12 MP
-    photo then costs a fraction of its full decode. ``img.info["full_size"]`` keeps the stored size.
-    """
-    fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        img = Image.open(fp)
-        w, h = img.size
-        if w * h > max_pixels:
-            raise InputError("too_large", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
-        img.info["full_size"] = (w, h)
-        if draft_short and img.format == "JPEG" and min(w, h) >= 2 * draft_short:
-            f = draft_short / min(w, h)
-            img.draft("RGB", (math.ceil(w * f), math.ceil(h * f)))
-        img.load()
-    except InputError:
-        raise
-    except FileNotFoundError as e:
-        raise InputError("io", f"file vanished before it was read: {e.strerror}") from e
-    except PermissionError as e:
-        raise InputError("io", f"cannot read file: {e.strerror}") from e
-    except UnidentifiedImageError as e:
-        raise InputError("decode", "not a recognised image format") from e
-    except Image.DecompressionBombError as e:
-        raise InputError("too_large", str(e)) from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError depending on the codec.
-        raise InputError("decode", f"corrupt or truncated image: {e}") from e
-    return img
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Upright RGB: EXIF orientation applied, alpha composited on white, other modes converted."""
-    # in place: the default returns a full copy even when there is nothing to rotate
-    ImageOps.exif_transpose(img, in_place=True)
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bits by the full 16-bit range rather than clipping at 255.
-        arr = np.asarray(img, dtype=np.uint32)
-        return Image.fromarray((arr >> 8).astype(np.uint8), "L").convert("RGB")
-    return img.convert("RGB")
-
-
 def resize_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """torchvision's ``Resize(spec.resize)`` then ``CenterCrop(spec.crop)``, computing only the crop.
 
@@ -169,28 +118,39 @@ def normalise(img: Image.Image | np.ndarray, spec: PreprocessSpec, out: np.ndarr
     return out
 
 
-def crop_pixels(source: str | os.PathLike[str] | bytes | BinaryIO, spec: PreprocessSpec,
-                max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None,
-                draft: bool = True) -> Prepared:
+def crop_pixels(source: Source, spec: PreprocessSpec, max_pixels: int = DEFAULT_MAX_PIXELS,
+                out: np.ndarray | None = None, draft: bool = True, *, formats: tuple[str, ...] = DEFAULT_FORMATS,
+                max_decode_mb: float = DEFAULT_MAX_DECODE_MB) -> Prepared:
     """Decode, orient, convert, resize and crop one image: ``tensor`` is the HWC uint8 crop.
 
     Four times smaller than the normalised tensor, so this is what the daemon keeps between stages; it is
     normalised straight into the inference batch (``normalise(..., out=batch[i])``). Large JPEGs are
-    decoded at reduced scale, keeping at least twice the resize target so the final (antialiased) resize
-    still does the real filtering; ``width``/``height`` report the stored picture, upright.
+    decoded at reduced scale, and other large pictures reduced while they are converted (``to_rgb``),
+    keeping at least twice the resize target so the final (antialiased) resize still does the real
+    filtering; ``width``/``height`` report the stored picture, upright. Only ``formats`` are decoded, and
+    nothing whose estimated peak memory exceeds ``max_decode_mb``.
     """
-    img = open_image(source, max_pixels, draft_short=2 * spec.resize if draft else None)
+    target = 2 * spec.resize
+    img = open_image(source, max_pixels, draft_short=target if draft else None, formats=formats,
+                     max_decode_mb=max_decode_mb, reduce_short=target)
+    try:
+        rgb, size = _upright(img, target)
+        p = crop_image(rgb, spec, out)  # before closing: an RGB picture is its own result
+    finally:
+        img.close()
+    p.width, p.height = size
+    return p
+
+
+def _upright(img: Image.Image, reduce_short: int) -> tuple[Image.Image, tuple[int, int]]:
+    """``to_rgb`` and the stored size, upright; what the libraries raise on a bad file as ``InputError``."""
     try:
         w, h = img.info["full_size"]
         if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored sideways
             w, h = h, w
-        p = crop_image(to_rgb(img), spec, out)
-        p.width, p.height = w, h
-        return p
-    except (OSError, ValueError) as e:
-        raise InputError("decode", f"cannot convert image: {e}") from e
-    finally:
-        img.close()
+        return to_rgb(img, reduce_short=reduce_short), (w, h)
+    except Exception as e:
+        raise as_input_error(e) from e
 
 
 def crop_image(rgb: Image.Image, spec: PreprocessSpec, out: np.ndarray | None = None) -> Prepared:
@@ -202,10 +162,11 @@ def crop_image(rgb: Image.Image, spec: PreprocessSpec, out: np.ndarray | None = 
     return Prepared(tensor=crop, width=rgb.width, height=rgb.height)
 
 
-def prepare(source: str | os.PathLike[str] | bytes | BinaryIO, spec: PreprocessSpec,
-            max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None, draft: bool = True) -> Prepared:
+def prepare(source: Source, spec: PreprocessSpec, max_pixels: int = DEFAULT_MAX_PIXELS,
+            out: np.ndarray | None = None, draft: bool = True, *, formats: tuple[str, ...] = DEFAULT_FORMATS,
+            max_decode_mb: float = DEFAULT_MAX_DECODE_MB) -> Prepared:
     """Decode, orient, convert, resize, crop and normalise one image: ``tensor`` is CHW float32."""
-    p = crop_pixels(source, spec, max_pixels, draft=draft)
+    p = crop_pixels(source, spec, max_pixels, draft=draft, formats=formats, max_decode_mb=max_decode_mb)
     p.tensor = normalise(p.tensor, spec, out)
     return p
 

@@ -29,11 +29,13 @@ class PreprocessWorker(Stage):
 
     def __init__(self, *, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
                  finished: "queue.Queue[Job]", spec: PreprocessSpec, output_dir: Path,
-                 max_pixels: int, max_bytes: int, pool: TensorPool, state: PipelineState) -> None:
+                 max_pixels: int, max_bytes: int, max_decode_mb: int, formats: tuple[str, ...], pool: TensorPool,
+                 state: PipelineState) -> None:
         super().__init__(f"preprocess-{index}")
         self._jobs, self._prepared, self._finished = jobs, prepared, finished
         self._spec, self._output_dir = spec, output_dir
         self._max_pixels, self._max_bytes = max_pixels, max_bytes
+        self._max_decode_mb, self._formats = max_decode_mb, formats
         self._pool = pool
         self._state = state
 
@@ -72,7 +74,8 @@ class PreprocessWorker(Stage):
             if out is None:
                 return  # stopping
             job.tensor = out
-            p = crop_pixels(data, self._spec, self._max_pixels, out=out)
+            p = crop_pixels(data, self._spec, self._max_pixels, out=out, formats=self._formats,
+                            max_decode_mb=self._max_decode_mb)
             job.width, job.height = p.width, p.height
         except InputError as e:
             job.error = e

@@ -112,11 +112,21 @@ def test_defaults(tmp_path):
     assert cfg.model == ModelConfig(path=None, top_k=5, threads=0)
     assert cfg.batch == BatchConfig(max_size=2, max_wait_ms=10.0)
     assert cfg.pipeline == PipelineConfig(queue_size=64, workers=0, inference_threads=0, max_pixels=50_000_000,
-                                          max_file_bytes=104_857_600)
+                                          max_file_bytes=104_857_600, max_decode_mb=256,
+                                          formats=("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM"))
     assert cfg.output.mqtt is None
     assert cfg.metrics == MetricsConfig(host="127.0.0.1", port=9464)
     assert cfg.shutdown == ShutdownConfig(drain_timeout_s=20.0)
     assert cfg.logging == LoggingConfig(level="info")
+
+
+def test_the_decode_defaults_are_the_decoders_own(tmp_path):
+    from edge_infer.model.decode import DEFAULT_FORMATS, DEFAULT_MAX_DECODE_MB, DEFAULT_MAX_PIXELS
+
+    assert (PipelineConfig.formats, PipelineConfig.max_decode_mb, PipelineConfig.max_pixels) == \
+        (DEFAULT_FORMATS, DEFAULT_MAX_DECODE_MB, DEFAULT_MAX_PIXELS)
+    cfg = load_config(write(tmp_path, {**minimal(), "pipeline": {"formats": ["jpeg", "png", "JPEG"]}}))
+    assert cfg.pipeline.formats == ("JPEG", "PNG")
 
 
 def test_mqtt_defaults_need_only_a_host(tmp_path):
@@ -221,6 +231,13 @@ def test_parse_config_takes_a_dict_and_names_its_origin(tmp_path):
     (lambda c: c.update(pipeline={"workers": 65}), "pipeline.workers", "must be <= 64, got 65"),
     (lambda c: c.update(pipeline={"inference_threads": 17}), "pipeline.inference_threads", "must be <= 16, got 17"),
     (lambda c: c.update(pipeline={"max_file_bytes": 0}), "pipeline.max_file_bytes", "must be >= 1, got 0"),
+    (lambda c: c.update(pipeline={"max_decode_mb": 0}), "pipeline.max_decode_mb", "must be >= 1, got 0"),
+    (lambda c: c.update(pipeline={"formats": []}), "pipeline.formats",
+     "must be a non-empty list of JPEG, PNG, WEBP, GIF, BMP, TIFF, PPM, got []"),
+    (lambda c: c.update(pipeline={"formats": "JPEG"}), "pipeline.formats",
+     "must be a non-empty list of JPEG, PNG, WEBP, GIF, BMP, TIFF, PPM, got 'JPEG'"),
+    (lambda c: c.update(pipeline={"formats": ["jpeg", "EPS", "PDF"]}), "pipeline.formats",
+     "must be some of JPEG, PNG, WEBP, GIF, BMP, TIFF, PPM, got ['EPS', 'PDF']"),
     (lambda c: c.update(metrics={"port": 70000}), "metrics.port", "must be <= 65535, got 70000"),
     (lambda c: c.update(shutdown={"drain_timeout_s": 0}), "shutdown.drain_timeout_s", "must be > 0, got 0"),
     (lambda c: c.update(logging={"level": "verbose"}), "logging.level",

@@ -32,10 +32,11 @@ def pipeline_state() -> PipelineState:
     return PipelineState(jobs=queue.Queue(), serving=embedded_model())
 
 
-def make_worker(tmp_path, max_bytes=10_000_000):
+def make_worker(tmp_path, max_bytes=10_000_000, max_decode_mb=256, formats=("JPEG", "PNG")):
     q: queue.Queue = queue.Queue()
     return PreprocessWorker(index=0, jobs=q, prepared=q, finished=q, spec=PreprocessSpec(),
                             output_dir=tmp_path / "results", max_pixels=50_000_000, max_bytes=max_bytes,
+                            max_decode_mb=max_decode_mb, formats=formats,
                             pool=TensorPool(2, (224, 224, 3), np.uint8), state=pipeline_state())
 
 
@@ -97,6 +98,18 @@ def test_file_over_the_byte_limit_is_refused_before_reading(tmp_path):
     job = Job("s", path.name, path)
     make_worker(tmp_path, max_bytes=100).process(job)
     assert job.error.kind == "too_large" and "max_file_bytes" in job.error.message
+
+
+def test_the_workers_decode_limits_come_from_the_config(tmp_path):
+    """pipeline.max_decode_mb and pipeline.formats reach the decoder, and its messages name them."""
+    jpeg, png = write_images(tmp_path, 1, (3000, 2000))[0], write_images(tmp_path, 1, (3000, 2000), fmt="png")[0]
+    jobs = [Job("s", p.name, p) for p in (jpeg, png)]
+    make_worker(tmp_path, max_decode_mb=8, formats=("JPEG",)).process(jobs[0])
+    make_worker(tmp_path, formats=("JPEG",)).process(jobs[1])
+    assert jobs[0].error is None  # drafted to 1/4 scale: under 8 MB
+    assert jobs[1].error.kind == "unsupported" and "pipeline.formats" in jobs[1].error.message
+    make_worker(tmp_path, max_decode_mb=8).process(jobs[1])
+    assert jobs[1].error.kind == "too_large" and "pipeline.max_decode_mb (8)" in jobs[1].error.message
 
 
 def test_ok_result_is_committed_before_the_input_moves(tmp_path):
