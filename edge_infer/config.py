@@ -11,6 +11,10 @@ from .config_reader import ABSENT, REQUIRED, Section, load_yaml, parsed, read, s
 from .errors import ConfigError, InvalidConfig
 
 DEVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # one MQTT topic level: no /, + or #
+# Pillow's names of the raster formats it decodes in its own code. Never EPS/PS or PDF: Pillow hands
+# PostScript to Ghostscript, an external program, on a stranger's bytes.
+KNOWN_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA", "ICO", "PCX", "SGI", "QOI", "JPEG2000")
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 # Each field is declared once, with setting(default, doc, rule), and read() reads every field by it. Optional
 # fields are written Optional[...], not "X | None": read() resolves the annotations with get_type_hints, which
@@ -95,6 +99,14 @@ class PipelineConfig:
     inference_threads: int = setting(0, "batches run at once; 0: two on two or more cores", ge=0, le=16)
     max_pixels: int = setting(50_000_000, "larger images fail as too_large before they are decoded", ge=1)
     max_file_bytes: int = setting(104_857_600, "larger files fail as too_large before they are read", ge=1)
+    decoders: Literal["process", "thread"] = setting("process", "where images are decoded: sandboxed processes, "
+                                                     "or the workers' own threads (no isolation)")
+    decode_timeout_s: float = setting(15.0, "a decode taking longer fails as timeout; its process is replaced",
+                                      gt=0, le=3600)
+    max_decode_mb: int = setting(192, "images whose decoding needs more memory fail as too_large, from the "
+                                      "header alone", ge=16, le=65536)
+    formats: tuple[str, ...] = setting(DEFAULT_FORMATS, "the image formats decoded; anything else is unsupported",
+                                       choices=KNOWN_FORMATS)
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,21 @@ class Section:
             return default
         return v
 
+    def subset(self, name: str, default: tuple[str, ...], options: tuple[str, ...]) -> tuple[str, ...]:
+        """A non-empty list of some of ``options`` (matched without regard to case), in the order given."""
+        v = self._get(name, default)
+        if v is default:
+            return default
+        by_lower = {o.lower(): o for o in options}
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            self.error(name, f"must be a non-empty list of {', '.join(options)}, got {show(v)}")
+            return default
+        unknown = [x for x in v if x.lower() not in by_lower]
+        if unknown:
+            self.error(name, f"unknown {', '.join(map(repr, unknown))}: each must be one of {', '.join(options)}")
+            return default
+        return tuple(dict.fromkeys(by_lower[x.lower()] for x in v))
+
     def optional_section(self, name: str, parse: Callable[[Section], _T]) -> _T | None:
         """A section that may be left out; absent or null is None."""
         return None if self.raw(name) in (ABSENT, None) else self.section(name, parse)
@@ -215,6 +230,8 @@ def _read_field(s: Section, f: Field[Any], hint: Any) -> Any:
     # Only the limits a rule sets are passed on, so one that does not fit its type fails (a TypeError) at once.
     limits = {k: v for k, v in (("ge", rule.ge), ("gt", rule.gt), ("le", rule.le), ("pattern", rule.pattern),
                                 ("placeholders", rule.placeholders)) if v is not None}
+    if get_origin(hint) is tuple and rule.choices is not None:  # some of the choices, as a YAML list
+        return s.subset(f.name, default, rule.choices)
     if rule.choices is not None or get_origin(hint) is Literal:
         return s.choice(f.name, default, rule.choices or get_args(hint), **limits)
     if hint is Path:

@@ -28,7 +28,10 @@ GIVEN = {
 def _sections(hint: Any) -> tuple[tuple[type, ...], str]:
     """The sections a field holds and how its key goes on (``.`` or ``[].``); no sections: it is a setting."""
     if get_origin(hint) is tuple:  # tuple[Union[A, B], ...]: a list of sections of several types
-        return get_args(get_args(hint)[0]) or (get_args(hint)[0],), "[]."
+        inner = get_args(get_args(hint)[0]) or (get_args(hint)[0],)
+        if all(isinstance(t, type) and is_dataclass(t) for t in inner):
+            return inner, "[]."
+        return (), "."  # a list of values: one setting
     inner = [t for t in get_args(hint) if t is not type(None)] if get_origin(hint) is Union else [hint]
     found = tuple(t for t in inner if isinstance(t, type) and is_dataclass(t))
     return found, "."
@@ -56,6 +59,8 @@ def _other(key: str, f: Field[Any], hint: Any) -> Any:
     rule: Rule = f.metadata["rule"]
     assert f.default is not MISSING, f"{key} is required: give it a valid value in GIVEN"
     assert rule.pattern is None, f"{key} has a pattern: give it a valid value in GIVEN"
+    if get_origin(hint) is tuple:  # a list of some of the choices
+        return list(f.default[:-1])
     choices = _choices(f, hint)
     if choices:
         return next((c for c in choices if c != f.default), f.default)  # a source's type has one choice
@@ -66,6 +71,7 @@ def _other(key: str, f: Field[Any], hint: Any) -> Any:
         return up if rule.le is None or up <= rule.le else f.default - 1
     if hint is str:
         return f.default + "/x"
+
     return {Optional[str]: "x", Optional[Path]: f"{f.name}-x"}[hint]
 
 
@@ -91,7 +97,8 @@ def _filled(cls: type, given: dict[str, Any], base: Path, prefix: str = "") -> t
             if f.name not in given:
                 doc[f.name] = _other(key, f, hint)
                 assert doc[f.name] != f.default or len(_choices(f, hint) or ()) == 1, key
-            want[key] = base / doc[f.name] if hint in (Path, Optional[Path]) else doc[f.name]
+            want[key] = (base / doc[f.name] if hint in (Path, Optional[Path])
+                         else tuple(doc[f.name]) if isinstance(doc[f.name], list) else doc[f.name])
     return doc, want
 
 
@@ -104,7 +111,7 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
             continue
         if is_dataclass(v):
             out.update(_flat(v, f"{prefix}{f.name}."))
-        elif isinstance(v, tuple):
+        elif isinstance(v, tuple) and v and is_dataclass(v[0]):
             for i, item in enumerate(v):
                 out.update(_flat(item, f"{prefix}{f.name}[{i}]."))
         else:
