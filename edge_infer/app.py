@@ -19,12 +19,15 @@ from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
 from .lifecycle import ShutdownFlags
 from .model.reload import ModelReloader
 from .model.session import ModelSession, SessionOptions
+from .ops.faults import Faults
 from .ops.memory import heap_trimmer, memory_limit_bytes
 from .ops.metrics import Metrics
 from .ops.preflight import check_supported
 from .ops.systemd import Notifier
 from .ops.web import HttpServer
+from .pipeline.decoders import build_decoders
 from .pipeline.inference import InferenceStage
+from .pipeline.inflight import JOURNAL_NAME, InflightJournal
 from .pipeline.jobs import Job
 from .pipeline.plan import plan_threads
 from .pipeline.state import PipelineState
@@ -49,7 +52,9 @@ class App:
     """One daemon instance. Everything it owns is created here and passed down; nothing is global."""
 
     def __init__(self, config: AppConfig, notifier: Notifier | None = None,
-                 registry: CollectorRegistry | None = None, hang_timeout_s: float = HANG_TIMEOUT_S) -> None:
+                 registry: CollectorRegistry | None = None, hang_timeout_s: float = HANG_TIMEOUT_S,
+                 faults: Faults = Faults()) -> None:
+        self.faults = faults
         check_supported(config)
         self.hang_timeout_s = hang_timeout_s
         self.config = config
@@ -73,6 +78,7 @@ class App:
         self.reloader: ModelReloader | None = None
         self.inference: list[InferenceStage] = []  # pipeline.inference_threads of them, sharing one session
         self.writer: ResultWriter | None = None
+        self.journal = InflightJournal(config.output.dir / JOURNAL_NAME)
         self.spool: Spool | None = None
         self.publisher: MqttPublisher | None = None
 
@@ -109,8 +115,12 @@ class App:
         if limit is not None:
             self.metrics.set_memory_limit(limit)
         c.output.dir.mkdir(parents=True, exist_ok=True)
+        self.journal.open()
         self.state = PipelineState(jobs=self.jobs, serving=session)
         self._build_stages(session, self.state)
+        self.notifier.status("starting decoders")
+        for worker in self.workers:
+            worker.start_decoder()
         # The embedded model changes only with the package, so only a configured file is watched.
         state = self.state
         self.reloader = ModelReloader(path=session.path, options=options, warm_batch=c.batch.max_size,
@@ -151,7 +161,8 @@ class App:
                  for cam in cams}
         # Results name the model that made them; error results, the one serving now (a reload may swap it).
         self.writer = ResultWriter(finished=self.finished, output_dir=c.output.dir, routes=routes,
-                                   metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=self._build_mqtt())
+                                   metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=self._build_mqtt(),
+                                   journal=self.journal)
         lanes = self.plan.inference_threads
         # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
         # worker, one per camera.
@@ -163,16 +174,16 @@ class App:
                                          name=f"inference-{i}", trims_heap=i == 0)
                           for i in range(lanes)]
         self.workers = [PreprocessWorker(index=i, jobs=self.jobs, prepared=self.prepared, finished=self.finished,
-                                         spec=m.preprocess, output_dir=c.output.dir, max_pixels=c.pipeline.max_pixels,
+                                         decoder=decoder, output_dir=c.output.dir,
                                          max_bytes=c.pipeline.max_file_bytes,
-                                         max_decode_mb=c.pipeline.max_decode_mb, formats=c.pipeline.formats,
-                                         pool=pool, state=state)
-                        for i in range(self.plan.workers)]
+                                         decode_timeout_s=c.pipeline.decode_timeout_s, pool=pool, state=state,
+                                         metrics=self.metrics, journal=self.journal, faults=self.faults)
+                        for i, decoder in enumerate(build_decoders(c.pipeline, self.plan.workers, m.preprocess, pool))]
         if cams:
             from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
 
             self.cameras = [CameraStage(config=cam, prepared=self.prepared, pool=pool, spec=m.preprocess,
-                                        metrics=self.metrics) for cam in cams]
+                                        metrics=self.metrics, max_pixels=c.pipeline.max_pixels) for cam in cams]
 
     def _build_mqtt(self) -> MqttSink | None:
         cfg, out = self.config.output.mqtt, self.config.output.dir
@@ -255,6 +266,7 @@ class App:
         clean &= self._stop_mqtt(deadline)
         self.http.stop()
         clean &= self.http.join(STAGE_JOIN_S)
+        self.journal.close()  # a clean exit: nothing in flight now is held against any input
         log.info("stopped%s", "" if clean else " (some stages did not stop in time)")
         return clean
 

@@ -154,17 +154,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import faulthandler
     import os
 
     from .app import App
     from .config import load_config
     from .lifecycle import ShutdownFlags, capture_signals
+    from .ops.faults import Faults
     from .ops.systemd import Notifier
 
+    # A fatal signal in the daemon's own process (SIGSEGV in a C library, SIGABRT) writes every thread's
+    # Python stack to stderr, which is the journal: the crash names where it happened, not just status=11.
+    faulthandler.enable()
     config = load_config(args.config)
     if not args.verbose:
         logging.getLogger().setLevel(config.logging.level.upper())
-    app = App(config, Notifier.from_environ(os.environ))
+    app = App(config, Notifier.from_environ(os.environ), faults=Faults.from_environ(os.environ))
     flags = ShutdownFlags()
     with capture_signals(flags):
         try:

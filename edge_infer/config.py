@@ -82,9 +82,7 @@ class BatchConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """``workers=0`` is one per CPU core: decoding large photos needs every core (one worker on two cores
-    gave 6.3x the naive loop on 12 MP JPEGs against 9.1x for two).
-
+    """``workers=0`` is one per CPU core, each with its decoder: decoding large photos needs every core.
     ``inference_threads`` batches run at once, each on its own thread, sharing one model; 0 is two on two
     or more cores. Two single-threaded runs keep both cores of a two-core machine busy where one run on
     two threads leaves them waiting for each other at every layer (measured 78-90% of the machine's limit
@@ -96,10 +94,12 @@ class PipelineConfig:
     inference_threads: int = setting(0, "batches run at once; 0: two on two or more cores", ge=0, le=16)
     max_pixels: int = setting(50_000_000, "larger images fail as too_large before they are decoded", ge=1)
     max_file_bytes: int = setting(104_857_600, "larger files fail as too_large before they are read", ge=1)
+    decoders: Literal["process", "thread"] = setting("process", "decoding in sandboxed processes, or in threads")
+    decode_timeout_s: float = setting(15.0, "a decode taking longer fails as timeout; its process is replaced",
+                                      gt=0, le=3600)
     # model/decode.py's defaults (which it explains), repeated so that reading a config never imports
     # Pillow (the CLI starts without it); test_config checks that they agree.
-    max_decode_mb: int = setting(256, "images whose decoding needs more memory fail as too_large, from the header",
-                                 ge=1)
+    max_decode_mb: int = setting(256, "images needing more to decode fail as too_large, from the header", ge=1)
     formats: tuple[str, ...] = setting(IMAGE_FORMATS, "the image formats decoded; anything else is unsupported",
                                        choices=IMAGE_FORMATS)
 

@@ -23,7 +23,9 @@ STAGES = ("queue", "preprocess", "inference", "write")
 # is missing and cannot be made, another I/O error, or the MQTT spool is full (on_full: block).
 BLOCKED_REASONS = ("enospc", "readonly", "missing", "io", "spool_full")
 # Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".
-ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "internal", "other")
+ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "crashed", "timeout", "internal", "other")
+# Why a decoder process was replaced: it died on an input (crashed) or overran pipeline.decode_timeout_s.
+DECODER_RESTART_REASONS = ("crashed", "timeout")
 
 # Stages run from sub-millisecond (queue hand-off) to seconds (a slow disk or a cold model on a Pi).
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -109,6 +111,11 @@ class Metrics:
                                      "folder inputs back (on_full: block).", registry=registry)
         self.mqtt_connected = Gauge("edge_infer_mqtt_connected", "1 while connected to the MQTT broker.",
                                     registry=registry)
+        self.decoder_restarts_total = Counter("edge_infer_decoder_restarts", "Decoder processes replaced after "
+                                              "one died on an input or overran pipeline.decode_timeout_s.",
+                                              ["reason"], registry=registry)
+        for reason in DECODER_RESTART_REASONS:
+            self.decoder_restarts_total.labels(reason)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.
@@ -131,6 +138,9 @@ class Metrics:
             self.camera_stalls_total.labels(name)
             for reason in FRAME_DROP_REASONS:
                 self.frames_dropped_total.labels(name, reason)
+
+    def decoder_restarted(self, reason: str) -> None:
+        self.decoder_restarts_total.labels(reason if reason in DECODER_RESTART_REASONS else "crashed").inc()
 
     def set_model(self, name: str, sha256: str, precision: str) -> None:
         """Expose the loaded model; a reload replaces the old labelset instead of adding a second one."""

@@ -1,11 +1,15 @@
-"""Preprocessing workers: read an input once (bytes -> sha256 -> pixels), or recognise it as already done.
+"""Preprocessing workers: hand each input to a decoder, or recognise it as already done.
 
-Several run in parallel: Pillow's decode and resize and numpy release the GIL, so threads use every core.
+Each worker thread owns one decoder (``pipeline.decoders: process``, the default: a sandboxed process that
+may crash, hang or run out of memory on a stranger's bytes and costs only that input; ``thread``: decoding in
+this thread, as before the decoder processes). The thread opens the input itself, passes the descriptor,
+and waits for the answer at most ``pipeline.decode_timeout_s``: a decoder that dies or overruns is replaced
+at once and the input tried once more in the fresh one, then failed as ``crashed`` or ``timeout``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import queue
 import time
 from pathlib import Path
@@ -13,10 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..lifecycle import Stage
-from ..model.preprocess import PreprocessSpec, crop_pixels
+from ..lifecycle import Stage, backoff_s
+from ..ops.faults import Faults
+from ..ops.metrics import Metrics
 from ..sinks.durable import read_json, result_path
-from .input_file import read_input
+from .decoders import Decoded, Decodes, DecoderStartError, Died, Outcome
+from .inflight import InflightJournal, input_key
+from .input_file import open_input
 from .jobs import Job
 from .state import PipelineState
 from .tensor_pool import TensorPool
@@ -24,20 +31,27 @@ from .tensor_pool import TensorPool
 log = logging.getLogger(__name__)
 
 
+class _Stopping(Exception):
+    """Asked to stop while waiting for a decoder to start."""
+
+
 class PreprocessWorker(Stage):
     """jobs -> (prepared | finished): a uint8 crop for inference, or straight to the writer when failed/duplicate."""
 
     def __init__(self, *, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
-                 finished: "queue.Queue[Job]", spec: PreprocessSpec, output_dir: Path,
-                 max_pixels: int, max_bytes: int, max_decode_mb: int, formats: tuple[str, ...], pool: TensorPool,
-                 state: PipelineState) -> None:
+                 finished: "queue.Queue[Job]", decoder: Decodes, output_dir: Path, max_bytes: int,
+                 decode_timeout_s: float, pool: TensorPool, state: PipelineState,
+                 metrics: Metrics | None = None, journal: InflightJournal | None = None,
+                 faults: Faults = Faults()) -> None:
         super().__init__(f"preprocess-{index}")
         self._jobs, self._prepared, self._finished = jobs, prepared, finished
-        self._spec, self._output_dir = spec, output_dir
-        self._max_pixels, self._max_bytes = max_pixels, max_bytes
-        self._max_decode_mb, self._formats = max_decode_mb, formats
+        self._decoder, self._output_dir = decoder, output_dir
+        self._max_bytes, self._timeout_s = max_bytes, decode_timeout_s
         self._pool = pool
         self._state = state
+        self._metrics = metrics
+        self._journal = journal
+        self._faults = faults
 
     def run(self) -> None:
         while self.should_keep_running():
@@ -61,30 +75,87 @@ class PreprocessWorker(Stage):
 
     def process(self, job: Job) -> None:
         assert job.path is not None  # workers take folder inputs; camera frames arrive prepared
+        fd = -1
         try:
-            data = read_input(job.path, self._max_bytes)
-            job.sha256 = hashlib.sha256(data).hexdigest()
+            fd, st = open_input(job.path, self._max_bytes)
+            if self._journal is not None:
+                # Before a byte is decoded: an input that takes the daemon down with it is known at the next
+                # start (see inflight.py); cleared when its result or failure record is committed.
+                job.inflight_key = input_key(st)
+                self._journal.check(job.inflight_key)
+                self._journal.started(job.inflight_key, job.source, job.rel)
+            self._faults.starting(job.rel)
+            out = self._acquire()
+            if out is None:
+                return  # stopping
+            job.tensor = out
+            decoded = self._decode(job, fd, st.st_size, self._pool.slot(out))
+            job.sha256 = decoded.sha256
+            if decoded.error is not None:
+                raise InputError(*decoded.error)
             # Exactly once: a durable result for these very bytes means a previous run (or this one, before a
             # crash) finished the work but did not get to acknowledge the input.
             previous = read_json(result_path(self._output_dir, job.source, job.rel))
             if previous and previous.get("status") == "ok" and previous.get("input_sha256") == job.sha256:
                 job.duplicate = job.committed = True
-                return
-            out = self._acquire()
-            if out is None:
-                return  # stopping
-            job.tensor = out
-            p = crop_pixels(data, self._spec, self._max_pixels, out=out, formats=self._formats,
-                            max_decode_mb=self._max_decode_mb)
-            job.width, job.height = p.width, p.height
+            job.width, job.height = decoded.width, decoded.height
         except InputError as e:
             job.error = e
+        except _Stopping:
+            job.duplicate = False  # stopping: the input is not acknowledged and is redone on the next start
+            self._pool.release(job.tensor)
+            job.tensor = None
+            return
         except Exception as e:  # noqa: BLE001 - one bad input must never stop the worker
             log.exception("unexpected error preprocessing %s", job.path)
             job.error = InputError("internal", f"{type(e).__name__}: {e}")
-        if job.error is not None:
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if job.error is not None or job.duplicate:
             self._pool.release(job.tensor)
             job.tensor = None
+
+    def _decode(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
+        """The decoder's answer; a decoder that dies or overruns is replaced and the input tried once more."""
+        died: Died | None = None
+        for attempt in (1, 2):
+            outcome = self._decode_once(fd, size, slot)
+            if isinstance(outcome, Decoded):
+                return outcome
+            died = outcome
+            if self._metrics is not None:
+                self._metrics.decoder_restarted(outcome.reason)
+            log.warning("decoder %s on %s/%r (attempt %d of 2): %s", outcome.reason, job.source, job.rel,
+                        attempt, outcome.detail)
+        assert died is not None
+        log.error("%s/%r failed: it %s the decoder twice (%s); path %s", job.source, job.rel,
+                  "crashed" if died.reason == "crashed" else "timed out", died.detail, job.path)
+        what = "crashed the decoder" if died.reason == "crashed" else f"took longer than {self._timeout_s:g}s"
+        raise InputError(died.reason, f"decoding {what} twice, in two fresh processes ({died.detail})")
+
+    def _decode_once(self, fd: int, size: int, slot: int) -> Outcome:
+        """One try. A decoder that cannot even start (no memory, no process slots) is this machine's
+        problem, not the input's: the input waits, and the start is retried with backoff until we stop."""
+        failures = 0
+        while True:
+            try:
+                return self._decoder.decode(fd, size, slot, self._timeout_s)
+            except DecoderStartError as e:
+                if failures == 0:
+                    log.error("%s: %s; retrying, inputs wait", self.name, e)
+                failures += 1
+                if self.wait(backoff_s(failures, 0.5, 30.0)):
+                    raise _Stopping() from e
+
+    def start_decoder(self) -> None:
+        """Start the decoder now, before the first input (the daemon is not ready until it runs)."""
+        self._decoder.ensure_started()
+
+    def join(self, timeout: float) -> bool:
+        done = super().join(timeout)
+        self._decoder.stop()  # after the thread: it never stops a decoder in the middle of an input
+        return done
 
     def _acquire(self) -> "np.ndarray | None":
         while self.should_keep_running():

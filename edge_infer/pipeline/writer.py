@@ -22,6 +22,7 @@ from ..sinks.durable import clear_tmp, error_path, move_file, read_json, result_
 from ..sinks.jsonl import JsonlSink
 from ..sinks.spool import SpoolFull
 from .jobs import Job
+from .inflight import InflightJournal
 from .records import error_result, frame_result, ok_result
 from .state import PipelineState
 
@@ -73,13 +74,15 @@ class ResultWriter(Stage):
 
     def __init__(self, *, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
                  metrics: Metrics, state: PipelineState, camera_sinks: dict[str, JsonlSink] | None = None,
-                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S) -> None:
+                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S,
+                 journal: InflightJournal | None = None) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
         self._mqtt = mqtt
         self._metrics, self._state = metrics, state
         self._group_wait_s = group_wait_s
+        self._journal = journal
         self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
 
@@ -183,6 +186,8 @@ class ResultWriter(Stage):
             self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
         self._observe(job, time.monotonic() - t0)
         route.on_done(job)
+        if self._journal is not None and job.inflight_key is not None:
+            self._journal.committed(job.inflight_key)  # it did not take the daemon down: forgiven
         self._state.in_flight.add(-1)
 
     def _record(self, job: Job) -> dict[str, Any]:

@@ -36,6 +36,12 @@ class Stalled(Exception):
     """Packets but no picture for ``stall_after_s``."""
 
 
+# FFmpeg's protocols each kind of URL needs, and no others: a stream or file can name further resources
+# (an HLS playlist its segments, a concat list its parts), and without a white-list FFmpeg would fetch
+# any URL or read any local file they name.
+PROTOCOLS = {"rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls", "http": "http,https,tcp,tls", "file": "file"}
+
+
 def open_args(cfg: CameraConfig) -> tuple[str, dict[str, Any]]:
     """(url, keyword arguments for ``av.open``) for each kind of camera URL."""
     timeouts = (cfg.open_timeout_s, cfg.read_timeout_s)  # PyAV's interrupt callback: open, then each read
@@ -46,11 +52,13 @@ def open_args(cfg: CameraConfig) -> tuple[str, dict[str, Any]]:
         return url, {"format": "v4l2", "options": options, "timeout": timeouts}
     if url.startswith(("rtsp://", "rtsps://")):
         # fpsprobesize=0: do not read ~2 s of frames to guess the frame rate before returning.
-        options = {"rtsp_transport": cfg.transport, "timeout": io_timeout_us, "fpsprobesize": "0"}
+        options = {"rtsp_transport": cfg.transport, "timeout": io_timeout_us, "fpsprobesize": "0",
+                   "protocol_whitelist": PROTOCOLS["rtsp"]}
         return url, {"options": options, "timeout": timeouts}
     if "://" in url:  # http(s) MJPEG and other network streams
-        return url, {"options": {"timeout": io_timeout_us}, "timeout": timeouts}
-    return url, {"timeout": timeouts}
+        return url, {"options": {"timeout": io_timeout_us, "protocol_whitelist": PROTOCOLS["http"]},
+                     "timeout": timeouts}
+    return url, {"options": {"protocol_whitelist": PROTOCOLS["file"]}, "timeout": timeouts}
 
 
 class CameraSource(Stage):
@@ -59,9 +67,10 @@ class CameraSource(Stage):
     poll_s = 0.5
 
     def __init__(self, *, config: CameraConfig, prepared: "queue.Queue[Job]", pool: TensorPool,
-                 spec: PreprocessSpec, metrics: Metrics) -> None:
+                 spec: PreprocessSpec, metrics: Metrics, max_pixels: int = 50_000_000) -> None:
         super().__init__(f"camera-{config.name}")
         self.config = config
+        self._max_pixels = max_pixels
         self._prepared, self._pool, self._spec, self._metrics = prepared, pool, spec, metrics
         self.is_file = "://" not in config.url and not config.url.startswith("/dev/")
         self.up = False
@@ -118,6 +127,7 @@ class CameraSource(Stage):
         container = av.open(url, **kwargs)
         try:
             stream = container.streams.video[0]
+            self._check_size(stream.codec_context.width, stream.codec_context.height)
             period = 1.0 / self.config.fps
             t0 = time.monotonic()
             first_pts: float | None = None
@@ -127,6 +137,7 @@ class CameraSource(Stage):
                 if not self.should_keep_running():
                     return
                 for frame in packet.decode():
+                    self._check_size(frame.width, frame.height)  # a stream may change size midway
                     now = time.monotonic()
                     last_frame = now
                     media = frame.time
@@ -148,6 +159,12 @@ class CameraSource(Stage):
                 raise StreamEnded()
         finally:
             container.close()
+
+    def _check_size(self, width: int, height: int) -> None:
+        """Frames larger than pipeline.max_pixels are refused as the stream is opened (and if it grows):
+        the same bound as for files, against a stream that would have every frame decoded at that size."""
+        if width * height > self._max_pixels:
+            raise ValueError(f"frames of {width}x{height} exceed pipeline.max_pixels ({self._max_pixels})")
 
     # -- sampling -------------------------------------------------------------------------------------------
     def _sample(self, frame: Any, media: float | None) -> None:

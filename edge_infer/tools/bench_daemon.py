@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import BatchConfig
+from ..config import BatchConfig, PipelineConfig
 from .bench_run import Run
 from .procfs import proc_cpu_seconds, proc_rss_mb, tree_pss_mb
 from .result_watch import ResultWatch
@@ -25,30 +25,34 @@ from .result_watch import ResultWatch
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    """The settings a sweep varies (``--daemon batch=8,wait=10,threads=0,workers=0,lanes=0``); 0 = the daemon's
-    default. ``lanes`` is ``pipeline.inference_threads``."""
+    """The settings a sweep varies (``--daemon batch=8,wait=10,threads=0,workers=0,lanes=0,decoders=thread``);
+    0 = the daemon's default. ``lanes`` is ``pipeline.inference_threads``, ``decoders`` ``pipeline.decoders``."""
 
     batch: int = BatchConfig.max_size  # the daemon's own defaults, so that a plain bench measures them
     wait_ms: float = BatchConfig.max_wait_ms
     threads: int = 0
     workers: int = 0
     lanes: int = 0
+    decoders: str = PipelineConfig.decoders
 
     @classmethod
     def parse(cls, text: str) -> "DaemonSettings":
-        keys = {"batch": "batch", "wait": "wait_ms", "threads": "threads", "workers": "workers", "lanes": "lanes"}
-        values: dict[str, float] = {}
+        keys = {"batch": "batch", "wait": "wait_ms", "threads": "threads", "workers": "workers", "lanes": "lanes",
+                "decoders": "decoders"}
+        values: dict[str, object] = {}
         for part in filter(None, text.split(",")):
             k, _, v = part.partition("=")
-            if k.strip() not in keys or not v:
-                raise ValueError(f"expected e.g. batch=8,wait=10,threads=0,workers=0,lanes=0, got {text!r}")
-            values[keys[k.strip()]] = float(v)
-        d = cls(**{k: (v if k == "wait_ms" else int(v)) for k, v in values.items()})  # type: ignore[arg-type]
-        return d
+            k = k.strip()
+            if k not in keys or not v or (k == "decoders" and v not in ("process", "thread")):
+                raise ValueError("expected e.g. batch=8,wait=10,threads=0,workers=0,lanes=0,decoders=thread, "
+                                 f"got {text!r}")
+            values[keys[k]] = v if k == "decoders" else float(v) if k == "wait" else int(float(v))
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def label(self) -> str:
-        return f"daemon b{self.batch} w{self.wait_ms:g} t{self.threads} p{self.workers} l{self.lanes}"
+        return (f"daemon b{self.batch} w{self.wait_ms:g} t{self.threads} p{self.workers} l{self.lanes}"
+                + ("" if self.decoders == "process" else f" {self.decoders}"))
 
 
 class Daemon:
@@ -63,7 +67,8 @@ class Daemon:
                "sources": [{"name": "bench", "type": "folder", "path": "inbox", "after": "delete",
                             "failed_dir": "failed"}],
                "batch": {"max_size": settings.batch, "max_wait_ms": settings.wait_ms},
-               "pipeline": {"workers": settings.workers, "inference_threads": settings.lanes},
+               "pipeline": {"workers": settings.workers, "inference_threads": settings.lanes,
+                            "decoders": settings.decoders},
                "output": {"dir": "results"},
                "metrics": {"host": "127.0.0.1", "port": port}, "logging": {"level": "warning"}}
         (work / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML

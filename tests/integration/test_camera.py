@@ -121,6 +121,16 @@ def test_a_video_file_plays_as_a_camera_and_ends(tmp_path, shared):
     assert by_time[0] == 0 and by_time[1] == 15 and by_time[2] == 20
 
 
+def test_frames_over_the_pixel_limit_are_refused_as_the_stream_opens(tmp_path, shared, caplog):
+    video = tmp_path / "clip.avi"
+    _write_video(video, [SAMPLES / p for p in PHOTOS], seconds_each=1.0)  # 640x480 = 307,200 pixels
+    cfg = write_config(tmp_path, [camera("clip", "clip.avi")], pipeline={"max_pixels": 300_000})
+    with RunningApp(cfg) as run:
+        wait_for(lambda: run.sample("edge_infer_camera_reconnects_total", source="clip") >= 2, 20, "retried")
+        assert run.sample("edge_infer_camera_up", source="clip") == 0 and not jsonl_rows(tmp_path, "clip")
+    assert "frames of 640x480 exceed pipeline.max_pixels (300000)" in caplog.text
+
+
 def test_dead_camera_urls_delay_neither_start_nor_stop(tmp_path):
     # A port that accepts connections and never says a word, and a device that does not exist.
     silent = socket.socket()

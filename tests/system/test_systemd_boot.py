@@ -231,6 +231,36 @@ def test_sandbox_allows_writes_only_to_its_state_directory(box, installed):
     wait_for(lambda: (box.root / STATE.lstrip("/") / "results/drops/sandbox.jpg.json").exists(), 60, "the result")
 
 
+def descendants(box: Container, pid: str) -> list[str]:
+    out = box.sh(f"cat /proc/{pid}/task/*/children 2>/dev/null; true").stdout.split()
+    return [c for child in out for c in (child, *descendants(box, child))]
+
+
+def test_decoders_run_locked_down_under_the_unit(box, installed):
+    """The unit's own seccomp filter denies @resources (setrlimit): the decoders' limits take effect anyway."""
+    start_with(box, installed)
+    main = box.show(UNIT, "MainPID")["MainPID"]
+    server = [p for p in descendants(box, main)
+              if "forkserver" in box.sh(f"tr '\\0' ' ' < /proc/{p}/cmdline; true").stdout]
+    assert len(server) == 1, descendants(box, main)
+    decoders = descendants(box, server[0])
+    assert len(decoders) >= 2, decoders  # one per core (this machine has two)
+    for pid in decoders:
+        status = box.run("cat", f"/proc/{pid}/status").stdout
+        limits = box.run("cat", f"/proc/{pid}/limits").stdout
+        assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^Seccomp:\s+2$", status, re.M), status
+        cap = re.search(r"^Max address space\s+(\S+)\s+(\S+)", limits, re.M)
+        assert cap and cap.group(1) != "unlimited" and cap.group(1) == cap.group(2), limits
+    # And from inside each decoder, as it reported at start: the cap, no new privileges, no file system.
+    log = journal(box)
+    assert re.search(r"sandbox .*RLIMIT_AS applied.*landlock applied.*seccomp applied.*verified applied \(NoNewPrivs 1, "
+                     r"Seccomp 2, Max address space \d+ \d+, open / EPERM\)", log), log
+    assert "NOT in effect" not in log
+    write_images(box.root / "root/drop", 1, seed=11)
+    box.sh(f"mv /root/drop/img_000.jpg {STATE}/inbox/locked.jpg")
+    wait_for(lambda: (box.root / STATE.lstrip("/") / "results/drops/locked.jpg.json").exists(), 60, "the result")
+
+
 def test_systemd_analyze_security_rates_the_unit_ok(box, installed):
     out = box.run("systemd-analyze", "security", "--no-pager", UNIT).stdout
     m = re.search(r"Overall exposure level for edge-infer\.service: ([\d.]+) (\w+)", out)

@@ -14,7 +14,8 @@ def cam(tmp_path: Path, **kw):
 def test_rtsp_uses_tcp_and_socket_timeouts(tmp_path):
     url, kw = open_args(cam(tmp_path, url="rtsp://10.0.0.5/stream", read_timeout_s=2, open_timeout_s=7))
     assert url == "rtsp://10.0.0.5/stream" and kw["timeout"] == (7.0, 2.0)
-    assert kw["options"] == {"rtsp_transport": "tcp", "timeout": "2000000", "fpsprobesize": "0"}
+    assert kw["options"] == {"rtsp_transport": "tcp", "timeout": "2000000", "fpsprobesize": "0",
+                             "protocol_whitelist": "rtsp,rtsps,rtp,srtp,udp,tcp,tls"}
     _, kw = open_args(cam(tmp_path, url="rtsp://h/s", transport="udp"))
     assert kw["options"]["rtsp_transport"] == "udp"
 
@@ -27,11 +28,11 @@ def test_v4l2_device_gets_its_size_and_pixel_format(tmp_path):
 
 def test_http_stream_and_relative_video_file(tmp_path):
     _, kw = open_args(cam(tmp_path, url="http://cam.local/mjpeg", read_timeout_s=3))
-    assert kw["options"] == {"timeout": "3000000"}
+    assert kw["options"] == {"timeout": "3000000", "protocol_whitelist": "http,https,tcp,tls"}
     c = cam(tmp_path, url="clips/door.mp4")
     assert c.url == str(tmp_path / "clips" / "door.mp4")
     url, kw = open_args(c)
-    assert url == c.url and "options" not in kw
+    assert url == c.url and kw["options"] == {"protocol_whitelist": "file"}
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter():

@@ -12,7 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_infer.pipeline.tensor_pool import TensorPool
+from edge_infer.config import PipelineConfig
 from edge_infer.model.session import ModelSession
+from edge_infer.pipeline.decoders import build_decoders
 from edge_infer.pipeline.jobs import Job
 from edge_infer.pipeline.state import PipelineState
 from edge_infer.ops.metrics import Metrics
@@ -32,12 +34,15 @@ def pipeline_state() -> PipelineState:
     return PipelineState(jobs=queue.Queue(), serving=embedded_model())
 
 
-def make_worker(tmp_path, max_bytes=10_000_000, max_decode_mb=256, formats=("JPEG", "PNG")):
+def make_worker(tmp_path, max_bytes=10_000_000, max_decode_mb=256, formats=("JPEG", "PNG"), decoders="thread"):
+    """A worker decoding in its own thread (the decoder processes have their own tests, tests/faults/)."""
     q: queue.Queue = queue.Queue()
-    return PreprocessWorker(index=0, jobs=q, prepared=q, finished=q, spec=PreprocessSpec(),
-                            output_dir=tmp_path / "results", max_pixels=50_000_000, max_bytes=max_bytes,
-                            max_decode_mb=max_decode_mb, formats=formats,
-                            pool=TensorPool(2, (224, 224, 3), np.uint8), state=pipeline_state())
+    cfg = PipelineConfig(max_file_bytes=max_bytes, max_decode_mb=max_decode_mb, formats=formats, decoders=decoders)
+    pool = TensorPool(2, (224, 224, 3), np.uint8)
+    return PreprocessWorker(index=0, jobs=q, prepared=q, finished=q,
+                            decoder=build_decoders(cfg, 1, PreprocessSpec(), pool)[0],
+                            output_dir=tmp_path / "results", max_bytes=max_bytes,
+                            decode_timeout_s=cfg.decode_timeout_s, pool=pool, state=pipeline_state())
 
 
 def make_writer(tmp_path, after="move", **kwargs):
