@@ -44,7 +44,8 @@ class InflightJournal:
     def __init__(self, path: Path, strikes: int = STRIKES, compact_bytes: int = COMPACT_BYTES) -> None:
         self.path, self._limit, self._compact_bytes = path, strikes, compact_bytes
         self._lock = threading.Lock()
-        self._fd = -1
+        self._opened = False
+        self._failing = False  # the last append failed: logged once, not once per input
         self._open: dict[Key, tuple[str, str]] = {}  # started, not committed: key -> (source, rel)
         self._strikes: dict[Key, tuple[int, str, str]] = {}  # key -> (strikes, source, rel)
         self.quarantined: set[Key] = set()
@@ -102,9 +103,7 @@ class InflightJournal:
             f.flush()
             os.fsync(f.fileno())  # rare (start, compaction): the strikes must not be lost with the old file
         os.replace(tmp, self.path)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._opened = True
 
     # -- each input -----------------------------------------------------------------------------------------
     def check(self, key: Key) -> None:
@@ -124,24 +123,36 @@ class InflightJournal:
             self._open.pop(key, None)
             if self._strikes.pop(key, None) is not None:
                 self.quarantined.discard(key)
-            self._append({"op": "done", "k": list(key)})
-            if self._fd >= 0 and os.fstat(self._fd).st_size > self._compact_bytes:
+            if self._append({"op": "done", "k": list(key)}) > self._compact_bytes:
                 self._rewrite()
 
-    def _append(self, rec: dict[str, Any]) -> None:
-        if self._fd >= 0:
+    def _append(self, rec: dict[str, Any]) -> int:
+        """Append one line; the journal's size after it (0 if it could not be written).
+
+        Opened for each line, not held open: a file open for writing would keep its file system from
+        being remounted read-only, and an open and a close cost ~10 us beside a decode's milliseconds."""
+        if not self._opened:
+            return 0
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
-                os.write(self._fd, _line(rec))
-            except OSError as e:  # a full disk: the journal is a safety net, the results matter more
+                os.write(fd, _line(rec))
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        except OSError as e:  # a full or read-only disk: the journal is a safety net, the results matter more
+            if not self._failing:
                 log.warning("cannot write the in-flight journal %s: %s", self.path, e.strerror or e)
+            self._failing = True
+            return 0
+        self._failing = False
+        return size
 
     def close(self) -> None:
         """A clean exit: nothing in flight is held against any input at the next start."""
         with self._lock:
             self._append({"op": "clean"})
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            self._opened = False
 
 
 def _line(rec: dict[str, Any]) -> bytes:
