@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from tests.conftest import write_images
 from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
+from tests.support.ticker import Ticker
 
 
 def decoder_pids(run: RunningApp) -> list[int]:
@@ -23,32 +23,24 @@ def error_record(root: Path, rel: str) -> dict:
     return json.loads((root / "failed" / f"{rel}.error.json").read_text())
 
 
-class Signaller:
-    """Sends ``signum`` to every decoder process of ``run`` that appears (the replacements too), until stopped."""
+class Signaller(Ticker):
+    """Sends ``signum`` to every decoder process of ``run`` once it is ready (the replacements too)."""
+
+    interval = 0.005
 
     def __init__(self, run: RunningApp, signum: int) -> None:
+        super().__init__()
         self._run, self._signum = run, signum
-        self._stop = threading.Event()
         self.hit: set[int] = set()
-        self._thread = threading.Thread(target=self._loop, name="signaller")
 
-    def _loop(self) -> None:
-        while not self._stop.wait(0.005):
-            for pid in decoder_pids(self._run):
-                if pid not in self.hit:
-                    self.hit.add(pid)
-                    try:
-                        os.kill(pid, self._signum)
-                    except ProcessLookupError:
-                        pass
-
-    def __enter__(self) -> "Signaller":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def tick(self) -> None:
+        for pid in decoder_pids(self._run):
+            if pid not in self.hit:
+                self.hit.add(pid)
+                try:
+                    os.kill(pid, self._signum)
+                except ProcessLookupError:
+                    pass
 
 
 def test_a_decoder_killed_mid_burst_costs_no_input_and_is_replaced(tmp_path):
@@ -57,6 +49,9 @@ def test_a_decoder_killed_mid_burst_costs_no_input_and_is_replaced(tmp_path):
     with RunningApp(cfg) as run:
         before = decoder_pids(run)
         assert len(before) == 2 and len(set(before)) == 2
+        for pid in before:  # decoders load the decoding code only: no onnxruntime mapped
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "onnxruntime" not in maps and ("libjpeg" in maps or "_imaging" in maps)
         for p in photos:
             os.rename(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: run.sample("edge_infer_images_total", source="drops", outcome="ok") >= 5, 60, "a few done")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tests.conftest import write_images
 from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
 from tests.support.corpus import build_corpus
 from tests.support.decode_memory import CASES, write_case
+from tests.support.ticker import Ticker
 
 # The daemon (~120 MB), its forkserver and two decoders, one of which may hold a 7000x7000 picture being
 # converted band by band (~70-210 MB): far below the 2 GB one such file cost when decoded in the daemon.
@@ -32,25 +32,15 @@ def records(root: Path) -> dict[str, dict]:
     return out
 
 
-class PeakPss:
+class PeakPss(Ticker):
     """Samples the PSS of a process tree every 20 ms; ``peak`` is the largest seen."""
 
     def __init__(self, pid: int) -> None:
+        super().__init__()
         self.pid, self.peak = pid, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="pss")
 
-    def _loop(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, tree_pss_mb(self.pid))
-
-    def __enter__(self) -> "PeakPss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def tick(self) -> None:
+        self.peak = max(self.peak, tree_pss_mb(self.pid))
 
 
 def test_small_files_that_expand_to_huge_images_keep_the_tree_within_budget(tmp_path):

@@ -32,6 +32,7 @@ find "$photos_src" -maxdepth 1 -type f -iname '*.jpeg' | sort \
         'NR % int(total / n) == 1 && c < n { print; c++ }' \
   | xargs -I{} cp {} "$root/root/photos/"
 "$py" -m pip wheel --quiet --no-deps -w "$root/root/dist" "$tree"
+cp "$tree/tests/system/arm64_decoder.py" "$root/root/"
 cp /etc/ssl/certs/ca-certificates.crt "$root/root/host-ca.crt"  # pip inside trusts what the host's pip trusts
 
 # A chroot in a private mount namespace, not systemd-nspawn: with the host's (x86) /proc/cpuinfo and /sys
@@ -47,6 +48,7 @@ inner='
   echo "arm64-check: classify of $(ls /root/photos | wc -l) photos under emulation: $((SECONDS - start)) s"
   /opt/edge-infer/bin/edge-infer info 2> /dev/null | python3 -c "import json,sys; i=json.load(sys.stdin)
 print(\"arm64-check: onnxruntime\", i[\"onnxruntime\"][\"version\"], i[\"onnxruntime\"][\"providers\"])"
+  /opt/edge-infer/bin/python /root/arm64_decoder.py "$(ls -d /root/photos/* | head -1)"
 '
 t0=$SECONDS
 mkdir -p "$root/root/.cache/pip"
