@@ -28,7 +28,7 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
         raise ValueError(f"no images in {images}")
     runs: dict[str, list[Run]] = {"naive loop": [], "classify": []}
     light: dict[str, list[float]] = {}
-    memory: dict[str, tuple[float, float, float, float]] = {}  # RSS, VmHWM, tree PSS, idle CPU
+    memory: dict[str, tuple[float, ...]] = {}  # daemon RSS, VmHWM; tree PSS now, peak in the bursts; idle CPU
     with tempfile.TemporaryDirectory(prefix="edge-infer-bench-") as tmp:
         running: dict[str, Daemon] = {}
         try:
@@ -45,7 +45,7 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
                     runs[label].append(d.burst(files, r))
             for label, d in running.items():
                 light[label] = d.trickle(files[:50], 0.1)
-                memory[label] = (*d.rss_mb(), d.tree_pss_mb(), idle[label])  # just after the light load
+                memory[label] = (*d.rss_mb(), d.tree_pss_mb(), d.peak_pss_mb, idle[label])  # after the light load
         finally:
             for d in running.values():
                 d.stop()
@@ -55,7 +55,7 @@ def end_to_end(images: Path, rounds: int = 3, model: Path | None = None,
     return _report(runs, len(files), memory, limit, light, files[:50], model)
 
 
-def _report(runs: dict[str, list[Run]], n: int, memory: dict[str, tuple[float, float, float, float]],
+def _report(runs: dict[str, list[Run]], n: int, memory: dict[str, tuple[float, ...]],
             limit: Limit, light: dict[str, list[float]], light_files: list[Path], model: Path) -> str:
     naive_best = max(r.throughput for r in runs["naive loop"])
     width = max(12, *(len(k) for k in runs))
@@ -85,7 +85,7 @@ def _report(runs: dict[str, list[Run]], n: int, memory: dict[str, tuple[float, f
         if lat:
             lines.append(f"  {label}: arrival -> result p50 {1000 * np.percentile(lat, 50):.1f} ms, "
                          f"p95 {1000 * np.percentile(lat, 95):.1f} ms ({len(lat)} photos)")
-    for label, (rss, hwm, pss, idle) in memory.items():
-        lines.append(f"  {label}: resident memory {rss:.0f} MB now, {hwm:.0f} MB peak, process tree PSS {pss:.0f} MB "
-                     f"now; idle CPU {idle:.2f}% of a core")
+    for label, (rss, hwm, pss, peak, idle) in memory.items():
+        lines.append(f"  {label}: daemon's resident memory {rss:.0f} MB now, {hwm:.0f} MB peak; process tree PSS "
+                     f"{pss:.0f} MB now, {peak:.0f} MB peak in the bursts; idle CPU of the tree {idle:.2f}% of a core")
     return "\n".join(lines)

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import glob
 import os
+from typing import Callable
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu_seconds(pid: int) -> float:
+def proc_cpu_seconds(pid: int, reaped_children: bool = False) -> float:
+    """User + system CPU of ``pid``; with ``reaped_children``, also of its children that ended and were
+    waited for (the kernel adds theirs to the parent's ``cutime``/``cstime``)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped_children else 0)
+    return ticks / CLK_TCK
 
 
 def _field_mb(path: str, key: str) -> float:
@@ -48,11 +52,8 @@ def proc_children(pid: int) -> list[int]:
     return children
 
 
-def tree_pss_mb(pid: int) -> float:
-    """PSS of ``pid`` and all its descendants: the memory the process tree costs the machine.
-
-    A process that ends mid-walk is skipped: its memory is freed, and a zombie has none to count.
-    """
+def _tree_sum(pid: int, read: Callable[[int], float]) -> float:
+    """``read`` summed over ``pid`` and all its descendants; a process that ends mid-walk is skipped."""
     total, todo = 0.0, [pid]
     seen: set[int] = set()
     while todo:
@@ -61,8 +62,20 @@ def tree_pss_mb(pid: int) -> float:
             continue
         seen.add(p)
         try:
-            total += proc_pss_mb(p)
+            total += read(p)
         except (FileNotFoundError, ProcessLookupError):  # reaped, or a zombie
             continue
         todo += proc_children(p)
     return total
+
+
+def tree_pss_mb(pid: int) -> float:
+    """PSS of ``pid`` and all its descendants: the memory the process tree costs the machine (a process
+    that ended has freed its memory, and a zombie has none to count)."""
+    return _tree_sum(pid, proc_pss_mb)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and all its descendants, those that ended and were reaped inside the tree included
+    (a decoder replaced mid-run is charged to the forkserver that waited for it)."""
+    return _tree_sum(pid, lambda p: proc_cpu_seconds(p, reaped_children=True))

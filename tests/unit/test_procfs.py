@@ -66,3 +66,23 @@ def test_a_reaped_pid_has_no_memory():
     gone = subprocess.Popen(["true"])
     gone.wait()
     assert tree_pss_mb(gone.pid) == 0.0
+
+
+def test_the_tree_cpu_counts_children_alive_and_reaped():
+    from edge_infer.tools.procfs import proc_cpu_seconds, tree_cpu_seconds
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    # A middle process whose first child burns and is reaped, and whose second burns and waits to be killed.
+    code = (f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {burn!r}])\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {burn!r} + 'import time; time.sleep(30)'])\n"
+            "print(p.pid, flush=True)\np.wait()\n")
+    middle = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(middle.stdout.readline())
+    try:
+        deadline = time.monotonic() + 10
+        while proc_cpu_seconds(child) < 0.29 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree_cpu_seconds(middle.pid) >= 0.55 > proc_cpu_seconds(middle.pid)
+    finally:
+        os.kill(child, 9)
+        middle.wait(10)
