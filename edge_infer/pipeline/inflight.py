@@ -65,7 +65,13 @@ class InflightJournal:
         self._strikes = strikes
         self.quarantined = {k for k, (n, _, _) in strikes.items() if n >= self._limit}
         with self._lock:
-            self._rewrite()
+            try:
+                self._rewrite()
+            except OSError as e:
+                # The output is not writable (full, read-only): the writer reports and waits for that; the
+                # journal is a safety net, so the daemon starts without it rather than not at all.
+                log.warning("cannot write the in-flight journal %s (%s): running without it until the next start",
+                            self.path, e.strerror or e)
 
     def _read(self) -> tuple[bool, dict[Key, tuple[str, str]], dict[Key, tuple[int, str, str]]]:
         started: dict[Key, tuple[str, str]] = {}
@@ -74,6 +80,9 @@ class InflightJournal:
         try:
             lines = self.path.read_bytes().splitlines()
         except FileNotFoundError:
+            return clean, started, strikes
+        except OSError as e:
+            log.warning("cannot read the in-flight journal %s: %s", self.path, e.strerror or e)
             return clean, started, strikes
         for raw in lines:
             try:

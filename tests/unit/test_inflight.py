@@ -99,3 +99,29 @@ def test_the_journal_is_compacted(tmp_path):
     j = InflightJournal(path)
     j.open()
     assert j.quarantined == {A}
+
+
+def test_an_unwritable_journal_does_not_stop_the_start(tmp_path):
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents[:2]:  # pytest's base folders are root's own (0700)
+        parent.chmod(0o755)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child: as the service's user, where root would write anyway
+        try:
+            os.setuid(65534)
+            j = InflightJournal(folder / "j")
+            j.open()
+            j.started(A, "drops", "a.jpg")
+            j.committed(A)
+            j.close()
+            os.write(w, b"started")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        assert f.read() == "started"
