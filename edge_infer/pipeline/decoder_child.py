@@ -43,19 +43,26 @@ class DecoderSettings:
 
 def _lock_down(settings: DecoderSettings) -> dict[str, Any]:
     """Apply the sandbox; what took effect (``{step: (status, detail)}``), for the daemon's log and tests."""
-    cap = None
-    if settings.memory_headroom_bytes is not None:
-        cap = _mapped_bytes() + settings.memory_headroom_bytes
-    # Opened before, read after: what the kernel says of this process once it is locked down.
-    status, limits = (os.open(f"/proc/self/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("status", "limits"))
+    cap, fds = None, []
+    try:
+        if settings.memory_headroom_bytes is not None:
+            cap = _mapped_bytes() + settings.memory_headroom_bytes
+        # Opened before, read after: what the kernel says of this process once it is locked down.
+        fds = [os.open(f"/proc/self/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("status", "limits")]
+    except OSError as e:  # no /proc (a chroot without it): no cap can be sized, nothing can be verified
+        missing = f"no /proc: {e.strerror or e}"
     try:
         report = apply_sandbox(SandboxPolicy(address_space_bytes=cap, no_files=settings.sandbox,
                                              seccomp=settings.sandbox))
         steps: dict[str, Any] = {s.name: (s.status, s.detail) for s in report.steps}
-        steps["verified"] = ("applied", _verify(status, limits))
+        if len(fds) == 2:
+            steps["verified"] = ("applied", _verify(*fds))
+        else:
+            steps["RLIMIT_AS"] = ("failed", missing) if settings.memory_headroom_bytes else steps["RLIMIT_AS"]
+            steps["verified"] = ("unavailable", missing)
     finally:
-        os.close(status)
-        os.close(limits)
+        for fd in fds:
+            os.close(fd)
     return steps
 
 

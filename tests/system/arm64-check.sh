@@ -48,7 +48,11 @@ inner='
   echo "arm64-check: classify of $(ls /root/photos | wc -l) photos under emulation: $((SECONDS - start)) s"
   /opt/edge-infer/bin/edge-infer info 2> /dev/null | python3 -c "import json,sys; i=json.load(sys.stdin)
 print(\"arm64-check: onnxruntime\", i[\"onnxruntime\"][\"version\"], i[\"onnxruntime\"][\"providers\"])"
+  # The decoders read /proc/self (their own size, to cap it, and what their sandbox shows from inside); no
+  # onnxruntime is imported by this step, so /proc can be there.
+  mount -t proc proc /proc
   /opt/edge-infer/bin/python /root/arm64_decoder.py "$(ls -d /root/photos/* | head -1)"
+  umount /proc
 '
 t0=$SECONDS
 mkdir -p "$root/root/.cache/pip"
