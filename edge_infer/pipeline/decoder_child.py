@@ -27,6 +27,7 @@ from .sandbox import SandboxPolicy, apply_sandbox
 from .tensor_pool import Layout, layout_bytes, slot_views
 
 READY = "ready"
+OUT_OF_MEMORY = "decoding needed more memory than a decoder may use (pipeline.max_decode_mb)"
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,7 @@ def decode_one(fd: int, size: int, out: Any, settings: DecoderSettings) -> tuple
     except InputError as e:
         return "error", sha, e.kind, e.message, time.monotonic() - t0
     except MemoryError:
-        return ("error", sha, "too_large", "decoding needed more memory than a decoder may use "
-                "(pipeline.max_decode_mb)", time.monotonic() - t0)
+        return "error", sha, "too_large", OUT_OF_MEMORY, time.monotonic() - t0
     except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a stranger's bytes is that input's
         return "error", sha, "decode", f"cannot decode: {type(e).__name__}: {e}", time.monotonic() - t0
 
@@ -150,6 +150,8 @@ def main(conn: Connection, settings: DecoderSettings) -> None:
             reply = decode_one(fd, size, tensors[slot], settings)
         finally:
             os.close(fd)
-        conn.send(reply)
-        if reply[0] == "error" and reply[2] == "too_large" and "memory" in reply[3]:
-            return  # after a MemoryError the heap may be in pieces: a fresh process serves the next input
+        # After a MemoryError the heap may be in pieces: a fresh process serves the next input.
+        exiting = reply[0] == "error" and reply[3] == OUT_OF_MEMORY
+        conn.send((*reply, exiting))
+        if exiting:
+            return

@@ -142,7 +142,9 @@ class Decoder:
             self._conn.send((slot, size))
             send_handle(self._conn, fd, self._proc.pid)
             if self._conn.poll(timeout_s):
-                tag, sha, a, b, seconds = self._conn.recv()
+                tag, sha, a, b, seconds, exiting = self._conn.recv()
+                if exiting:  # it leaves after this answer (see decoder_child.main): a fresh one next time
+                    self._discard()
                 if tag == "ok":
                     return Decoded(sha, a, b, seconds)
                 return Decoded(sha, 0, 0, seconds, error=(a, b))
