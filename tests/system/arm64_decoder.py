@@ -24,13 +24,15 @@ def main() -> int:
     pool = TensorPool(1, (spec.crop, spec.crop, 3), np.uint8)
     decoder = build_decoders(PipelineConfig(decode_timeout_s=120.0), 1, spec, pool)[0]
     decoder.ensure_started()
+    report = dict(decoder.report)  # before stop(), which forgets it
     fd, st = open_input(photo, 1 << 27)
     try:
         out = decoder.decode(fd, st.st_size, 0, 120.0)
     finally:
         os.close(fd)
         decoder.stop()
-    steps = "; ".join(f"{name} {status}" for name, (status, _) in decoder.report.items()) or "no report"
+    steps = "; ".join(f"{name} {status}" + (f" ({detail})" if status != "applied" else "")
+                      for name, (status, detail) in report.items()) or "no report"
     same = (isinstance(out, Decoded) and out.error is None
             and bool((pool.tensors[0] == crop_pixels(photo, spec).tensor).all()))
     print(f"arm64-check: decoder process: {'ok, the same crop as in-process' if same else out}; sandbox {steps}")
