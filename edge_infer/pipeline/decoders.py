@@ -126,10 +126,11 @@ class Decoder:
         self.report = report
         failed = sorted(name for name, (status, _) in report.items() if status == "failed")
         if self.starts == 1 or failed:
+            # The details that matter: what was seen from inside, and why a step did not take effect.
+            steps = "; ".join(f"{name} {status}" + (f" ({detail})" if name == "verified" or status != "applied"
+                                                    and detail else "") for name, (status, detail) in report.items())
             log.log(logging.ERROR if failed else logging.INFO, "%s (pid %d): sandbox %s%s", self.name, proc.pid,
-                    "; ".join(f"{name} {status}" + (f" ({detail})" if name == "verified" else "")
-                              for name, (status, detail) in report.items()),
-                    f"; NOT in effect: {', '.join(failed)}" if failed else "")
+                    steps, f"; NOT in effect: {', '.join(failed)}" if failed else "")
 
     def decode(self, fd: int, size: int, slot: int, timeout_s: float) -> Outcome:
         """Hand ``fd`` to the decoder and wait at most ``timeout_s`` for its answer.
