@@ -173,12 +173,13 @@ class App:
                                          max_wait_s=c.batch.max_wait_ms / 1000.0, pool=pool, state=state,
                                          name=f"inference-{i}", trims_heap=i == 0)
                           for i in range(lanes)]
+        decoders = build_decoders(c.pipeline, self.plan.workers, m.preprocess, pool, self.metrics)
         self.workers = [PreprocessWorker(index=i, jobs=self.jobs, prepared=self.prepared, finished=self.finished,
                                          decoder=decoder, output_dir=c.output.dir,
                                          max_bytes=c.pipeline.max_file_bytes,
                                          decode_timeout_s=c.pipeline.decode_timeout_s, pool=pool, state=state,
-                                         metrics=self.metrics, journal=self.journal, faults=self.faults)
-                        for i, decoder in enumerate(build_decoders(c.pipeline, self.plan.workers, m.preprocess, pool))]
+                                         journal=self.journal, faults=self.faults)
+                        for i, decoder in enumerate(decoders)]
         if cams:
             from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol, Union
 from ..config import PipelineConfig
 from ..errors import EdgeInferError
 from ..model.preprocess import PreprocessSpec
+from ..ops.metrics import Metrics
 from . import decoder_child, decoder_preload
 from .decoder_child import READY, DecoderSettings, decode_one
 from .tensor_pool import TensorPool
@@ -82,8 +83,10 @@ def describe_exit(code: int | None) -> str:
 class Decoder:
     """One decoder process and the pipe to it. Used by one thread at a time (its worker)."""
 
-    def __init__(self, *, ctx: BaseContext, settings: DecoderSettings, pool_fd: int, name: str) -> None:
+    def __init__(self, *, ctx: BaseContext, settings: DecoderSettings, pool_fd: int, name: str,
+                 metrics: Metrics | None = None) -> None:
         self._ctx, self._settings, self._pool_fd, self.name = ctx, settings, pool_fd, name
+        self._metrics = metrics
         self._proc: Any = None
         self._conn: Connection | None = None
         self.report: dict[str, Any] = {}  # the sandbox report of the running process
@@ -101,7 +104,10 @@ class Decoder:
         """A running decoder, started now if there is none. Raises ``DecoderStartError``."""
         if self.alive() and self._conn is not None:
             return
-        self._discard()
+        if self._proc is not None:  # it died between two inputs (killed, the OOM killer): replaced all the same
+            detail = describe_exit(self._discard())
+            log.warning("%s died between inputs (%s); starting another", self.name, detail)
+            self._restarted("crashed")
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=decoder_child.main, args=(theirs, self._settings), name=self.name,
                                  daemon=True)
@@ -150,10 +156,16 @@ class Decoder:
                     return Decoded(sha, a, b, seconds)
                 return Decoded(sha, 0, 0, seconds, error=(a, b))
         except (OSError, EOFError):
+            self._restarted("crashed")
             return Died("crashed", describe_exit(self._discard()))
         pid = self._proc.pid
         self._discard()
+        self._restarted("timeout")
         return Died("timeout", f"decoder {pid} gave no answer within {timeout_s:g}s; killed")
+
+    def _restarted(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.decoder_restarted(reason)
 
     def stop(self, timeout_s: float = STOP_S) -> None:
         """Ask the decoder to exit; kill it if it does not within ``timeout_s``."""
@@ -209,7 +221,8 @@ class InThread:
         pass
 
 
-def build_decoders(cfg: PipelineConfig, count: int, spec: PreprocessSpec, pool: TensorPool) -> list[Decodes]:
+def build_decoders(cfg: PipelineConfig, count: int, spec: PreprocessSpec, pool: TensorPool,
+                   metrics: Metrics | None = None) -> list[Decodes]:
     """One decoder for each of ``count`` workers, as ``pipeline.decoders`` says."""
     settings = DecoderSettings(spec=spec, max_pixels=cfg.max_pixels, pool_layout=pool.layout(),
                                decode_options={"formats": cfg.formats, "max_decode_mb": cfg.max_decode_mb},
@@ -219,4 +232,5 @@ def build_decoders(cfg: PipelineConfig, count: int, spec: PreprocessSpec, pool: 
         return [InThread(settings, pool) for _ in range(count)]
     assert pool.fd is not None, "decoder processes need the tensors in a memfd (Linux)"
     ctx = forkserver_context()
-    return [Decoder(ctx=ctx, settings=settings, pool_fd=pool.fd, name=f"decoder-{i}") for i in range(count)]
+    return [Decoder(ctx=ctx, settings=settings, pool_fd=pool.fd, name=f"decoder-{i}", metrics=metrics)
+            for i in range(count)]

@@ -19,7 +19,6 @@ import numpy as np
 from ..errors import InputError
 from ..lifecycle import Stage, backoff_s
 from ..ops.faults import Faults
-from ..ops.metrics import Metrics
 from ..sinks.durable import read_json, result_path
 from .decoders import Decoded, Decodes, DecoderStartError, Died, Outcome
 from .inflight import InflightJournal, input_key
@@ -41,7 +40,7 @@ class PreprocessWorker(Stage):
     def __init__(self, *, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
                  finished: "queue.Queue[Job]", decoder: Decodes, output_dir: Path, max_bytes: int,
                  decode_timeout_s: float, pool: TensorPool, state: PipelineState,
-                 metrics: Metrics | None = None, journal: InflightJournal | None = None,
+                 journal: InflightJournal | None = None,
                  faults: Faults = Faults()) -> None:
         super().__init__(f"preprocess-{index}")
         self._jobs, self._prepared, self._finished = jobs, prepared, finished
@@ -49,7 +48,6 @@ class PreprocessWorker(Stage):
         self._max_bytes, self._timeout_s = max_bytes, decode_timeout_s
         self._pool = pool
         self._state = state
-        self._metrics = metrics
         self._journal = journal
         self._faults = faults
 
@@ -80,16 +78,15 @@ class PreprocessWorker(Stage):
             fd, st = open_input(job.path, self._max_bytes)
             if self._journal is not None:
                 # Before a byte is decoded: an input that takes the daemon down with it is known at the next
-                # start (see inflight.py); cleared when its result or failure record is committed.
+                # start (see inflight.py). A quarantined one keeps its key until its failure record is
+                # committed (the writer clears it then).
                 job.inflight_key = input_key(st)
                 self._journal.check(job.inflight_key)
-                self._journal.started(job.inflight_key, job.source, job.rel)
-            self._faults.starting(job.rel)
             out = self._acquire()
             if out is None:
                 return  # stopping
             job.tensor = out
-            decoded = self._decode(job, fd, st.st_size, self._pool.slot(out))
+            decoded = self._decode_in_flight(job, fd, st.st_size, self._pool.slot(out))
             job.sha256 = decoded.sha256
             if decoded.error is not None:
                 raise InputError(*decoded.error)
@@ -116,6 +113,20 @@ class PreprocessWorker(Stage):
             self._pool.release(job.tensor)
             job.tensor = None
 
+    def _decode_in_flight(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
+        """The decode, marked in the in-flight journal while it runs: only an input being decoded when the
+        daemon dies is held against (a photo merely waiting for inference or its commit is not: with ~10
+        of those at any moment, every kill would mark healthy photos, and two kills in a row quarantine them)."""
+        key, job.inflight_key = job.inflight_key, None
+        if self._journal is not None and key is not None:
+            self._journal.started(key, job.source, job.rel)
+        self._faults.starting(job.rel)
+        try:
+            return self._decode(job, fd, size, slot)
+        finally:
+            if self._journal is not None and key is not None:
+                self._journal.committed(key)  # decoded (or failed in its decoder): it did not take us down
+
     def _decode(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
         """The decoder's answer; a decoder that dies or overruns is replaced and the input tried once more."""
         died: Died | None = None
@@ -123,9 +134,7 @@ class PreprocessWorker(Stage):
             outcome = self._decode_once(fd, size, slot)
             if isinstance(outcome, Decoded):
                 return outcome
-            died = outcome
-            if self._metrics is not None:
-                self._metrics.decoder_restarted(outcome.reason)
+            died = outcome  # counted by the decoder, which replaces itself
             log.warning("decoder %s on %s/%r (attempt %d of 2): %s", outcome.reason, job.source, job.rel,
                         attempt, outcome.detail)
         assert died is not None

@@ -187,7 +187,7 @@ class ResultWriter(Stage):
         self._observe(job, time.monotonic() - t0)
         route.on_done(job)
         if self._journal is not None and job.inflight_key is not None:
-            self._journal.committed(job.inflight_key)  # it did not take the daemon down: forgiven
+            self._journal.committed(job.inflight_key)  # a quarantined input's record is written: released
         self._state.in_flight.add(-1)
 
     def _record(self, job: Job) -> dict[str, Any]:
