@@ -59,7 +59,7 @@ class InflightJournal:
             for key, (src, rel) in started.items():
                 n = strikes.get(key, (0, src, rel))[0] + 1
                 strikes[key] = (n, src, rel)
-                log.warning("%s/%r was being worked on when the daemon died (%d time%s in a row)%s", src, rel, n,
+                log.warning("%s/%r was being decoded when the daemon died (%d time%s in a row)%s", src, rel, n,
                             "" if n == 1 else "s", "; quarantined" if n >= self._limit else "")
         else:
             strikes = {k: v for k, v in strikes.items() if v[0] >= self._limit}  # a clean run forgives
@@ -120,7 +120,7 @@ class InflightJournal:
         """Raise ``InputError("crashed")`` for a quarantined input: it is not decoded again."""
         if key in self.quarantined:
             n, _, _ = self._strikes.get(key, (self._limit, "", ""))
-            raise InputError("crashed", f"it was being worked on at {n} crashes of the daemon in a row, so it is "
+            raise InputError("crashed", f"it was being decoded at {n} crashes of the daemon in a row, so it is "
                                         "not decoded again; to retry it, move it back into the inbox")
 
     def started(self, key: Key, source: str, rel: str) -> None:
