@@ -7,8 +7,8 @@ queues call this a poison message and move it to a dead-letter queue after N del
 
 Before an input is decoded one line is appended, and another when its decoder has answered: only the
 inputs being decoded when the daemon dies are held against (one per worker), not the ~10 waiting for
-inference or their commit, which every random kill would otherwise mark. A plain ``write``, never fsynced: it only has to outlive the daemon's process, and the kernel
-keeps its pages; a power cut is no input's fault and is not held against any. At start, a journal that does
+inference or their commit, which every random kill would otherwise mark. A plain ``write``, never fsynced:
+it only has to outlive the daemon's process, and the kernel keeps its pages; a power cut is no input's fault and is not held against any. At start, a journal that does
 not end with the clean-exit line means the daemon died: every input started and not finished gets a strike.
 An input in flight at two unclean exits in a row is quarantined: failed as ``crashed`` without being decoded
 again (moving it back into the inbox retries it). A decode that finishes, or a clean exit, forgives its
