@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..model.preprocess import PreprocessSpec, crop_pixels
+from .input_file import read_open
 from .sandbox import SandboxPolicy, apply_sandbox
 from .tensor_pool import Layout, layout_bytes, slot_views
 
@@ -36,6 +37,7 @@ class DecoderSettings:
 
     spec: PreprocessSpec
     max_pixels: int
+    max_bytes: int  # pipeline.max_file_bytes
     pool_layout: Layout  # TensorPool.layout()
     decode_options: dict[str, Any] = field(default_factory=dict)  # crop_pixels' keyword options
     memory_headroom_bytes: int | None = None  # RLIMIT_AS: what the decoder has mapped once set up, plus this
@@ -104,16 +106,14 @@ def _prefer_to_be_killed() -> None:
 def decode_one(fd: int, size: int, out: Any, settings: DecoderSettings) -> tuple[Any, ...]:
     """``("ok", sha256, width, height, seconds)`` or ``("error", sha256, kind, message, seconds)``.
 
-    Read with ``pread`` (an input that shrinks meanwhile reads short; a mapping would crash on SIGBUS),
-    at most one byte past the size the daemon saw, so that a file still growing is noticed by its hash.
+    Read by the daemon's own reader (``input_file.read_open``), so a file still growing, or shrinking, is
+    read as the daemon has always read it, within ``pipeline.max_file_bytes``.
     """
     t0 = time.monotonic()
     sha: str | None = None
     try:
-        data = os.pread(fd, size + 1, 0)
+        data = read_open(fd, size, settings.max_bytes)
         sha = hashlib.sha256(data).hexdigest()
-        if not data:
-            raise InputError("decode", "empty file (0 bytes)")
         p = crop_pixels(data, settings.spec, settings.max_pixels, out=out, **settings.decode_options)
         return "ok", sha, p.width, p.height, time.monotonic() - t0
     except InputError as e:

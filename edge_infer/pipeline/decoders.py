@@ -224,7 +224,8 @@ class InThread:
 def build_decoders(cfg: PipelineConfig, count: int, spec: PreprocessSpec, pool: TensorPool,
                    metrics: Metrics | None = None) -> list[Decodes]:
     """One decoder for each of ``count`` workers, as ``pipeline.decoders`` says."""
-    settings = DecoderSettings(spec=spec, max_pixels=cfg.max_pixels, pool_layout=pool.layout(),
+    settings = DecoderSettings(spec=spec, max_pixels=cfg.max_pixels, max_bytes=cfg.max_file_bytes,
+                               pool_layout=pool.layout(),
                                decode_options={"formats": cfg.formats, "max_decode_mb": cfg.max_decode_mb},
                                memory_headroom_bytes=(cfg.max_decode_mb + HEADROOM_MB) << 20,
                                sandbox=cfg.decoders == "process")

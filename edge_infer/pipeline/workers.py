@@ -99,7 +99,7 @@ class PreprocessWorker(Stage):
         except InputError as e:
             job.error = e
         except _Stopping:
-            job.duplicate = False  # stopping: the input is not acknowledged and is redone on the next start
+            # stopping: the input is not acknowledged and is redone on the next start
             self._pool.release(job.tensor)
             job.tensor = None
             return
