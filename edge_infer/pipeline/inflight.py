@@ -56,6 +56,9 @@ class InflightJournal:
         """Read what the last run left, count its strikes, and start a compact journal for this run."""
         clean, started, strikes = self._read()
         if not clean:
+            # In a row: a strike stands only while the input is in flight at each death; a death it was not
+            # in flight at (it was not reached) forgives it. Quarantined inputs stay so until their record.
+            strikes = {k: v for k, v in strikes.items() if k in started or v[0] >= self._limit}
             for key, (src, rel) in started.items():
                 n = strikes.get(key, (0, src, rel))[0] + 1
                 strikes[key] = (n, src, rel)

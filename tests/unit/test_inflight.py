@@ -57,6 +57,14 @@ def test_a_commit_or_a_clean_exit_forgives(tmp_path):
     assert not run(path, clean=False).quarantined
 
 
+def test_a_death_it_was_not_in_flight_at_forgives_its_strike(tmp_path):
+    path = tmp_path / "j"
+    run(path, started=[A], clean=False)
+    run(path, started=[B], clean=False)  # died again, but with A not in flight: not "in a row"
+    run(path, started=[A], clean=False)
+    assert not run(path, clean=False).quarantined
+
+
 def test_a_quarantined_input_once_failed_is_released(tmp_path):
     path = tmp_path / "j"
     run(path, started=[A], clean=False)
@@ -94,8 +102,7 @@ def test_the_journal_is_compacted(tmp_path):
     assert os.path.getsize(path) < 4096 + 200
     j.started(A, "drops", "a.jpg")
     del j  # died with A in flight
-    run(path, clean=False)
-    assert run(path, started=[A], clean=False) is not None
+    assert run(path, started=[A], clean=False) is not None  # and again
     j = InflightJournal(path)
     j.open()
     assert j.quarantined == {A}
