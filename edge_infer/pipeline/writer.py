@@ -198,12 +198,11 @@ class ResultWriter(Stage):
         """The job's result object, or its failure record; it names the model that made the predictions
         (a reload may have swapped it since), else the one serving now."""
         model = job.model or self._state.model_ref()
-        stored_as = job.stored_as if job.path is not None else None  # camera frames are not filed
-        if job.error is not None:
-            return error_result(job.source, job.rel, job.sha256, job.error, model, stored_as)
+        if job.error is not None:  # (``stored_as``: None for a camera frame, which is not filed)
+            return error_result(job.source, job.rel, job.sha256, job.error, model, job.stored_as)
         assert job.predictions is not None
         return ok_result(job.source, job.rel, job.sha256 or "", job.predictions, model, job.width, job.height,
-                         _timings_ms(job), stored_as)
+                         _timings_ms(job), job.stored_as)
 
     def _record_path(self, job: Job, name: str | None = None) -> Path:
         name = name or job.stored_as or job.rel
@@ -212,12 +211,9 @@ class ResultWriter(Stage):
         return result_path(self._output_dir, job.source, name)
 
     def _file_name(self, job: Job) -> str:
-        """The name nothing else holds for the job's record and input (sinks/filing.py): never over other bytes."""
+        """A name that holds nothing else for the job's record and input (sinks/filing.py)."""
         route = self._routes[job.source]
-        if job.error is not None:
-            dest_dir: Path | None = route.failed_dir
-        else:
-            dest_dir = route.done_dir if route.after == "move" else None
+        dest_dir = route.failed_dir if job.error else route.done_dir if route.after == "move" else None
         return choose(job.rel, job.sha256, lambda name: self._record_path(job, name), job.path, dest_dir,
                       job.error.kind if job.error is not None else None)
 
