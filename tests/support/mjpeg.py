@@ -13,9 +13,10 @@ BOUNDARY = "frame"
 
 
 class MjpegServer:
-    """Streams ``photos`` in turn, each for ``seconds_each`` at ``fps``, at http://127.0.0.1:PORT/stream."""
+    """Streams ``photos`` in turn, each for ``seconds_each`` at ``fps``, at http://127.0.0.1:PORT/stream
+    (``port``: 0 for any free one, or a given one, for a camera that was down and comes up)."""
 
-    def __init__(self, photos: list[Path], seconds_each: float = 1.0, fps: int = 10) -> None:
+    def __init__(self, photos: list[Path], seconds_each: float = 1.0, fps: int = 10, port: int = 0) -> None:
         self.frames = []
         for p in photos:
             buf = io.BytesIO()
@@ -47,7 +48,7 @@ class MjpegServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
