@@ -213,7 +213,7 @@ def test_results_spooled_offline_survive_a_kill_9_and_a_restart(tmp_path):
                 second.communicate()
         wait_for(lambda: sub.last(STATUS) == b"offline", 10, "offline status")
     assert sub.first_arrivals(TOPIC) == [sha(p) for p in imgs]
-    assert not list((tmp_path / "results" / ".mqtt-spool").glob("seg-*.log"))  # all delivered, all removed
+    assert not list((tmp_path / "results" / ".mqtt-spool").glob("seg-*"))  # all delivered, all removed
 
 
 @contextmanager
