@@ -28,13 +28,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _encode(obj: Any) -> bytes:
+def encode_json(obj: Any, end: str = "\n") -> bytes:
+    """The one JSON encoding of results, for their files, JSON Lines and MQTT alike: UTF-8, and \\u escapes
+    when it must (below)."""
     try:
-        return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        return (json.dumps(obj, ensure_ascii=False) + end).encode("utf-8")
     except UnicodeEncodeError:
         # A file name that is not UTF-8 (Python holds its bytes as lone surrogates): \u escapes keep the JSON
         # valid, and decoding it gives back the very name (os.fsencode turns it into the original bytes).
-        return (json.dumps(obj, ensure_ascii=True) + "\n").encode("ascii")
+        return (json.dumps(obj, ensure_ascii=True) + end).encode("ascii")
 
 
 def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
@@ -43,7 +45,7 @@ def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = root / TMP_DIR
     tmp_dir.mkdir(exist_ok=True)
-    data = _encode(obj)
+    data = encode_json(obj)
     tmp = _write_tmp(tmp_dir, data)
     try:
         try:
@@ -76,7 +78,7 @@ def write_json_group(records: list[tuple[Path, Any, Path]]) -> None:
         for path, obj, root in records:
             path.parent.mkdir(parents=True, exist_ok=True)
             (root / TMP_DIR).mkdir(exist_ok=True)
-            staged.append((_write_tmp(root / TMP_DIR, _encode(obj), sync=False), path, obj))
+            staged.append((_write_tmp(root / TMP_DIR, encode_json(obj), sync=False), path, obj))
         _syncfs({tmp.parent for tmp, _, _ in staged})
         while staged:
             tmp, path, obj = staged[0]
