@@ -142,6 +142,9 @@ class OutputConfig:
 class MetricsConfig:
     host: str = setting("127.0.0.1", "the HTTP port's address")
     port: int = setting(9464, "the HTTP port (/metrics, /healthz, /readyz); 0: any free one (tests)", ge=0, le=65535)
+    web_config: Optional[Path] = setting(None, "TLS and basic auth, in the exporter-toolkit's format (README)")
+    max_connections: int = setting(8, "connections served at once; more are refused at once", ge=1, le=1024)
+    request_timeout_s: float = setting(10.0, "bound on receiving one request, TLS handshake included", gt=0, le=300)
 
 
 @dataclass(frozen=True)
