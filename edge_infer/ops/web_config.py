@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from ..config_reader import ABSENT, REQUIRED, Section, load_yaml, read, setting, show
+from ..config_reader import ABSENT, REQUIRED, Section, load_yaml, parsed, read, setting, show
 from ..errors import ConfigError, InvalidConfig
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,6 @@ class WebConfig:
 
 
 def _parse_tls(s: Section) -> tuple[TlsServerConfig, ssl.SSLContext | None] | None:
-    before = len(s.problems)
     for key, why in _REFUSED.items():
         if s.raw(key) is not ABSENT:
             s.error(key, why)
@@ -94,7 +93,7 @@ def _parse_tls(s: Section) -> tuple[TlsServerConfig, ssl.SSLContext | None] | No
         s.error("client_ca_file", f"required by client_auth_type {tls.client_auth_type}")
     if list(_VERSIONS).index(tls.min_version) > list(_VERSIONS).index(tls.max_version):
         s.error("max_version", f"must not be below min_version ({tls.min_version})")
-    return tls, _context(s, tls) if len(s.problems) == before else None
+    return tls, _context(s, tls) if parsed(tls.cert_file, tls.key_file) else None
 
 
 def _parse_headers(s: Section) -> tuple[tuple[str, str], ...]:

@@ -191,3 +191,27 @@ def test_configured_headers_are_sent_on_every_answer(tmp_path, serve):
         _, headers, _ = get(f"http://127.0.0.1:{server.port}/healthz", auth=auth)
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Strict-Transport-Security"] == "max-age=60"
+
+
+def test_check_config_and_run_refuse_a_bad_web_config_with_78_naming_the_inner_key(tmp_path, pki):
+    from tests.integration.daemon_util import write_config
+    from tests.integration.test_daemon_process import run_cli
+
+    web = tmp_path / "web.yml"
+    cfg = write_config(tmp_path, metrics={"web_config": "web.yml"})  # relative: to the config's folder
+    for doc, key in (({"tls_server_config": {"cert_file": "missing.pem", "key_file": str(pki.key)}},
+                      "metrics.web_config.tls_server_config.cert_file: cannot load"),
+                     ({"basic_auth_users": {"prometheus": "plain text"}},
+                      "metrics.web_config.basic_auth_users.prometheus: must be a bcrypt hash"),
+                     ({"tls_server_config": {"cert_file": str(pki.cert), "key_file": str(pki.key)}, "tls": True},
+                      "metrics.web_config.tls: unknown key")):
+        web.write_text(yaml.safe_dump(doc))
+        for command in ("check-config", "run"):
+            r = run_cli(command, "-c", str(cfg))
+            assert r.returncode == 78 and key in r.stderr and "Traceback" not in r.stderr, (command, r.stderr)
+    web.unlink()
+    r = run_cli("check-config", "-c", str(cfg))
+    assert r.returncode == 78 and f"metrics.web_config: {web}: cannot read" in r.stderr, r.stderr
+    web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": str(pki.cert), "key_file": str(pki.key)},
+                                   "basic_auth_users": {"prometheus": bcrypt_hash("pw")}}))
+    assert run_cli("check-config", "-c", str(cfg)).returncode == 0
