@@ -86,7 +86,12 @@ class _Server(ThreadingHTTPServer):
             if admitted:
                 self.conns[id(request)] = _Conn(request, time.monotonic() + self.request_timeout_s)
         if admitted:
-            super().process_request(request, client_address)
+            try:
+                super().process_request(request, client_address)
+            except BaseException:  # no thread to free the slot (it could not start): free it here
+                with self.conns_lock:
+                    self.conns.pop(id(request), None)
+                raise
             return
         self.refuse("busy", client_address)
         if self.web is None or not self.web.tls:  # a TLS client could not read a plain answer

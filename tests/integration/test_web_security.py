@@ -17,18 +17,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from edge_infer.ops.web import HttpServer
-from tests.conftest import skip_unless_ci
 from tests.integration.daemon_util import wait_for
 from tests.integration.test_web import TIMEOUT, make_server
-from tests.support.tls import Pki, bcrypt_hash, make_pki
+from tests.support.tls import Pki, bcrypt_hash, pki  # noqa: F401 - pki: the fixture
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    made = make_pki(tmp_path_factory.mktemp("pki"))
-    if made is None:
-        skip_unless_ci("needs the openssl CLI to make a test CA")
-    return made
 
 
 def web_config(folder: Path, pki: Pki | None, users: dict[str, str] | None = None, **extra) -> Path:

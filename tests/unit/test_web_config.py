@@ -10,18 +10,10 @@ import yaml
 from edge_infer.errors import InvalidConfig
 from edge_infer.ops.web_auth import credentials
 from edge_infer.ops.web_config import load_web_config
-from tests.conftest import skip_unless_ci
-from tests.support.tls import Pki, bcrypt_hash, make_pki
+from tests.support.tls import Pki, bcrypt_hash, pki  # noqa: F401 - pki: the fixture
 
 KEY = "metrics.web_config"
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    made = make_pki(tmp_path_factory.mktemp("pki"))
-    if made is None:
-        skip_unless_ci("needs the openssl CLI to make a test CA")
-    return made
 
 
 def write(tmp_path: Path, doc) -> Path:
