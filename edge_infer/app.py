@@ -70,8 +70,11 @@ class App:
         # Bounded by the tensor pool: at most pool.count prepared images exist at once.
         self.prepared: queue.Queue[Job] = queue.Queue()
         self.finished: queue.Queue[Job | list[Job]] = queue.Queue(maxsize=p.queue_size)  # jobs, or batches
-        self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, registry=self.registry,
-                               is_alive=self.is_alive, is_ready=self.is_ready)
+        m = config.metrics
+        self.http = HttpServer(host=m.host, port=m.port, registry=self.registry, is_alive=self.is_alive,
+                               is_ready=self.is_ready, refused=self.metrics.http_refused_total,
+                               web_config=m.web_config, max_connections=m.max_connections,
+                               request_timeout_s=m.request_timeout_s)
         self.sources: list[FolderSource] = []
         self.cameras: list[CameraStage] = []
         self.workers: list[PreprocessWorker] = []

@@ -26,6 +26,9 @@ BLOCKED_REASONS = ("enospc", "readonly", "missing", "io", "spool_full")
 ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "crashed", "timeout", "internal", "other")
 # Why a decoder process was replaced: it died on an input (crashed) or overran pipeline.decode_timeout_s.
 DECODER_RESTART_REASONS = ("crashed", "timeout")
+# Why the HTTP port turned a connection away: over metrics.max_connections, too slow to send its request,
+# no or wrong credentials, a failed TLS handshake, a web config that no longer reads.
+HTTP_REFUSED_REASONS = ("busy", "timeout", "unauthorized", "tls", "config")
 
 # Stages run from sub-millisecond (queue hand-off) to seconds (a slow disk or a cold model on a Pi).
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -119,6 +122,10 @@ class Metrics:
                                               ["reason"], registry=registry)
         for reason in DECODER_RESTART_REASONS:
             self.decoder_restarts_total.labels(reason)
+        self.http_refused_total = Counter("edge_infer_http_refused", "HTTP connections or requests turned away, "
+                                          "by reason.", ["reason"], registry=registry)
+        for reason in HTTP_REFUSED_REASONS:
+            self.http_refused_total.labels(reason)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.

@@ -7,6 +7,7 @@ import os
 
 from ..config import AppConfig, CameraSource
 from ..errors import ConfigError
+from .web_config import load_web_config
 
 
 def check_supported(config: AppConfig) -> None:
@@ -24,3 +25,5 @@ def check_supported(config: AppConfig) -> None:
             path = getattr(mqtt, key)
             if path is not None and not os.access(path, os.R_OK):
                 raise ConfigError(f"output.mqtt.{key}", f"cannot read {path}")
+    if config.metrics.web_config is not None:
+        load_web_config(config.metrics.web_config)  # InvalidConfig naming metrics.web_config and the inner key

@@ -105,13 +105,14 @@ def values(result: dict[str, Any]) -> list[float]:
 
 
 @contextmanager
-def prometheus(binary: str, tmp: Path, target_port: int) -> Iterator[int]:
-    """Our own Prometheus on a free loopback port and its own data folder, scraping the daemon each second."""
+def prometheus(binary: str, tmp: Path, target_port: int, jobs: list[dict[str, Any]] | None = None) -> Iterator[int]:
+    """Our own Prometheus on a free loopback port and its own data folder, scraping the daemon each second;
+    ``jobs``: scrape configs in place of the one plain ``edge-infer`` job (each gets the daemon as target)."""
     port = free_port()
+    jobs = jobs or [{"job_name": "edge-infer"}]
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "rule_files": [str(RULES)],
-              "scrape_configs": [{"job_name": "edge-infer",
-                                  "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}]}
+              "scrape_configs": [{**j, "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]} for j in jobs]}
     cfg = tmp / "prometheus.yml"
     cfg.write_text(yaml.safe_dump(config))
     log = (tmp / "prometheus.log").open("w")
@@ -180,3 +181,37 @@ def test_a_real_prometheus_gets_data_for_every_dashboard_query_and_evaluates_eve
         cams = [a["labels"].get("source") for a in api(port, "/api/v1/alerts")["alerts"]
                 if a["labels"]["alertname"] == "EdgeInferCameraDown"]
         assert cams == ["nodev"]
+
+
+def test_a_real_prometheus_scrapes_over_https_with_basic_auth_and_a_wrong_password_is_down(
+        tmp_path, prometheus_bin):
+    from tests.support.tls import bcrypt_hash, make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    if pki is None:
+        skip_unless_ci("needs the openssl CLI to make a test CA")
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": str(pki.cert), "key_file": str(pki.key)},
+                                   "basic_auth_users": {"prometheus": bcrypt_hash("s3cret", cost=10)}}))
+    daemon_port = free_port()
+    cfg = write_config(tmp_path, metrics={"port": daemon_port, "web_config": str(web)})
+    tls = {"scheme": "https", "tls_config": {"ca_file": str(pki.ca)}}
+    jobs = [{"job_name": "edge-infer", **tls, "basic_auth": {"username": "prometheus", "password": "s3cret"}},
+            {"job_name": "wrong-password", **tls, "basic_auth": {"username": "prometheus", "password": "guess"}},
+            {"job_name": "no-credentials", **tls}]
+    (tmp_path / "prom").mkdir()
+    with daemon(cfg), prometheus(prometheus_bin[0], tmp_path / "prom", daemon_port, jobs) as port:
+        wait_for(lambda: values(query(port, 'edge_infer_ready{job="edge-infer"}')) == [1.0], 60,
+                 "the daemon scraped over https with the right password")
+
+        def up() -> dict[str, float]:
+            return {s["metric"]["job"]: float(s["value"][1]) for s in query(port, "up")["data"]["result"]}
+
+        wait_for(lambda: len(up()) == 3, 30, "every job scraped at least once")
+        assert up() == {"edge-infer": 1.0, "wrong-password": 0.0, "no-credentials": 0.0}
+        targets = {t["labels"]["job"]: t for t in api(port, "/api/v1/targets")["activeTargets"]}
+        assert targets["wrong-password"]["lastError"].endswith("401 Unauthorized"), targets["wrong-password"]
+        assert targets["edge-infer"]["scrapeUrl"].startswith("https://")
+        # The daemon counted the refusals it gave the other two (seen through the job that may read them).
+        wait_for(lambda: values(query(port, 'edge_infer_http_refused_total{job="edge-infer",reason="unauthorized"}'
+                                      ))[0] >= 2, 30, "the refusals counted")

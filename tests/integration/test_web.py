@@ -6,9 +6,23 @@ import urllib.request
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
+from edge_infer.ops.metrics import HTTP_REFUSED_REASONS
 from edge_infer.ops.web import HttpServer
 
 TIMEOUT = 5.0
+
+
+def make_server(registry: CollectorRegistry | None = None, *, port: int = 0, is_alive=lambda: True,
+                is_ready=lambda: True, web_config=None, max_connections: int = 8,
+                request_timeout_s: float = 10.0) -> HttpServer:
+    """An HttpServer on loopback with its refusal counter (edge_infer_http_refused_total) on ``registry``."""
+    registry = registry or CollectorRegistry()
+    refused = Counter("edge_infer_http_refused", "test", ["reason"], registry=registry)
+    for reason in HTTP_REFUSED_REASONS:
+        refused.labels(reason)
+    return HttpServer(host="127.0.0.1", port=port, registry=registry, is_alive=is_alive, is_ready=is_ready,
+                      refused=refused, web_config=web_config, max_connections=max_connections,
+                      request_timeout_s=request_timeout_s)
 
 
 class Flags:
@@ -22,8 +36,7 @@ def served():
     registry = CollectorRegistry()
     counter = Counter("edge_infer_test_hits", "test", registry=registry)
     flags = Flags()
-    server = HttpServer(host="127.0.0.1", port=0, registry=registry, is_alive=lambda: flags.alive,
-                        is_ready=lambda: flags.ready)
+    server = make_server(registry, is_alive=lambda: flags.alive, is_ready=lambda: flags.ready)
     server.start()
     yield server, counter, flags
     server.stop()
@@ -88,8 +101,7 @@ def test_serves_on_a_non_daemon_thread_named_http(served):
 
 
 def test_stop_and_join_closes_the_port():
-    server = HttpServer(host="127.0.0.1", port=0, registry=CollectorRegistry(), is_alive=lambda: True,
-                        is_ready=lambda: True)
+    server = make_server()
     server.start()
     port = server.port
     assert fetch(server, "/healthz")[0] == 200
@@ -101,12 +113,10 @@ def test_stop_and_join_closes_the_port():
 
 
 def test_port_in_use_raises_oserror_from_start_naming_the_address():
-    first = HttpServer(host="127.0.0.1", port=0, registry=CollectorRegistry(), is_alive=lambda: True,
-                       is_ready=lambda: True)
+    first = make_server()
     first.start()
     try:
-        second = HttpServer(host="127.0.0.1", port=first.port, registry=CollectorRegistry(), is_alive=lambda: True,
-                            is_ready=lambda: True)
+        second = make_server(port=first.port)
         with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
             second.start()
         assert second.join(TIMEOUT)  # nothing was started, nothing to wait for
