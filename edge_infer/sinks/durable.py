@@ -28,6 +28,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)``, durably: each level made here is fsynced into its parent,
+    so that a power cut cannot take back a new folder along with the records already renamed into it."""
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        if folder.parent == folder:
+            raise
+        make_dirs(folder.parent)
+        make_dirs(folder)
+        return
+    except FileExistsError:
+        if not folder.is_dir():
+            raise  # a file stands where the folder must be
+        return
+    fsync_dir(folder.parent)
+
+
 def _encode(obj: Any) -> bytes:
     try:
         return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
@@ -40,7 +58,7 @@ def _encode(obj: Any) -> bytes:
 def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
     """Commit ``obj`` at ``path`` (somewhere under ``root``): after this returns, a power cut leaves either
     the old file or this one. The order is the durable one: data fsynced, renamed, folder fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp_dir = root / TMP_DIR
     tmp_dir.mkdir(exist_ok=True)
     data = _encode(obj)
@@ -194,7 +212,7 @@ def error_path(failed_dir: Path, rel: str) -> Path:
 def move_file(src: Path, dest: Path) -> None:
     """Rename within a file system; across file systems copy, fsync, then unlink (a power cut in between
     leaves the input in place, to be redone, never a lost or half-copied one)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     try:
         os.replace(src, dest)
         return
