@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from ..errors import TRANSIENT_ERRNOS as TRANSIENT
 from ..sinks.durable import make_dirs
 from ..sinks.spool import SpoolFull
 
-# Pass by themselves: retried with backoff, never a failure.
-TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS})
 # One input's, when the store's roots pass the probe. Anything else (ENOSPC, EDQUOT, EROFS, EIO, a root
 # gone) is the store's, as is any errno not named here: holding inputs is the safe side of a doubt.
 PER_INPUT = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
@@ -26,10 +25,11 @@ PER_INPUT = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, e
 _ACCESS = {"effective_ids": True} if os.access in os.supports_effective_ids else {}
 
 
-def errno_name(e: OSError) -> str:
-    """``EACCES: Permission denied: '/path'``: what a record or a log line says of an error."""
-    name = errno.errorcode.get(e.errno or 0, str(e.errno))
-    return f"{name}: {e.strerror or e}" + (f": {os.fsdecode(e.filename)!r}" if e.filename else "")
+def describe(e: OSError) -> str:
+    """``EACCES (Permission denied): '/a' -> '/b'``: what a record or a log line says of an error."""
+    text = f"{errno.errorcode.get(e.errno or 0, str(e.errno))} ({e.strerror or e})"
+    names = [repr(os.fsdecode(f)) for f in (e.filename, e.filename2) if f is not None]
+    return f"{text}: {' -> '.join(names)}" if names else text
 
 
 def blocked_kind(e: OSError) -> str:

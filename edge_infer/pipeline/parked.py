@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InputError
 from ..ops.metrics import Metrics
@@ -33,6 +33,14 @@ PARKED_NAME = ".parked.json"
 FIRST_RETRY_S = 2.0
 MAX_RETRY_S = 60.0
 Key = tuple[int, ...]
+
+
+class Parked(Exception):
+    """Raised by the writer once an input is parked; ``recorded``: its record is durable all the same."""
+
+    def __init__(self, recorded: bool) -> None:
+        super().__init__()
+        self.recorded = recorded
 
 
 def file_key(path: str | Path) -> Key | None:
@@ -105,15 +113,13 @@ class ParkedInputs:
             log.info("%d input(s) parked by an earlier run are skipped until they change, and their "
                      "acknowledgement retried (%s)", len(entries), self.path)
 
-    def park(self, job: Job, reason: str, recorded: bool) -> bool:
-        """Park ``job``'s input (again); True when it was not parked yet (the caller logs it once)."""
+    def park(self, job: Job, reason: str, recorded: bool) -> Parked:
+        """Park ``job``'s input (logged once, not at each retry); the exception for the writer to raise."""
         assert job.path is not None
         path = str(job.path)
         with self._lock:
-            entry = self._entries.get(path)
-            if entry is not None:
-                self._later(entry)
-                return False
+            if path in self._entries:
+                return Parked(recorded)
             key = job.identity or file_key(path)
             error = (job.error.kind, job.error.message) if job.error is not None and recorded else None
             entry = ParkedInput(job.source, job.rel, path, key, reason, recorded, error, job.sha256, time.time(),
@@ -122,7 +128,31 @@ class ParkedInputs:
             self._entries[path] = entry
             self._dirty = recorded or self._dirty  # one without a record is kept for this run only
             self._counted()
-            return True
+        log.warning("%s/%r is parked: %s; %s", job.source, job.rel, reason,
+                    "its record stands, and it stays where it is (skipped until it changes; moving it is retried, "
+                    "up to once a minute)" if recorded else
+                    "it stays where it is, without a record; retried up to once a minute, and at the next start")
+        return Parked(recorded)
+
+    def retry_due(self, settle: Callable[[Job], None], recorded_now: Callable[[Job], None]) -> None:
+        """The writer's one more try (``settle``) for each parked input that is due; ``recorded_now`` for one
+        that had no record. Any error puts it off again: a parked input never holds or blocks the others."""
+        for entry in self.due():
+            if not self.unchanged(entry):
+                self.release(entry)  # gone, or changed: then the source takes it as a new input
+                continue
+            job = entry.as_job()
+            try:
+                settle(job)
+            except (Parked, OSError):
+                self.later(entry)
+                continue
+            self.release(entry)
+            if not entry.recorded:
+                recorded_now(job)
+            log.info("%s/%r, parked since %s, is acknowledged now", job.source, job.rel,
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.since)))
+        self.flush()
 
     def skip(self, path: str) -> bool:
         """For the folder source: True while ``path`` is parked and unchanged; a changed one is forgotten."""
@@ -187,6 +217,3 @@ class ParkedInputs:
         self._sources |= set(counts)
         for source in self._sources:
             self._metrics.set_parked(source, counts.get(source, 0))
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ResourceError
 from ..lifecycle import Stage, backoff_s
 from ..ops.faults import Faults
 from ..sinks.durable import read_json, result_path
@@ -75,7 +75,8 @@ class PreprocessWorker(Stage):
         assert job.path is not None  # workers take folder inputs; camera frames arrive prepared
         fd = -1
         try:
-            fd, st = open_input(job.path, self._max_bytes)
+            fd, st = self._open(job)
+            job.identity = input_key(st)
             if self._journal is not None:
                 # Before a byte is decoded: an input that takes the daemon down with it is known at the next
                 # start (see inflight.py). A quarantined one keeps its key until its failure record is
@@ -112,6 +113,21 @@ class PreprocessWorker(Stage):
         if job.error is not None or job.duplicate:
             self._pool.release(job.tensor)
             job.tensor = None
+
+    def _open(self, job: Job) -> tuple[int, os.stat_result]:
+        """``open_input``; out of descriptors or memory (the machine's problem, not the input's), the input
+        waits and the open is retried with backoff until it succeeds or we stop."""
+        assert job.path is not None
+        failures = 0
+        while True:
+            try:
+                return open_input(job.path, self._max_bytes)
+            except ResourceError as e:
+                if failures == 0:
+                    log.error("%s: %s; retrying, inputs wait", self.name, e)
+                failures += 1
+                if self.wait(backoff_s(failures, 0.05, 2.0)):
+                    raise _Stopping() from e
 
     def _decode_in_flight(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
         """The decode, marked in the in-flight journal while it runs: only an input being decoded when the
