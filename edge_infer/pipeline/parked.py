@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 from ..errors import InputError
 from ..ops.metrics import Metrics
@@ -134,12 +134,13 @@ class ParkedInputs:
                     "it stays where it is, without a record; retried up to once a minute, and at the next start")
         return Parked(recorded)
 
-    def retry_due(self, settle: Callable[[Job], None], recorded_now: Callable[[Job], None]) -> None:
+    def retry_due(self, settle: Callable[[Job], None], recorded_now: Callable[[Job], None],
+                  sources: Container[str]) -> None:
         """The writer's one more try (``settle``) for each parked input that is due; ``recorded_now`` for one
         that had no record. Any error puts it off again: a parked input never holds or blocks the others."""
         for entry in self.due():
-            if not self.unchanged(entry):
-                self.release(entry)  # gone, or changed: then the source takes it as a new input
+            if entry.source not in sources or not self.unchanged(entry):
+                self.release(entry)  # gone, changed (then the source takes it as a new input), or unwatched now
                 continue
             job = entry.as_job()
             try:

@@ -94,7 +94,7 @@ class ResultWriter(Stage):
         try:
             while self.should_keep_running():
                 # One more try for each parked input that is due: never holding the others, never blocking.
-                self._parked.retry_due(self._settle, lambda job: self._observe(job, 0.0))
+                self._parked.retry_due(self._settle, lambda job: self._observe(job, 0.0), self._routes)
                 try:
                     group = _jobs(self._finished.get(timeout=self.poll_s))
                 except queue.Empty:

@@ -111,7 +111,7 @@ def test_an_input_that_cannot_be_moved_is_parked_remembered_skipped_and_moved_on
     # The obstacle gone, the acknowledgement alone is retried: moved, the record as it was.
     writer2, _ = make_writer(tmp_path, parked=parked)
     (tmp_path / "done" / "sub").unlink()
-    writer2._parked.retry_due(writer2._settle, lambda j: None)
+    writer2._parked.retry_due(writer2._settle, lambda j: None, writer2._routes)
     assert (tmp_path / "done" / job.rel).exists() and not job.path.exists() and record.read_bytes() == first
     assert json.loads((tmp_path / "results" / PARKED_NAME).read_text())["inputs"] == []
 
@@ -205,7 +205,7 @@ def test_an_input_that_can_get_no_record_at_all_is_parked_for_this_run_and_retri
     (tmp_path / "results" / "s" / "sub").unlink()
     for entry in writer._parked._entries.values():
         entry.next_try = 0.0  # due now, not in FIRST_RETRY_S
-    writer._parked.retry_due(writer._settle, lambda j: writer._observe(j, 0.0))
+    writer._parked.retry_due(writer._settle, lambda j: writer._observe(j, 0.0), writer._routes)
     assert json.loads((tmp_path / "results" / "s" / f"{job.rel}.json").read_text())["status"] == "ok"
     assert (tmp_path / "done" / job.rel).exists() and not list((tmp_path / "failed").rglob("*.error.json"))
     assert writer._metrics.registry.get_sample_value("edge_infer_images_total", {"source": "s", "outcome": "ok"}) == 1
