@@ -230,4 +230,8 @@ def move_file(src: Path, dest: Path) -> None:
         finally:
             os.close(fd)
     fsync_dir(dest.parent)
-    src.unlink()
+    try:
+        src.unlink()
+    except OSError:
+        dest.unlink()  # it stays where it was (immutable, its folder not ours): no second copy left behind
+        raise

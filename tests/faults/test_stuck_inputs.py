@@ -183,3 +183,23 @@ def test_a_stuck_input_is_parked_alone_and_completes_once_fixed(base, kind):
         stop(proc)
     assert record.read_bytes() == first and not (base / "inbox" / rel).exists()
     assert not files_under(base / "failed") and stat.S_ISREG((base / "done" / rel).stat().st_mode)
+
+
+def test_an_input_that_cannot_leave_the_inbox_leaves_no_copy_in_a_done_folder_on_another_disk(tmp_path, tmpfs):
+    """Across file systems a move is copy, fsync, unlink: an input that cannot be unlinked must not leave its
+    copy behind at each retry (two inputs, one in the inbox and one in done/)."""
+    from edge_infer.pipeline.writer import SourceRoute
+    from tests.unit.test_workers_writer import _finished_jobs, make_writer
+
+    job = _finished_jobs(tmp_path, 1)[0]
+    writer, done = make_writer(tmp_path)
+    other = tmpfs("done-elsewhere")
+    r = writer._routes["s"]
+    writer._routes["s"] = SourceRoute(r.after, other, r.failed_dir, r.on_done, tmp_path / "inbox")
+    chattr("+i", job.path)
+    try:
+        writer.commit(job)
+        assert done == [job] and writer.blocked_kind is None and job.path.exists()
+        assert not files_under(other)
+    finally:
+        chattr("-i", job.path)
