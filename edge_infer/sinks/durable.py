@@ -39,9 +39,9 @@ def make_dirs(folder: Path) -> None:
         make_dirs(folder.parent)
         make_dirs(folder)
         return
-    except FileExistsError:
-        if not folder.is_dir():
-            raise  # a file stands where the folder must be
+    except FileExistsError as e:
+        if not folder.is_dir():  # a file stands where the folder must be: not "the destination exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from e
         return
     fsync_dir(folder.parent)
 

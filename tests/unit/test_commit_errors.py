@@ -61,7 +61,7 @@ def test_new_folders_are_fsynced_into_their_parents_level_by_level(tmp_path, mon
     durable.make_dirs(tmp_path / "done" / "a" / "b")  # already there: nothing to sync
     assert synced == []
     (tmp_path / "done" / "file").write_text("")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(NotADirectoryError):  # not FileExistsError: that says the destination itself exists
         durable.make_dirs(tmp_path / "done" / "file")
     with pytest.raises(NotADirectoryError):
         durable.make_dirs(tmp_path / "done" / "file" / "below")
@@ -101,7 +101,7 @@ def test_an_input_that_cannot_be_moved_is_parked_remembered_skipped_and_moved_on
     parked = ParkedInputs(tmp_path / "results" / PARKED_NAME)
     parked.load()
     saved = json.loads((tmp_path / "results" / PARKED_NAME).read_text())["inputs"]
-    assert [e["rel"] for e in saved] == [job.rel] and "EEXIST" in saved[0]["reason"]
+    assert [e["rel"] for e in saved] == [job.rel] and "ENOTDIR" in saved[0]["reason"]
     cfg = FolderSourceConfig(name="s", path=tmp_path / "inbox", done_dir=tmp_path / "done",
                              failed_dir=tmp_path / "failed")
     src = FolderSource(config=cfg, jobs=queue.Queue(), parked=parked)
