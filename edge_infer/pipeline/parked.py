@@ -65,6 +65,7 @@ class ParkedInput:
     recorded: bool
     error: tuple[str, str] | None = None
     sha256: str | None = None
+    stored_as: str | None = None  # the name it is filed under (its record's, and its own in done/ or failed/)
     since: float = 0.0
     # This run only:
     job: Job | None = None
@@ -76,11 +77,11 @@ class ParkedInput:
         if self.job is not None:
             return self.job
         return Job(source=self.source, rel=self.rel, path=Path(self.path), sha256=self.sha256, committed=True,
-                   spooled=True, error=InputError(*self.error) if self.error else None)
+                   spooled=True, error=InputError(*self.error) if self.error else None, stored_as=self.stored_as)
 
     def saved(self) -> dict[str, Any]:
         return {"source": self.source, "rel": self.rel, "path": self.path, "key": self.key, "reason": self.reason,
-                "error": self.error, "sha256": self.sha256, "since": self.since}
+                "error": self.error, "sha256": self.sha256, "stored_as": self.stored_as, "since": self.since}
 
 
 class ParkedInputs:
@@ -122,8 +123,8 @@ class ParkedInputs:
                 return Parked(recorded)
             key = job.identity or file_key(path)
             error = (job.error.kind, job.error.message) if job.error is not None and recorded else None
-            entry = ParkedInput(job.source, job.rel, path, key, reason, recorded, error, job.sha256, time.time(),
-                                job=job)
+            entry = ParkedInput(job.source, job.rel, path, key, reason, recorded, error, job.sha256, job.stored_as,
+                                time.time(), job=job)
             self._later(entry)
             self._entries[path] = entry
             self._dirty = recorded or self._dirty  # one without a record is kept for this run only

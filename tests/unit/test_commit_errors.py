@@ -74,14 +74,14 @@ def test_new_folders_are_fsynced_into_their_parents_level_by_level(tmp_path, mon
 
 def test_a_result_that_cannot_be_written_for_itself_fails_that_input_alone(tmp_path):
     job, writer, done = _in_sub(tmp_path)
-    (tmp_path / "results" / "s" / "sub").mkdir(parents=True)
-    (tmp_path / "results" / "s" / f"{job.rel}.json").mkdir()  # a folder where its result must go
+    (tmp_path / "results" / "s").mkdir(parents=True)
+    (tmp_path / "results" / "s" / "sub").write_text("")  # a file where the folder of its result must be
     writer.commit(job)
     assert writer.blocked_kind is None and done == [job]
     record = json.loads((tmp_path / "failed" / f"{job.rel}.error.json").read_text())
     assert record["status"] == "failed" and record["error"]["kind"] == "io"
     message = record["error"]["message"]
-    assert "EISDIR" in message and str(tmp_path / "results" / "s" / f"{job.rel}.json") in message
+    assert "ENOTDIR" in message and str(tmp_path / "results" / "s" / f"{job.rel}.json") in message
     assert (tmp_path / "failed" / job.rel).exists() and not job.path.exists()
 
 
