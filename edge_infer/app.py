@@ -29,6 +29,7 @@ from .pipeline.decoders import build_decoders
 from .pipeline.inference import InferenceStage
 from .pipeline.inflight import JOURNAL_NAME, InflightJournal
 from .pipeline.jobs import Job
+from .pipeline.parked import PARKED_NAME, ParkedInputs
 from .pipeline.plan import plan_threads
 from .pipeline.state import PipelineState
 from .pipeline.tensor_pool import TensorPool
@@ -82,6 +83,7 @@ class App:
         self.inference: list[InferenceStage] = []  # pipeline.inference_threads of them, sharing one session
         self.writer: ResultWriter | None = None
         self.journal = InflightJournal(config.output.dir / JOURNAL_NAME)
+        self.parked = ParkedInputs(config.output.dir / PARKED_NAME, self.metrics)
         self.spool: Spool | None = None
         self.publisher: MqttPublisher | None = None
 
@@ -119,6 +121,7 @@ class App:
             self.metrics.set_memory_limit(limit)
         c.output.dir.mkdir(parents=True, exist_ok=True)
         self.journal.open()
+        self.parked.load()
         self.state = PipelineState(jobs=self.jobs, serving=session)
         self._build_stages(session, self.state)
         self.notifier.status("starting decoders")
@@ -155,17 +158,17 @@ class App:
 
     def _build_stages(self, session: ModelSession, state: PipelineState) -> None:
         c, m = self.config, session.manifest
-        self.sources = [FolderSource(config=s, jobs=self.jobs, state=state, metrics=self.metrics)
+        self.sources = [FolderSource(config=s, jobs=self.jobs, state=state, metrics=self.metrics, parked=self.parked)
                         for s in c.sources if isinstance(s, FolderSourceConfig)]
-        routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done)
-                  for src in self.sources}
+        routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done,
+                                               src.root) for src in self.sources}
         cams = [s for s in c.sources if isinstance(s, CameraSource)]
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}
         # Results name the model that made them; error results, the one serving now (a reload may swap it).
         self.writer = ResultWriter(finished=self.finished, output_dir=c.output.dir, routes=routes,
                                    metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=self._build_mqtt(),
-                                   journal=self.journal, faults=self.faults)
+                                   journal=self.journal, parked=self.parked, faults=self.faults)
         lanes = self.plan.inference_threads
         # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
         # worker, one per camera.

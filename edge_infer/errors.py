@@ -1,6 +1,8 @@
 """The typed errors of edge-infer. ``cli.py`` maps them to exit codes; stages catch them at their boundary."""
 from __future__ import annotations
 
+import errno
+
 
 class EdgeInferError(Exception):
     """Base class: an expected failure with a message fit for a user (no traceback needed)."""
@@ -26,6 +28,15 @@ class InputError(EdgeInferError):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+class ResourceError(EdgeInferError):
+    """The machine is short of descriptors or memory for now (``errno`` in ``TRANSIENT_ERRNOS``): the work
+    waits and is retried with backoff, never failed."""
+
+
+# Errors that pass by themselves: out of descriptors (this process's or the system's), memory, buffers.
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS})
 
 
 class ExportError(EdgeInferError):

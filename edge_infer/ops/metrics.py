@@ -20,8 +20,9 @@ OUTCOMES = ("ok", "failed", "duplicate")
 RELOAD_OUTCOMES = ("ok", "failed")
 STAGES = ("queue", "preprocess", "inference", "write")
 # Why the writer cannot commit results: the disk is full, the folder is read-only (or not ours), a folder
-# is missing and cannot be made, another I/O error, or the MQTT spool is full (on_full: block).
-BLOCKED_REASONS = ("enospc", "readonly", "missing", "io", "spool_full")
+# is missing and cannot be made, another I/O error, the MQTT spool is full (on_full: block), or the process
+# is short of descriptors or memory for now (EMFILE, ENFILE, ENOMEM, EAGAIN).
+BLOCKED_REASONS = ("enospc", "readonly", "missing", "io", "spool_full", "resources")
 # Error kinds are label values, so they must stay a small fixed set; anything else is counted as "other".
 ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "crashed", "timeout", "internal", "other")
 # Why a decoder process was replaced: it died on an input (crashed) or overran pipeline.decode_timeout_s.
@@ -90,6 +91,9 @@ class Metrics:
                                     "inputs wait meanwhile.", ["reason"], registry=registry)
         for reason in BLOCKED_REASONS:
             self.output_blocked.labels(reason)
+        self.inputs_parked = Gauge("edge_infer_inputs_parked", "Folder inputs with their record that cannot be "
+                                   "moved out of the inbox (see <output.dir>/.parked.json).", ["source"],
+                                   registry=registry)
         # Not created at 0 like the others: a series exists only once that kind of failure happened.
         self.last_error_timestamp_seconds = Gauge("edge_infer_last_error_timestamp_seconds",
                                                   "Unix time of the last failed input, by error kind.",
@@ -140,6 +144,7 @@ class Metrics:
         self.last_success_timestamp_seconds.labels(name)
         if kind == "folder":
             self.watch_overflows_total.labels(name)
+            self.inputs_parked.labels(name)
         self.end_to_end_seconds.labels(name)
         if kind == "camera":
             self.camera_up.labels(name)
@@ -207,6 +212,9 @@ class Metrics:
             raise ValueError(f"reason must be one of {BLOCKED_REASONS}, not {reason!r}")
         for r in BLOCKED_REASONS:
             self.output_blocked.labels(r).set(1 if r == reason else 0)
+
+    def set_parked(self, source: str, n: int) -> None:
+        self.inputs_parked.labels(source).set(n)
 
     def set_camera_up(self, source: str, up: bool) -> None:
         self.camera_up.labels(source).set(1 if up else 0)

@@ -139,6 +139,7 @@ def render(now: Scrape, before: Scrape | None, url: str, wall_time: float | None
                  f"{now.value('edge_infer_inputs_in_flight') or 0:.0f} in flight")
     lines.append("  " + _resources(now, before))
     lines.append("  " + _last_error(now, wall))
+    lines += _parked(now)
     lines += ["", *_sources(now, before, wall)]
     cameras = now.label_values("edge_infer_camera_up", "source")
     if cameras:
@@ -168,6 +169,14 @@ def _last_error(now: Scrape, wall: float) -> str:
     stamp, labels = max(stamps, key=lambda p: p[0])
     return (f"last error  {labels.get('source', '?')}: {labels.get('kind', '?')}, {_duration(wall - stamp)} ago "
             "(details: the source's failed_dir, *.error.json; journalctl -u edge-infer)")
+
+
+def _parked(now: Scrape) -> list[str]:
+    parked = [(labels.get("source", "?"), v) for labels, v in now.series("edge_infer_inputs_parked") if v > 0]
+    if not parked:
+        return []
+    return ["  parked      " + ", ".join(f"{src}: {v:.0f}" for src, v in parked) + " (recorded, cannot be moved out "
+            "of the inbox; why: <output.dir>/.parked.json, journalctl -u edge-infer)"]
 
 
 def _sources(now: Scrape, before: Scrape | None, wall: float) -> list[str]:

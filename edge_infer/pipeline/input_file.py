@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import TRANSIENT_ERRNOS, InputError, ResourceError
 
 
 def open_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> tuple[int, os.stat_result]:
@@ -30,6 +30,8 @@ def open_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> tup
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise InputError("unsupported", "a symbolic link (links are never followed)") from e
+        if e.errno in TRANSIENT_ERRNOS:
+            raise ResourceError(f"cannot open {path}: {e.strerror or e}") from e
         raise InputError("io", f"cannot read file: {e.strerror or e}") from e
     try:
         st = os.fstat(fd)

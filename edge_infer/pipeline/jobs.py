@@ -31,6 +31,7 @@ class Job:
     record: dict[str, Any] | None = None  # that record, when this run wrote it
     stored_as: str | None = None  # the name its record and input are filed under: rel, or rel~<sha256[:8]>...
     inflight_key: tuple[int, ...] | None = None  # a quarantined input's journal key, cleared at its commit
+    identity: tuple[int, ...] | None = None  # (st_dev, st_ino, st_size, st_mtime_ns) of the file as opened
     spooled: bool = False  # the record is in the MQTT spool (output.mqtt): never added twice
     frame: dict[str, Any] | None = None  # camera frames: timestamp, seq, media time
     # A camera's claim ticket: the batcher calls it for the newest frame (None: nothing left to take).

@@ -13,10 +13,11 @@ import os
 import queue
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ResourceError
 from ..lifecycle import Stage, backoff_s
 from ..ops.faults import Faults
 from ..sinks.filing import find_result
@@ -28,6 +29,7 @@ from .state import PipelineState
 from .tensor_pool import TensorPool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _Stopping(Exception):
@@ -75,7 +77,8 @@ class PreprocessWorker(Stage):
         assert job.path is not None  # workers take folder inputs; camera frames arrive prepared
         fd = -1
         try:
-            fd, st = open_input(job.path, self._max_bytes)
+            fd, st = self._open(job)
+            job.identity = input_key(st)
             if self._journal is not None:
                 # Before a byte is decoded: an input that takes the daemon down with it is known at the next
                 # start (see inflight.py). A quarantined one keeps its key until its failure record is
@@ -114,6 +117,27 @@ class PreprocessWorker(Stage):
             self._pool.release(job.tensor)
             job.tensor = None
 
+    def _open(self, job: Job) -> tuple[int, os.stat_result]:
+        """``open_input``; out of descriptors or memory, the open is retried (descriptors come back as soon as
+        someone lets go of one: a short backoff)."""
+        path = job.path
+        assert path is not None
+        return self._until_it_works(lambda: open_input(path, self._max_bytes), ResourceError, 0.05, 2.0)
+
+    def _until_it_works(self, call: Callable[[], T], errors: type[Exception], lo_s: float, hi_s: float) -> T:
+        """``call()``, again after each of ``errors``: the machine's problem, not the input's, so the input
+        waits and the call is retried with backoff (``lo_s`` doubling to ``hi_s``) until we stop."""
+        failures = 0
+        while True:
+            try:
+                return call()
+            except errors as e:
+                if failures == 0:
+                    log.error("%s: %s; retrying, inputs wait", self.name, e)
+                failures += 1
+                if self.wait(backoff_s(failures, lo_s, hi_s)):
+                    raise _Stopping() from e
+
     def _decode_in_flight(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
         """The decode, marked in the in-flight journal while it runs: only an input being decoded when the
         daemon dies is held against (a photo merely waiting for inference or its commit is not: with ~10
@@ -145,18 +169,9 @@ class PreprocessWorker(Stage):
         raise InputError(died.reason, f"decoding {what} twice, in two fresh processes ({died.detail})")
 
     def _decode_once(self, fd: int, size: int, slot: int) -> Outcome:
-        """One try. A decoder that cannot even start (no memory, no process slots) is this machine's
-        problem, not the input's: the input waits, and the start is retried with backoff until we stop."""
-        failures = 0
-        while True:
-            try:
-                return self._decoder.decode(fd, size, slot, self._timeout_s)
-            except DecoderStartError as e:
-                if failures == 0:
-                    log.error("%s: %s; retrying, inputs wait", self.name, e)
-                failures += 1
-                if self.wait(backoff_s(failures, 0.5, 30.0)):
-                    raise _Stopping() from e
+        """One try; a decoder that cannot even start (no memory, no process slots) is retried."""
+        return self._until_it_works(lambda: self._decoder.decode(fd, size, slot, self._timeout_s),
+                                    DecoderStartError, 0.5, 30.0)
 
     def start_decoder(self) -> None:
         """Start the decoder now, before the first input (the daemon is not ready until it runs)."""

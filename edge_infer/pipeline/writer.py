@@ -4,11 +4,15 @@ The order is the exactly-once guarantee: an input leaves the inbox only after it
 record) is on disk, and a restart that finds the result for the same bytes acknowledges without redoing.
 A disk that refuses writes (full, read-only, folder gone) blocks the writer, never fails an input: the job
 is retried with backoff, the pipeline backs up to the inbox, and the block is reported (metric, log, STATUS=,
-/readyz) until it clears by itself.
+/readyz) until it clears by itself. So does a machine short of descriptors or memory, for as long as it is.
+An error of one input alone (see fs_errors.py) never holds the others: at its result it fails that input
+(one failure record saying why), at its acknowledgement it parks it (see parked.py).
+
+Longer than 300 lines: one input's commit (record, spool, acknowledgement) and what each way of failing it
+leads to read as one sequence; what stands alone lives beside it (fs_errors, parked, records, durable).
 """
 from __future__ import annotations
 
-import errno
 import logging
 import queue
 import time
@@ -16,15 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import InputError
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
 from ..ops.faults import Faults
-from ..sinks.durable import clear_tmp, error_path, read_json, result_path, write_json_group
+from ..sinks.durable import TMP_DIR, clear_tmp, error_path, read_json, result_path, write_json_group
 from ..sinks.filing import choose, drop_interrupted_failure, file_input
 from ..sinks.jsonl import JsonlSink
-from ..sinks.spool import SpoolFull
+from .fs_errors import blocked_kind, describe, raise_unless_own
 from .jobs import Job
 from .inflight import InflightJournal
+from .parked import PARKED_NAME, Parked, ParkedInputs
 from .records import error_result, frame_result, ok_result
 from .state import PipelineState
 
@@ -44,6 +50,7 @@ class SourceRoute:
     done_dir: Path | None
     failed_dir: Path
     on_done: Callable[[Job], None]
+    inbox: Path | None = None  # the watched folder: the store's too (see fs_errors.store_problem)
 
 
 def _timings_ms(job: Job) -> dict[str, float]:
@@ -56,19 +63,6 @@ def _jobs(item: "Job | list[Job]") -> list[Job]:
     return list(item) if isinstance(item, list) else [item]
 
 
-def blocked_kind(e: OSError) -> str:
-    """The ``edge_infer_output_blocked`` reason for a write that failed."""
-    if isinstance(e, SpoolFull):
-        return "spool_full"
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "enospc"
-    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return "readonly"
-    if e.errno in (errno.ENOENT, errno.ENOTDIR):
-        return "missing"
-    return "io"
-
-
 class ResultWriter(Stage):
     """finished -> result JSON on disk -> input acknowledged -> metrics."""
 
@@ -77,7 +71,8 @@ class ResultWriter(Stage):
     def __init__(self, *, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
                  metrics: Metrics, state: PipelineState, camera_sinks: dict[str, JsonlSink] | None = None,
                  mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S,
-                 journal: InflightJournal | None = None, faults: Faults = Faults()) -> None:
+                 journal: InflightJournal | None = None, parked: ParkedInputs | None = None,
+                 faults: Faults = Faults()) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
@@ -85,6 +80,7 @@ class ResultWriter(Stage):
         self._metrics, self._state = metrics, state
         self._group_wait_s = group_wait_s
         self._journal = journal
+        self._parked = parked if parked is not None else ParkedInputs(output_dir / PARKED_NAME)
         self._faults = faults
         self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
@@ -101,6 +97,8 @@ class ResultWriter(Stage):
                 log.info("removed %d temporary file(s) left under %s by an interrupted run", n, root)
         try:
             while self.should_keep_running():
+                # One more try for each parked input that is due: never holding the others, never blocking.
+                self._parked.retry_due(self._settle, lambda job: self._observe(job, 0.0), self._routes)
                 try:
                     group = _jobs(self._finished.get(timeout=self.poll_s))
                 except queue.Empty:
@@ -154,8 +152,9 @@ class ResultWriter(Stage):
                 return
             if self.wait(delay):
                 return  # stopping: the input stays unacknowledged and is redone on the next start
-            # A full MQTT spool empties within seconds of the broker coming back: retry it sooner.
-            delay = min(delay * 2, 1.0 if self.blocked_kind == "spool_full" else self.max_backoff_s)
+            # A full MQTT spool empties within seconds of the broker coming back, and descriptors or memory
+            # come back as soon as someone lets go of them: retry those sooner.
+            delay = min(delay * 2, 1.0 if self.blocked_kind in ("spool_full", "resources") else self.max_backoff_s)
         if self.blocked_kind is not None:
             log.warning("results are written again (was blocked: %s)", self.blocked_reason)
             self.blocked_reason = self.blocked_kind = None
@@ -175,24 +174,68 @@ class ResultWriter(Stage):
             self._commit_frame(job)
             return
         assert job.path is not None
-        route = self._routes[job.source]
         t0 = time.monotonic()
+        recorded = True
+        try:
+            self._settle(job)
+        except Parked as parked:
+            recorded = parked.recorded
+        if recorded:
+            self._observe(job, time.monotonic() - t0)
+            if self._journal is not None and job.inflight_key is not None:
+                self._journal.committed(job.inflight_key)  # a quarantined input's record is written: released
+        self._routes[job.source].on_done(job)
+        self._state.in_flight.add(-1)
+
+    def _settle(self, job: Job) -> None:
+        """Record, spool, acknowledge. The store's errors are raised as they are (the caller holds the job);
+        an error of this input alone fails it (at its result) or parks it (raising ``Parked``)."""
+        route = self._routes[job.source]
         # ``committed``: the record is on disk (this run, before a retry, or a previous run): never rewritten,
         # so a result once seen never changes.
         if not job.committed:
-            self._write_records([job])
+            self._write_own_record(job)
         self._spool(job, self._record_path(job))
         self._faults.committed(job.rel)
+        try:
+            if job.error is not None:
+                self._acknowledge(job, route, route.failed_dir, force_move=True)
+            else:
+                self._acknowledge(job, route, route.done_dir)
+        except OSError as e:
+            dest = route.failed_dir if job.error is not None else route.done_dir if route.after == "move" else None
+            raise_unless_own(e, [r for r in (route.inbox, dest) if r is not None])
+            raise self._parked.park(job, f"cannot {'delete' if dest is None else 'move'} it: {describe(e)}", True)
+
+    def _write_own_record(self, job: Job) -> None:
+        """The job's record; a result that cannot be written for reasons of its own becomes a failure record
+        saying why, and an input that cannot get even that is parked without one."""
+        try:
+            self._write_records([job])
+        except OSError as e:
+            raise_unless_own(e, self._record_roots(job))
+            if job.committed:  # written; only the stale failure record of an earlier attempt stays
+                log.warning("%s/%r: cannot remove its earlier failure record: %s", job.source, job.rel, describe(e))
+                return
+            why = f"cannot write its {'failure record' if job.error else 'result'} {self._record_path(job)}"
+            if job.error is not None:
+                raise self._parked.park(job, f"{why}: {describe(e)}", False)
+            job.error, job.stored_as = InputError("io", f"{why}: {describe(e)}"), None  # filed anew, in failed/
+            try:
+                self._write_records([job])
+            except OSError as e2:
+                raise_unless_own(e2, self._record_roots(job))
+                job.error = job.stored_as = None  # a retry starts again from its result
+                raise self._parked.park(job, f"{why}: {describe(e)}; nor its failure record: {describe(e2)}", False)
         if job.error is not None:
-            self._acknowledge(job, route, route.failed_dir, force_move=True)
             log.warning("%s/%r failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
-        else:
-            self._acknowledge(job, route, route.done_dir)
-        self._observe(job, time.monotonic() - t0)
-        route.on_done(job)
-        if self._journal is not None and job.inflight_key is not None:
-            self._journal.committed(job.inflight_key)  # a quarantined input's record is written: released
-        self._state.in_flight.add(-1)
+
+    def _record_roots(self, job: Job) -> tuple[Path, Path]:
+        """The store's folders a record is written through: its temporary folder and its own root."""
+        if job.error is not None:
+            failed = self._routes[job.source].failed_dir
+            return failed / TMP_DIR, failed
+        return self._output_dir / TMP_DIR, self._output_dir / job.source
 
     def _record(self, job: Job) -> dict[str, Any]:
         """The job's result object, or its failure record; it names the model that made the predictions

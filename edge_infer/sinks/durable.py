@@ -28,6 +28,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)``, durably: each level made here is fsynced into its parent,
+    so that a power cut cannot take back a new folder along with the records already renamed into it."""
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        if folder.parent == folder:
+            raise
+        make_dirs(folder.parent)
+        make_dirs(folder)
+        return
+    except FileExistsError as e:
+        if not folder.is_dir():  # a file stands where the folder must be: not "the destination exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from e
+        return
+    fsync_dir(folder.parent)
+
+
 def encode_json(obj: Any, end: str = "\n") -> bytes:
     """The one JSON encoding of results, for their files, JSON Lines and MQTT alike: UTF-8, and \\u escapes
     when it must (below)."""
@@ -42,7 +60,7 @@ def encode_json(obj: Any, end: str = "\n") -> bytes:
 def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
     """Commit ``obj`` at ``path`` (somewhere under ``root``): after this returns, a power cut leaves either
     the old file or this one. The order is the durable one: data fsynced, renamed, folder fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp_dir = root / TMP_DIR
     tmp_dir.mkdir(exist_ok=True)
     data = encode_json(obj)
@@ -197,7 +215,7 @@ def move_file(src: Path, dest: Path) -> None:
     """Rename within a file system; across file systems copy, fsync, then unlink (a power cut in between
     leaves the input in place, to be redone, never a lost or half-copied one). Never over an existing
     ``dest``, even one that appears meanwhile: that raises ``FileExistsError`` (see filing.py)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     try:
         rename_noreplace(src, dest)
         return
@@ -225,7 +243,11 @@ def move_file(src: Path, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(dest.parent)
-    src.unlink()
+    try:
+        src.unlink()
+    except OSError:
+        dest.unlink()  # it stays where it was (immutable, its folder not ours): no second copy left behind
+        raise
 
 
 _RENAME_NOREPLACE, _AT_FDCWD = 1, -100

@@ -28,6 +28,7 @@ from ..config import FolderSource as FolderSourceConfig
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
+from ..pipeline.parked import ParkedInputs
 from ..pipeline.state import PipelineState
 from .inotify import OverflowEvent
 from .leases import held_open_for_writing
@@ -77,7 +78,7 @@ class FolderSource(Stage):
     """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
 
     def __init__(self, *, config: FolderSourceConfig, jobs: "queue.Queue[Job]", state: PipelineState | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, parked: ParkedInputs | None = None) -> None:
         super().__init__(f"source-{config.name}")
         self.config = config
         self.root = Path(config.path)
@@ -93,11 +94,12 @@ class FolderSource(Stage):
         self.armed = threading.Event()
         self._state = state  # counts each input handed over as in flight (None: not counted)
         self._metrics = metrics
+        self._parked = parked  # inputs with their record that cannot be moved: skipped until they change
 
     # -- detection ------------------------------------------------------------------------------------------
     def candidate(self, path: str, settled: bool) -> None:
         rel = self._rel(path)
-        if rel is None or is_transient(rel):
+        if rel is None or is_transient(rel) or (self._parked is not None and self._parked.skip(path)):
             return
         with self._lock:
             if path in self._in_flight or path in self._ready:

@@ -87,3 +87,11 @@ def test_wildcard_listen_addresses_are_reached_on_loopback():
     assert url_for("0.0.0.0", 9464) == "http://127.0.0.1:9464"
     assert url_for("::", 9464) == "http://[::1]:9464"
     assert url_for("192.0.2.7", 80) == "http://192.0.2.7:80"
+
+
+def test_parked_inputs_are_shown_only_when_there_are_some():
+    m = _daemon()
+    assert "parked" not in render(_scrape(m, at=1.0), None, "http://x")
+    m.set_parked("drops", 2)
+    line = next(x for x in render(_scrape(m, at=1.0), None, "http://x").splitlines() if "parked" in x)
+    assert line.startswith("  parked      drops: 2 (recorded, cannot be moved out of the inbox; why: ")
