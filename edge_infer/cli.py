@@ -173,13 +173,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags = ShutdownFlags()
     with capture_signals(flags):
         try:
-            app.serve(flags)
+            clean = app.serve(flags)
         except ModelError as e:
             # A missing, corrupt or mismatched model is not cured by a restart: exit 78, which the unit
             # does not restart (RestartPreventExitStatus=78), naming the key that points at it.
             raise ConfigError("model.path", str(e)) from e
         except OSError as e:
             raise EdgeInferError(f"cannot start: {e}") from e
+    if not clean:  # the daemon's last log line names the stages it gave up on
+        print(f"edge-infer: stopped uncleanly, abandoning {', '.join(app.abandoned)}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
