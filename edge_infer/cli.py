@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate a config; print every problem with its key path")
     s.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
+    s.add_argument("--unit", type=Path, help="check the shutdown deadline against this unit file's TimeoutStopSec "
+                                             "(default: the installed edge-infer.service, if any)")
 
     s = sub.add_parser("status", help="the running daemon at a glance, read from its HTTP endpoints")
     s.add_argument("--url", help="the daemon's HTTP endpoint (default: from -c CONFIG's metrics.host/port, "
@@ -149,6 +151,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         load_manifest(model)
     except ModelError as e:
         raise ConfigError("model.path", str(e)) from e
+    from .ops.systemd import check_stop_timeout
+
+    check_stop_timeout(config.shutdown.drain_timeout_s, args.unit)
     print(f"{args.config}: ok ({len(config.sources)} source(s), model {model})")
     return EXIT_OK
 
