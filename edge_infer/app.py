@@ -2,7 +2,7 @@
 
 Only this module knows every stage. Start order: HTTP (so /readyz answers 503 during warm-up), model,
 writer, inference, workers, then the sources; READY=1 once all are armed. Each is registered with one
-``Supervisor`` as it starts (see lifecycle.py). Stop order: sources first (no new work), drain what is in
+``Supervisor`` as it starts (see ops/supervisor.py). Stop order: sources first (no new work), drain what is in
 flight within ``shutdown.drain_timeout_s``, then the stages downstream-last, HTTP last, every join bounded
 by one deadline: the drain plus ``SHUTDOWN_MARGIN_S``.
 
@@ -21,7 +21,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
-from .lifecycle import SHUTDOWN_MARGIN_S, Deadline, Probe, ShutdownFlags, Stage, Supervisor
+from .lifecycle import ShutdownFlags, Stage
+from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .model.reload import ModelReloader
 from .model.session import ModelSession, SessionOptions
 from .ops.faults import Faults
@@ -199,7 +200,8 @@ class App:
         # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
         # worker, one per camera.
         crop = m.preprocess.crop
-        self.pool = pool = TensorPool((lanes + 1) * c.batch.max_size + self.plan.workers + len(cams), (crop, crop, 3), np.uint8)
+        pool = TensorPool((lanes + 1) * c.batch.max_size + self.plan.workers + len(cams), (crop, crop, 3), np.uint8)
+        self.pool = pool  # a dead stage's tensors go back to it
         self.inference = [InferenceStage(session=session, prepared=self.prepared, finished=self.finished,
                                          metrics=self.metrics, top=c.model.top_k, max_size=c.batch.max_size,
                                          max_wait_s=c.batch.max_wait_ms / 1000.0, pool=pool, state=state,
@@ -286,6 +288,7 @@ class App:
             self.reloader.stop()  # first: no model swap while draining (joined last: it may be loading one)
         self._join_all(deadline, (*self.sources, *self.cameras))
         while self.in_flight > 0 and drain.left() > 0 and not flags.force_exit.is_set():
+            self.supervisor.check()  # a stage dying mid-drain is restarted (and gives its inputs back) too
             time.sleep(0.05)
         if self.in_flight > 0:
             log.warning("drain ended with %d input(s) unacknowledged; they stay in place for the next start",

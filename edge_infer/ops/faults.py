@@ -28,7 +28,7 @@ class Faults:
     crash_after_commit: str | None = None  # SIGKILL it once such an input's record is durable, before its move
     kill_stage: str | None = None  # KIND[:N]: that kind of stage dies N times (default 1), e.g. "writer:3"
     kill_busy: str | None = None  # the same, but only while the stage holds a job in hand
-    hang_stage: str | None = None  # KIND: that kind of stage wedges in its loop and never stops (shutdown tests)
+    hang_stage: str | None = None  # KIND (a Stage's, not a probed thread's): wedges in its loop for good
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> "Faults":

@@ -26,7 +26,7 @@ BLOCKED_REASONS = ("enospc", "readonly", "missing", "io", "spool_full")
 ERROR_KINDS = ("decode", "too_large", "unsupported", "io", "crashed", "timeout", "internal", "other")
 # Why a decoder process was replaced: it died on an input (crashed) or overran pipeline.decode_timeout_s.
 DECODER_RESTART_REASONS = ("crashed", "timeout")
-# The supervised stage kinds (lifecycle.Supervisor), one label value each however many of a kind run.
+# The supervised stage kinds (ops.supervisor.Supervisor), one label value each however many of a kind run.
 STAGE_KINDS = ("source", "observer", "camera", "preprocess", "inference", "writer", "publisher", "reloader", "http")
 
 # Stages run from sub-millisecond (queue hand-off) to seconds (a slow disk or a cold model on a Pi).

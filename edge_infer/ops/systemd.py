@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import ConfigError
-from ..lifecycle import SHUTDOWN_MARGIN_S
+from .supervisor import SHUTDOWN_MARGIN_S
 
 log = logging.getLogger(__name__)
 

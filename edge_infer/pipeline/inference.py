@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from ..lifecycle import Heartbeat, Stage
+from ..lifecycle import Stage
 from ..model.postprocess import top_k
 from ..model.preprocess import normalise
 from ..model.session import ModelSession
@@ -76,7 +76,6 @@ class InferenceStage(Stage):
         self._prepared, self._finished = prepared, finished
         self._metrics = metrics
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
-        self.heartbeat = Heartbeat()
         self._pool = pool
         self._state = state
         self._batch = np.empty((max_size, *session.input_shape), np.float32)

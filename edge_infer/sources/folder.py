@@ -208,7 +208,7 @@ class FolderSource(Stage):
                                 event_filter=wanted)
         self._observer.start()
 
-    # -- supervision (see lifecycle.Supervisor) ---------------------------------------------------------------
+    # -- supervision (see ops/supervisor.py) -------------------------------------------------------------------
     def observer_alive(self) -> bool:
         """watchdog's observer thread and its emitter threads (one dead emitter also means no events)."""
         o = self._observer

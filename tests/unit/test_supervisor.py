@@ -1,4 +1,4 @@
-"""lifecycle.Supervisor with real threads: restart intensity, escalation, hangs, jobs given back; the one
+"""ops.supervisor.Supervisor with real threads: restart intensity, escalation, hangs, jobs given back; the one
 shutdown Deadline; the unit's TimeoutStopSec against shutdown.drain_timeout_s."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import yaml
 
 from edge_infer.config import load_config
 from edge_infer.errors import ConfigError
-from edge_infer.lifecycle import SHUTDOWN_MARGIN_S, Deadline, InjectedFault, Probe, Stage, Supervisor
+from edge_infer.lifecycle import InjectedFault, Stage
+from edge_infer.ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from edge_infer.ops.faults import Faults
 from edge_infer.ops.systemd import check_stop_timeout, parse_timespan, unit_stop_timeout
 from tests.conftest import ROOT
