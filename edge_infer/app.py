@@ -1,8 +1,13 @@
 """The daemon: builds every stage, starts them in order, supervises them, and shuts down in order.
 
 Only this module knows every stage. Start order: HTTP (so /readyz answers 503 during warm-up), model,
-writer, inference, workers, then the sources; READY=1 once all are armed. Stop order: sources first (no new
-work), drain what is in flight within ``shutdown.drain_timeout_s``, then the stages downstream-last, HTTP last.
+writer, inference, workers, then the sources; READY=1 once all are armed. Each is registered with one
+``Supervisor`` as it starts (see ops/supervisor.py). Stop order: sources first (no new work), drain what is in
+flight within ``shutdown.drain_timeout_s``, then the stages downstream-last, HTTP last, every join bounded
+by one deadline: the drain plus ``SHUTDOWN_MARGIN_S``.
+
+Longer than 300 lines: the one module that knows every stage, and building, starting, supervising and
+stopping them read best side by side.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
-from .lifecycle import ShutdownFlags
+from .lifecycle import ShutdownFlags, Stage
+from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .model.reload import ModelReloader
 from .model.session import ModelSession, SessionOptions
 from .ops.faults import Faults
@@ -44,9 +50,8 @@ if TYPE_CHECKING:
     from .sources.camera import CameraSource as CameraStage
 
 log = logging.getLogger(__name__)
-HANG_TIMEOUT_S = 30.0  # an inference loop silent this long is hung: /healthz fails, WATCHDOG=1 stops
+HANG_TIMEOUT_S = 30.0  # a stage loop silent this long is hung: /healthz fails, WATCHDOG=1 stops
 STATUS_EVERY_S = 10.0
-STAGE_JOIN_S = 2.0
 
 
 class App:
@@ -86,6 +91,10 @@ class App:
         self.parked = ParkedInputs(config.output.dir / PARKED_NAME, self.metrics)
         self.spool: Spool | None = None
         self.publisher: MqttPublisher | None = None
+        self.pool: TensorPool | None = None
+        self.supervisor = Supervisor(on_restart=self.metrics.stage_restarted, give_back=self._give_back,
+                                     fault_for=faults.stage_fault)
+        self.abandoned: list[str] = []  # stages shutdown gave up on (cli exits 1)
 
     @property
     def in_flight(self) -> int:
@@ -94,9 +103,8 @@ class App:
 
     # -- health ---------------------------------------------------------------------------------------------
     def is_alive(self) -> bool:
-        if not self.inference:
-            return True  # still starting: alive, not ready
-        return all(i.healthy() and i.heartbeat.age() < self.hang_timeout_s for i in self.inference)
+        """Every stage runs (or is being restarted within its intensity) and none is hung."""
+        return self.supervisor.healthy()
 
     def is_ready(self) -> bool:
         # A blocked output (disk full, read-only, ...) takes no new inputs: not ready, yet alive, since a
@@ -108,6 +116,10 @@ class App:
     def startup(self) -> None:
         c = self.config
         self.http.start()
+        # Not restarted in place: its port would have to be bound again; a dead server fails the probes anyway.
+        http = self.http
+        self.supervisor.watch(Probe("http", "http", http.alive, stopping=lambda: self.draining,
+                                    inject=lambda: http._server.socket.close()))  # type: ignore[union-attr]
         log.info("metrics and health on http://%s:%d/", c.metrics.host, self.http.port)
         self.notifier.status("loading model")
         options = SessionOptions(intra_op_threads=self.plan.intra_op)
@@ -132,17 +144,19 @@ class App:
         self.reloader = ModelReloader(path=session.path, options=options, warm_batch=c.batch.max_size,
                                       serving=lambda: state.serving, swap=self._offer, metrics=self.metrics,
                                       watch=c.model.path is not None)
-        self.reloader.start()
+        self._start(self.reloader)
         # The publisher first: results spooled before a restart go out while the model warms the rest up.
         for stage in (self.publisher, self.writer, *self.inference, *self.workers):
             if stage is None:
                 continue
-            stage.start()
+            self._start(stage)
         for src in self.sources:
             self.metrics.init_source(src.config.name, "folder")
-            src.start()
+            self._start(src)
+            self.supervisor.watch(Probe("observer", f"observer-{src.config.name}", src.observer_alive,
+                                        src.restart_observer, src.break_observer, src.stopping))
         for cam in self.cameras:
-            cam.start()  # armed at once; each connects in its own thread and may be down: see camera_up
+            self._start(cam)  # armed at once; each connects in its own thread and may be down: see camera_up
         self.ready = True
         self.metrics.set_ready(True)
         # With its status in the same datagram: `systemctl status` never shows active with "loading model".
@@ -150,6 +164,25 @@ class App:
         log.info("ready: model %s (%s, %s), %d folder(s), %d camera(s), %d worker(s), %d inference thread(s) of "
                  "%d onnxruntime thread(s)", session.manifest.name, session.precision, session.sha256[:12],
                  len(self.sources), len(self.cameras), len(self.workers), len(self.inference), self.plan.intra_op)
+
+    def _start(self, stage: Stage) -> None:
+        # Loops that beat at least every poll_s: hung past the limit (a worker may wait out two decodes).
+        if stage.kind in ("writer", "inference", "source"):
+            stage.hang_s = self.hang_timeout_s
+        elif stage.kind == "preprocess":
+            stage.hang_s = self.hang_timeout_s + 2 * self.config.pipeline.decode_timeout_s
+        self.supervisor.watch(stage)
+        stage.start()
+
+    def _give_back(self, job: Job) -> None:
+        """A job a dead stage held: its tensor back to the pool; a folder input offered again (a camera
+        frame is dropped, as a busy daemon drops frames)."""
+        if job.tensor is not None and self.pool is not None:
+            self.pool.release(job.tensor)
+            job.tensor = None
+        src = next((s for s in self.sources if s.config.name == job.source), None)
+        if job.path is not None and src is not None and src.give_back(job):
+            log.warning("%s/%r was in hand of a stage that died; offered again", job.source, job.rel)
 
     def _offer(self, session: ModelSession) -> None:
         """A self-tested model for every inference thread; each swaps it in between two of its batches."""
@@ -174,6 +207,7 @@ class App:
         # worker, one per camera.
         crop = m.preprocess.crop
         pool = TensorPool((lanes + 1) * c.batch.max_size + self.plan.workers + len(cams), (crop, crop, 3), np.uint8)
+        self.pool = pool  # a dead stage's tensors go back to it
         self.inference = [InferenceStage(session=session, prepared=self.prepared, finished=self.finished,
                                          metrics=self.metrics, top=c.model.top_k, max_size=c.batch.max_size,
                                          max_wait_s=c.batch.max_wait_ms / 1000.0, pool=pool, state=state,
@@ -220,17 +254,18 @@ class App:
             if blocked != was_blocked:  # a blocked output shows in STATUS= at once, not at the next update
                 was_blocked, next_status = blocked, 0.0
             self.metrics.set_inputs_in_flight(self.in_flight)
+            self.supervisor.check()
             alive = self.is_alive()
             if alive:
-                # Only a loop that is making progress (or idle and healthy) keeps systemd's watchdog fed.
+                # Only while every stage runs and none is hung is systemd's watchdog fed.
                 self.notifier.watchdog()
             if alive != was_alive:  # log the change, not every tick
                 if alive:
-                    log.warning("inference loop healthy again")
+                    log.warning("every stage healthy again")
                 else:
-                    log.error("inference loop unhealthy (last heartbeat %.0fs ago); systemd's watchdog is no "
-                              "longer fed", max((i.heartbeat.age() for i in self.inference), default=-1))
-                was_alive = alive
+                    log.error("unhealthy (%s); systemd's watchdog is no longer fed",
+                              "; ".join(self.supervisor.problems()))
+                was_alive, next_status = alive, 0.0
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
                 self.notifier.status(self.status_line())
@@ -239,57 +274,61 @@ class App:
         blocked = self.writer.blocked_reason if self.writer else None
         mqtt = (f"; mqtt {'connected' if self.publisher.connected else 'offline'}, {self.spool.pending} spooled"
                 if self.publisher and self.spool else "")
+        problems = self.supervisor.problems()
         return (f"{'draining' if self.draining else 'ready' if self.ready else 'starting'}; "
                 f"{self.in_flight} in flight; queue {self.jobs.qsize()}" + mqtt
-                + (f"; {blocked}" if blocked else ""))
+                + (f"; {blocked}" if blocked else "") + (f"; unhealthy: {', '.join(problems)}" if problems else ""))
 
     # -- shutdown -------------------------------------------------------------------------------------------
     def shutdown(self, flags: ShutdownFlags) -> bool:
-        """Stop sources, drain, stop the rest; True when everything stopped within its bounds."""
+        """Stop sources, drain, stop the rest, all within one deadline (a second signal cuts it to a second);
+        True when every stage stopped in time, else ``abandoned`` names those that did not."""
+        drain_s = self.config.shutdown.drain_timeout_s
+        deadline = Deadline(drain_s + SHUTDOWN_MARGIN_S, flags.force_exit)
+        drain = Deadline(drain_s, flags.force_exit)
         self.draining = True
         self.metrics.set_ready(False)
         self.notifier.stopping()
         self.notifier.status("draining")
-        clean = True
         if self.reloader is not None:
-            self.reloader.stop()  # first: no model swap while draining
-            clean &= self.reloader.join(STAGE_JOIN_S + 30)  # bounded by one model load and self-test
-        for src in (*self.sources, *self.cameras):
-            src.stop()
-        for src in (*self.sources, *self.cameras):
-            clean &= src.join(STAGE_JOIN_S)
-        deadline = time.monotonic() + self.config.shutdown.drain_timeout_s
-        while self.in_flight > 0 and time.monotonic() < deadline and not flags.force_exit.is_set():
+            self.reloader.stop()  # first: no model swap while draining (joined last: it may be loading one)
+        self._join_all(deadline, (*self.sources, *self.cameras))
+        while self.in_flight > 0 and drain.left() > 0 and not flags.force_exit.is_set():
+            self.supervisor.check()  # a stage dying mid-drain is restarted (and gives its inputs back) too
             time.sleep(0.05)
         if self.in_flight > 0:
             log.warning("drain ended with %d input(s) unacknowledged; they stay in place for the next start",
                         self.in_flight)
-        for stage in (*self.workers, *self.inference, self.writer):
+        self._join_all(deadline, (*self.workers, *self.inference, self.writer))
+        if self.publisher is not None:
+            # Everything is spooled by now: send what the drain allows, then say offline and disconnect.
+            self.publisher.drain(time.monotonic() + min(drain.left(), max(0.0, deadline.left() - CLOSE_S)))
+            self._join_all(deadline, (self.publisher,))
+        if self.spool is not None and "mqtt" not in self.abandoned:
+            self.spool.close()
+        self.http.stop()
+        self._join_all(deadline, (self.http, self.reloader))
+        self.journal.close()  # a clean exit: nothing in flight now is held against any input
+        if self.abandoned:
+            log.error("stopped, abandoning stage(s) that did not stop within the shutdown deadline: %s",
+                      ", ".join(self.abandoned))
+        else:
+            log.info("stopped")
+        return not self.abandoned
+
+    def _join_all(self, deadline: Deadline, stages: tuple[Stage | HttpServer | None, ...]) -> None:
+        for stage in stages:
             if stage is not None:
                 stage.stop()
-        for stage in (*self.workers, *self.inference, self.writer):
-            if stage is not None:
-                clean &= stage.join(STAGE_JOIN_S)
-        clean &= self._stop_mqtt(deadline)
-        self.http.stop()
-        clean &= self.http.join(STAGE_JOIN_S)
-        self.journal.close()  # a clean exit: nothing in flight now is held against any input
-        log.info("stopped%s", "" if clean else " (some stages did not stop in time)")
-        return clean
+        for stage in stages:
+            if stage is not None and not deadline.join(stage):
+                self.abandoned.append(getattr(stage, "name", "http"))
 
-    def _stop_mqtt(self, deadline: float) -> bool:
-        """Everything is spooled by now: send what the drain deadline allows, then say offline and disconnect."""
-        clean = True
-        if self.publisher is not None:
-            self.publisher.drain(deadline)
-            clean = self.publisher.join(max(0.0, deadline - time.monotonic()) + STAGE_JOIN_S + CLOSE_S)
-        if self.spool is not None and clean:
-            self.spool.close()
-        return clean
-
-    def serve(self, flags: ShutdownFlags) -> None:
+    def serve(self, flags: ShutdownFlags) -> bool:
+        """Run until asked to stop; True when the shutdown was clean (nothing abandoned)."""
         try:
             self.startup()
             self.main_loop(flags)
         finally:
-            self.shutdown(flags)
+            clean = self.shutdown(flags)
+        return clean

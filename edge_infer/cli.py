@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate a config; print every problem with its key path")
     s.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
+    s.add_argument("--unit", type=Path, help="check the shutdown deadline against this unit file's TimeoutStopSec "
+                                             "(default: the installed edge-infer.service, if any)")
 
     s = sub.add_parser("status", help="the running daemon at a glance, read from its HTTP endpoints")
     s.add_argument("--url", help="the daemon's HTTP endpoint (default: from -c CONFIG's metrics.host/port, "
@@ -149,6 +151,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         load_manifest(model)
     except ModelError as e:
         raise ConfigError("model.path", str(e)) from e
+    from .ops.systemd import check_stop_timeout
+
+    check_stop_timeout(config.shutdown.drain_timeout_s, args.unit)
     print(f"{args.config}: ok ({len(config.sources)} source(s), model {model})")
     return EXIT_OK
 
@@ -173,13 +178,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags = ShutdownFlags()
     with capture_signals(flags):
         try:
-            app.serve(flags)
+            clean = app.serve(flags)
         except ModelError as e:
             # A missing, corrupt or mismatched model is not cured by a restart: exit 78, which the unit
             # does not restart (RestartPreventExitStatus=78), naming the key that points at it.
             raise ConfigError("model.path", str(e)) from e
         except OSError as e:
             raise EdgeInferError(f"cannot start: {e}") from e
+    if not clean:  # the daemon's last log line names the stages it gave up on
+        print(f"edge-infer: stopped uncleanly, abandoning {', '.join(app.abandoned)}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""Stage base class and signal capture: the lifecycle pieces every long-running part shares."""
+"""Stage base class, heartbeat and signal capture: the lifecycle pieces every long-running part shares
+(supervised by ``ops.supervisor.Supervisor``)."""
 from __future__ import annotations
 
 import logging
@@ -8,29 +9,50 @@ import threading
 import time
 from contextlib import contextmanager
 from types import FrameType
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
+
+
+class InjectedFault(BaseException):
+    """Raised inside a stage's loop by the fault-injection hook (tests only: ``EDGE_INFER_FAULTS=kill_stage=``).
+
+    A BaseException, as an unforeseen death is: the stages' own ``except Exception`` (one bad input must not
+    stop a worker) would otherwise turn it into a failed input."""
 
 
 class Stage:
     """A thread with a stop event: ``start()``, ``stop()``, ``join(timeout) -> bool``, ``healthy()``.
 
     Subclasses implement ``run()`` as a loop that checks ``should_keep_running()`` and never blocks for
-    longer than ``poll_s`` at a time, so that ``stop()`` takes effect within that bound.
+    longer than ``poll_s`` at a time, so that ``stop()`` takes effect within that bound. Each check beats
+    ``heartbeat``; jobs a stage holds outside any queue are listed in ``in_hand``, so that if it dies they
+    are given back (see ``ops.supervisor.Supervisor``) rather than counted in flight forever.
     """
 
     poll_s = 0.2
+    kind = "stage"  # the supervisor's metric label: a bounded set of stage kinds, never a source name
+    restartable = True  # may the supervisor start run() again after it died?
+    hang_s: float | None = None  # not beating for this long is hung (None: not checked)
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
+        self.heartbeat = Heartbeat()
+        self.in_hand: list[Any] = []
+        self.fault: Callable[[Stage], None] | None = None  # the fault-injection hook: None unless a test asks
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
+
+    def restart(self) -> None:
+        """Run the loop again on a new thread after a death (what a subclass needs first: override, call this)."""
+        self.failure, self.in_hand = None, []
+        self.heartbeat.beat()
+        Stage.start(self)  # only the thread: a subclass's start() also arms what outlives a death
 
     def _main(self) -> None:
         try:
@@ -43,13 +65,25 @@ class Stage:
         raise NotImplementedError
 
     def should_keep_running(self) -> bool:
+        self._turn()
         return not self._stop.is_set()
+
+    def _turn(self) -> None:
+        """One turn of the loop: a heartbeat, and the fault hook (only on this stage's own thread: a folder
+        source's observer thread also hands files over through ``should_keep_running``)."""
+        self.heartbeat.beat()
+        if self.fault is not None and threading.current_thread() is self._thread:
+            self.fault(self)
 
     def stop(self) -> None:
         self._stop.set()
 
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True when asked to stop meanwhile."""
+        self._turn()
         return self._stop.wait(seconds)
 
     def join(self, timeout: float) -> bool:

@@ -42,6 +42,7 @@ class ModelReloader(Stage):
     """
 
     poll_s = 0.5
+    kind = "reloader"
 
     def __init__(self, *, path: Path, options: SessionOptions, warm_batch: int, serving: Callable[[], ModelSession],
                  swap: Callable[[ModelSession], None], metrics: Metrics, watch: bool, settle_s: float = 2.0) -> None:
@@ -81,6 +82,10 @@ class ModelReloader(Stage):
         except ModelError as e:
             self._metrics.model_reloaded("failed")
             log.error("model reload (%s) refused, the current model keeps serving: %s", reason, e)
+            return
+        except Exception:  # noqa: BLE001 - e.g. onnxruntime failing in warm-up: refused too, and SIGHUP still works
+            self._metrics.model_reloaded("failed")
+            log.exception("model reload (%s) failed unexpectedly, the current model keeps serving", reason)
             return
         if not self.should_keep_running():
             return  # shutting down: the serving model finishes the drain

@@ -30,6 +30,8 @@ DECODER_RESTART_REASONS = ("crashed", "timeout")
 # Why the HTTP port turned a connection away: over metrics.max_connections, too slow to send its request,
 # no or wrong credentials, a failed TLS handshake, a web config that no longer reads.
 HTTP_REFUSED_REASONS = ("busy", "timeout", "unauthorized", "tls", "config")
+# The supervised stage kinds (ops.supervisor.Supervisor), one label value each however many of a kind run.
+STAGE_KINDS = ("source", "observer", "camera", "preprocess", "inference", "writer", "publisher", "reloader", "http")
 
 # Stages run from sub-millisecond (queue hand-off) to seconds (a slow disk or a cold model on a Pi).
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -130,6 +132,10 @@ class Metrics:
                                           "by reason.", ["reason"], registry=registry)
         for reason in HTTP_REFUSED_REASONS:
             self.http_refused_total.labels(reason)
+        self.stage_restarts_total = Counter("edge_infer_stage_restarts", "Stages restarted in place after "
+                                            "they died, by stage kind.", ["stage"], registry=registry)
+        for kind in STAGE_KINDS:
+            self.stage_restarts_total.labels(kind)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         # Two concurrent set_model calls must not leave two labelsets behind.
@@ -156,6 +162,9 @@ class Metrics:
 
     def decoder_restarted(self, reason: str) -> None:
         self.decoder_restarts_total.labels(reason if reason in DECODER_RESTART_REASONS else "crashed").inc()
+
+    def stage_restarted(self, kind: str) -> None:
+        self.stage_restarts_total.labels(kind).inc()  # kinds are class constants: a bounded set
 
     def set_model(self, name: str, sha256: str, precision: str) -> None:
         """Expose the loaded model; a reload replaces the old labelset instead of adding a second one."""

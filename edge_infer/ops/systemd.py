@@ -1,11 +1,18 @@
-"""sd_notify(3) in plain stdlib: READY, STATUS, WATCHDOG and STOPPING datagrams to ``$NOTIFY_SOCKET``."""
+"""sd_notify(3) in plain stdlib: READY, STATUS, WATCHDOG and STOPPING datagrams to ``$NOTIFY_SOCKET``; and
+the unit's stop timeout, which the shutdown deadline must fit in (``check-config``)."""
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
+import subprocess
 import threading
+from pathlib import Path
 from typing import Mapping
+
+from ..errors import ConfigError
+from .supervisor import SHUTDOWN_MARGIN_S
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +103,58 @@ class Notifier:
             log.log(logging.WARNING if first else logging.DEBUG,
                     "cannot notify systemd at %s: %s", self.socket_path, e)
             return False
+
+
+# systemd.time(7) time spans: "30", "30s", "1min 30s", "2.5s", "500ms", "infinity".
+_SPAN_UNITS = {"us": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3, "s": 1.0, "sec": 1.0, "second": 1.0,
+               "seconds": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0,
+               "hr": 3600.0, "hour": 3600.0, "hours": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0}
+
+
+def parse_timespan(text: str) -> float:
+    """Seconds (``inf`` for "infinity"); ValueError for what systemd would not accept either."""
+    text = text.strip()
+    if text == "infinity":
+        return float("inf")
+    total, found = 0.0, False
+    for number, unit in re.findall(r"([0-9.]+)\s*([a-z]*)", text):
+        total += float(number) * _SPAN_UNITS[unit or "s"]
+        found = True
+    if not found or re.sub(r"[0-9.]+\s*[a-z]*", "", text).strip():
+        raise ValueError(f"not a time span: {text!r}")
+    return total
+
+
+def unit_stop_timeout(unit_file: Path) -> float | None:
+    """The unit file's TimeoutStopSec= (or TimeoutSec=, which sets it too); the last one wins; None: unset."""
+    value: str | None = None
+    for line in unit_file.read_text().splitlines():
+        key, sep, v = line.strip().partition("=")
+        if sep and key.strip() in ("TimeoutStopSec", "TimeoutSec"):
+            value = v
+    return None if value is None else parse_timespan(value)
+
+
+def installed_stop_timeout(unit: str = "edge-infer.service") -> float | None:
+    """The installed unit's TimeoutStopSec as systemd has it (drop-ins included); None: no such unit here."""
+    try:
+        r = subprocess.run(["systemctl", "show", unit, "--property=LoadState,TimeoutStopUSec"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    props = dict(line.partition("=")[::2] for line in r.stdout.splitlines())
+    if r.returncode != 0 or props.get("LoadState") != "loaded" or "TimeoutStopUSec" not in props:
+        return None
+    return parse_timespan(props["TimeoutStopUSec"])
+
+
+def check_stop_timeout(drain_s: float, unit: Path | None = None) -> None:
+    """systemd kills the daemon at TimeoutStopSec: it must cover the drain and the joins after it."""
+    try:
+        timeout = unit_stop_timeout(unit) if unit is not None else installed_stop_timeout()
+    except (OSError, ValueError) as e:
+        raise ConfigError("--unit", str(e)) from e
+    if timeout is not None and timeout < drain_s + SHUTDOWN_MARGIN_S:
+        raise ConfigError("shutdown.drain_timeout_s", f"{drain_s:g}s plus {SHUTDOWN_MARGIN_S:g}s for the joins "
+                          f"exceeds the unit's TimeoutStopSec={timeout:g}s ({unit or 'edge-infer.service'}): "
+                          "systemd would kill the drain; lower it or raise TimeoutStopSec")

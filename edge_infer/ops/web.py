@@ -277,4 +277,8 @@ class HttpServer:
         return not self._thread.is_alive()
 
     def healthy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        return self.alive() and not self._stop.is_set()
+
+    def alive(self) -> bool:
+        """The serve thread runs (the supervisor watches it: a dead one stops WATCHDOG=1)."""
+        return self._thread is not None and self._thread.is_alive()

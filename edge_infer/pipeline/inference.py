@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from ..lifecycle import Heartbeat, Stage
+from ..lifecycle import Stage
 from ..model.postprocess import top_k
 from ..model.preprocess import normalise
 from ..model.session import ModelSession
@@ -63,6 +63,8 @@ class InferenceStage(Stage):
     is set on one of them only, since trimming is process-wide.
     """
 
+    kind = "inference"
+
     def __init__(self, *, session: ModelSession, prepared: "queue.Queue[Job]",
                  finished: "queue.Queue[Job | list[Job]]", metrics: Metrics, top: int, max_size: int,
                  max_wait_s: float, pool: TensorPool, state: PipelineState, name: str = "inference",
@@ -74,7 +76,6 @@ class InferenceStage(Stage):
         self._prepared, self._finished = prepared, finished
         self._metrics = metrics
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
-        self.heartbeat = Heartbeat()
         self._pool = pool
         self._state = state
         self._batch = np.empty((max_size, *session.input_shape), np.float32)
@@ -110,11 +111,13 @@ class InferenceStage(Stage):
             batch = [j for j in (t.take() if t.take else t for t in batch) if j is not None]
             if not batch:
                 continue
+            self.in_hand = batch  # given back should this thread die before handing it on
             self._swap_if_offered()  # here, not before the wait: the next batch after the offer gets the new model
             self._infer(batch)
             # One put for the whole batch: the writer then commits it as one group (two syncfs calls), where
             # putting job by job let it wake at the first and commit that one alone with its own fsyncs.
             self._put(batch)
+            self.in_hand = []
             self._last_batch_at = time.monotonic()
             # Trimming hands freed pages back, and the next image pays ~0.6 ms to fault them in again: worth
             # it while batches follow each other (the peak stays flat), not after every lone photo.

@@ -39,6 +39,8 @@ class _Stopping(Exception):
 class PreprocessWorker(Stage):
     """jobs -> (prepared | finished): a uint8 crop for inference, or straight to the writer when failed/duplicate."""
 
+    kind = "preprocess"
+
     def __init__(self, *, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
                  finished: "queue.Queue[Job]", decoder: Decodes, output_dir: Path, max_bytes: int,
                  decode_timeout_s: float, pool: TensorPool, state: PipelineState,
@@ -59,6 +61,7 @@ class PreprocessWorker(Stage):
                 job = self._jobs.get(timeout=self.poll_s)
             except queue.Empty:
                 continue
+            self.in_hand = [job]  # given back should this thread die before handing it on
             job.timings["queue"] = time.monotonic() - job.enqueued_at
             t0 = time.monotonic()
             # Counted while preparing (the batcher may wait for it), and no longer before the hand-over: the
@@ -72,6 +75,7 @@ class PreprocessWorker(Stage):
             elif job.tensor is not None:
                 self._put(self._prepared, job)
             # else: stopped while waiting for a tensor; the input stays for the next start
+            self.in_hand = []
 
     def process(self, job: Job) -> None:
         assert job.path is not None  # workers take folder inputs; camera frames arrive prepared

@@ -66,6 +66,8 @@ def _jobs(item: "Job | list[Job]") -> list[Job]:
 class ResultWriter(Stage):
     """finished -> result JSON on disk -> input acknowledged -> metrics."""
 
+    kind = "writer"
+
     max_backoff_s = 5.0  # a retry costs one failed write: cheap enough to notice returning space quickly
 
     def __init__(self, *, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
@@ -104,9 +106,11 @@ class ResultWriter(Stage):
                 except queue.Empty:
                     continue
                 group += self._more(len(group))
+                self.in_hand = group  # should this thread die, what it has not acknowledged is given back
                 self._write_group(group)
                 for job in group:
                     self._commit_with_retry(job)
+                self.in_hand = []
         finally:
             for sink in self._camera_sinks.values():
                 sink.close()

@@ -114,6 +114,8 @@ class MqttSink:
 class MqttPublisher(Stage):
     """spool -> broker, in order; a message leaves the spool only when the broker acknowledges it."""
 
+    kind = "publisher"  # restartable: each connection resends from the spool's first unacknowledged record
+
     def __init__(self, *, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics,
                  password: str | None = None, machine_id_files: tuple[Path, ...] = MACHINE_ID_FILES) -> None:
         super().__init__("mqtt")

@@ -66,6 +66,7 @@ class CameraSource(Stage):
     """One camera: a reading thread that samples frames into ``prepared`` (see the module docstring)."""
 
     poll_s = 0.5
+    kind = "camera"
 
     def __init__(self, *, config: CameraConfig, prepared: "queue.Queue[Job]", pool: TensorPool,
                  spec: PreprocessSpec, metrics: Metrics, max_pixels: int = 50_000_000) -> None:

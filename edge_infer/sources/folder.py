@@ -77,6 +77,8 @@ class _Handler(FileSystemEventHandler):
 class FolderSource(Stage):
     """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
 
+    kind = "source"
+
     def __init__(self, *, config: FolderSourceConfig, jobs: "queue.Queue[Job]", state: PipelineState | None = None,
                  metrics: Metrics | None = None, parked: ParkedInputs | None = None) -> None:
         super().__init__(f"source-{config.name}")
@@ -181,11 +183,19 @@ class FolderSource(Stage):
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._watch()  # watching before the scan: a file arriving in between is seen by one or both
+        found = self.scan()
+        log.info("source %s: watching %s (%s), %d file(s) already there", self.config.name, self.root,
+                 "polling" if self.polling else "inotify", found)
+        super().start()
+        self.armed.set()
+
+    def _watch(self) -> None:
         from watchdog.observers.polling import PollingObserver
 
         from .inotify import OverflowAwareObserver
 
-        self.root.mkdir(parents=True, exist_ok=True)
         # Only the events we act on: the kernel then does not even queue the opens, reads, modifies and
         # deletes (our own included) that make up most of a folder's traffic.
         wanted: list[type[FileSystemEvent]] = [FileMovedEvent, DirMovedEvent, DirCreatedEvent]
@@ -198,12 +208,38 @@ class FolderSource(Stage):
             wanted += [FileClosedEvent, FileCreatedEvent, OverflowEvent]
         self._observer.schedule(_Handler(self), str(self.root), recursive=self.config.recursive,
                                 event_filter=wanted)
-        self._observer.start()  # watching before the scan: a file arriving in between is seen by one or both
-        found = self.scan()
-        log.info("source %s: watching %s (%s), %d file(s) already there", self.config.name, self.root,
-                 "polling" if self.polling else "inotify", found)
-        super().start()
-        self.armed.set()
+        self._observer.start()
+
+    # -- supervision (see ops/supervisor.py) -------------------------------------------------------------------
+    def observer_alive(self) -> bool:
+        """watchdog's observer thread and its emitter threads (one dead emitter also means no events)."""
+        o = self._observer
+        return o is not None and o.is_alive() and all(e.is_alive() for e in o.emitters)
+
+    def restart_observer(self) -> None:
+        """After the observer died: watch again, then rescan for whatever arrived while nobody watched."""
+        if self._observer is not None:
+            self._observer.stop()  # whatever of it still runs (an emitter outliving its observer)
+        self._watch()
+        log.warning("source %s: watching %s again; rescanned: %d file(s) there", self.config.name, self.root,
+                    self.scan())
+
+    def break_observer(self) -> None:
+        """Fault injection (tests): an entry the observer's dispatch cannot unpack kills its thread."""
+        if self._observer is not None:
+            self._observer.event_queue.put((None, None))
+
+    def give_back(self, job: Job) -> bool:
+        """A job lost with a stage that died: no longer in flight, offered again; False if acknowledged."""
+        path = str(job.path)
+        with self._lock:
+            if path not in self._in_flight:
+                return False
+            self._in_flight.discard(path)
+        if self._state is not None:
+            self._state.in_flight.add(-1)
+        self.candidate(path, settled=True)
+        return True
 
     def run(self) -> None:
         while self.should_keep_running():
