@@ -112,7 +112,7 @@ class InferenceStage(Stage):
                 continue
             self._swap_if_offered()  # here, not before the wait: the next batch after the offer gets the new model
             self._infer(batch)
-            # One put for the whole batch: the writer then commits it as one group (two syncfs calls), where
+            # One put for the whole batch: the writer then commits it as one group (its syncs shared), where
             # putting job by job let it wake at the first and commit that one alone with its own fsyncs.
             self._put(batch)
             self._last_batch_at = time.monotonic()

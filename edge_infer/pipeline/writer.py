@@ -112,8 +112,9 @@ class ResultWriter(Stage):
 
     def _more(self, have: int) -> list[Job]:
         """Whatever else is ready now; and while a batch is being inferred, its results too (for at most
-        ``group_wait_s``): a group's two syncfs calls cost the same for 2 results as for 8, and on two cores
-        committing each inference thread's batch alone cost 4% of throughput. A lone photo never waits:
+        ``group_wait_s``): a group's syncs cost little more for 8 results than for 2 (their writes reach the
+        disk together, the folder is synced once), and on two cores committing each inference thread's batch
+        alone cost 4% of throughput. A lone photo never waits:
         no batch is running once its own is done."""
         more: list[Job] = []
         deadline = time.monotonic() + self._group_wait_s
@@ -206,7 +207,7 @@ class ResultWriter(Stage):
         return result_path(self._output_dir, job.source, job.rel)
 
     def _write_records(self, jobs: list[Job]) -> None:
-        """Commit the result or failure record of each folder job, durably, all with one pair of syncs."""
+        """Commit the result or failure record of each folder job, durably, as one group."""
         records = [(self._record_path(job), self._record(job),
                     self._routes[job.source].failed_dir if job.error is not None else self._output_dir)
                    for job in jobs]
@@ -222,6 +223,8 @@ class ResultWriter(Stage):
 
         Each durable record costs two syncs (its data, then its rename), ~1-3 ms on this VM's disk and more
         on an SD card, in the one writer thread: one result at a time, the writer would bound throughput.
+        Together, the records' writes go to the disk at once and each folder is synced once; only our own
+        files are synced, never the file system (README, "Commit latency").
         A failure here changes nothing: each job's ``commit`` then writes its own record, with the retry
         and the blocked-output report that go with it.
         """
