@@ -13,11 +13,13 @@ import json
 import os
 import shutil
 import uuid
+from concurrent.futures import Executor, wait
 from pathlib import Path
 from typing import Any
 
 TMP_DIR = ".writing"  # not "*.tmp" itself: only leftover files should match that pattern
 NAME_MAX = 255  # bytes in one file name on Linux file systems
+SYNC_TIMEOUT_S = 60.0  # a group's fdatasyncs: an SD card's worst flushes are seconds, not minutes
 
 
 def fsync_dir(path: Path) -> None:
@@ -61,11 +63,11 @@ def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
     fsync_dir(path.parent)
 
 
-def write_json_group(records: list[tuple[Path, Any, Path]]) -> None:
+def write_json_group(records: list[tuple[Path, Any, Path]], pool: Executor | None = None) -> None:
     """Commit several ``(path, obj, root)`` records as ``write_json_atomic`` does each one, syncing only
-    our own files: every temporary file is written and its writeback started, each one fdatasynced (the
-    first waits for them all to reach the disk; the rest find their data there), every one renamed into
-    place, and each folder they went to fsynced once (the renames durable). ``syncfs`` did it in two calls,
+    our own files: every temporary file is written and its writeback started, each one fdatasynced (from
+    ``pool``'s threads when given: their device cache flushes, one per file on ext4, then overlap), every
+    one renamed into place, and each folder they went to fsynced once (the renames durable). ``syncfs`` did it in two calls,
     but flushed every dirty page of the file system, other programs' too: with 200 MB of someone else's
     unsynced data a burst took ~100 ms instead of ~3 (README, "Commit latency"). A crash at any point leaves
     each record either absent or whole.
@@ -80,8 +82,7 @@ def write_json_group(records: list[tuple[Path, Any, Path]]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             (root / TMP_DIR).mkdir(exist_ok=True)
             staged.append((_write_tmp(root / TMP_DIR, _encode(obj), sync=False), path, obj))
-        for tmp, _, _ in staged:
-            _fdatasync(tmp)  # all data durable before the first rename
+        _fdatasync_all([tmp for tmp, _, _ in staged], pool)  # all data durable before the first rename
         while staged:
             tmp, path, obj = staged[0]
             try:
@@ -97,6 +98,17 @@ def write_json_group(records: list[tuple[Path, Any, Path]]) -> None:
     finally:
         for tmp, _, _ in staged:  # not renamed: a full disk must not keep the partial copies
             tmp.unlink(missing_ok=True)
+
+
+def _fdatasync_all(paths: list[Path], pool: Executor | None) -> None:
+    if pool is None:
+        for path in paths:
+            _fdatasync(path)
+        return
+    futures = [pool.submit(_fdatasync, path) for path in paths]
+    wait(futures, timeout=SYNC_TIMEOUT_S)  # every one finished (or hung) before any error is raised
+    for f in futures:
+        f.result(timeout=0)  # a hung disk: TimeoutError, an OSError, and the writer retries
 
 
 def _fdatasync(path: Path) -> None:

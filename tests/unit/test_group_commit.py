@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -67,13 +68,24 @@ def test_a_group_commit_leaves_another_writers_unsynced_data_alone(ext4):
     before = dirty_pages(other)
     assert before > 0
     records = _records(ext4, 10)
-    durable.write_json_group(records)
+    with ThreadPoolExecutor(4) as pool:
+        durable.write_json_group(records, pool)
     assert all(json.loads(p.read_text()) == obj for p, obj, _ in records)
     assert dirty_pages(other) == before  # still waiting for the kernel's writeback, none of it ours to flush
     assert all(dirty_pages(p) == 0 for p, _, _ in records)
 
 
-def test_each_record_is_synced_before_any_rename_and_each_folder_once_after_all(tmp_path, monkeypatch):
+@pytest.fixture(params=["serial", "threads"])
+def pool(request) -> Iterator[ThreadPoolExecutor | None]:
+    """Both ways the fdatasyncs are issued: in the caller's thread, or overlapping on the writer's threads."""
+    if request.param == "serial":
+        yield None
+        return
+    with ThreadPoolExecutor(4) as p:
+        yield p
+
+
+def test_each_record_is_synced_before_any_rename_and_each_folder_once_after_all(tmp_path, monkeypatch, pool):
     events: list[tuple[str, str]] = []
     real_fdatasync, real_fsync, real_replace = os.fdatasync, os.fsync, os.replace
 
@@ -84,7 +96,7 @@ def test_each_record_is_synced_before_any_rename_and_each_folder_once_after_all(
     monkeypatch.setattr(durable.os, "fsync", lambda fd: (events.append(("fsync", name(fd))), real_fsync(fd))[1])
     monkeypatch.setattr(durable.os, "replace", lambda a, b: (events.append(("rename", str(b))), real_replace(a, b))[1])
     records = _records(tmp_path, 9, folders=3)
-    durable.write_json_group(records)
+    durable.write_json_group(records, pool)
     kinds = [k for k, _ in events]
     assert kinds == ["data"] * 9 + ["rename"] * 9 + ["fsync"] * 3
     assert all(p.endswith(".tmp") and f"/{durable.TMP_DIR}/" in p for k, p in events if k == "data")
@@ -93,7 +105,7 @@ def test_each_record_is_synced_before_any_rename_and_each_folder_once_after_all(
     assert not list((tmp_path / "results" / durable.TMP_DIR).iterdir())
 
 
-def test_a_sync_that_fails_renames_nothing_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+def test_a_sync_that_fails_renames_nothing_and_leaves_no_temporary_file(tmp_path, monkeypatch, pool):
     real_fdatasync, calls = os.fdatasync, []
 
     def eio_on_the_third(fd: int) -> None:
@@ -105,6 +117,6 @@ def test_a_sync_that_fails_renames_nothing_and_leaves_no_temporary_file(tmp_path
     monkeypatch.setattr(durable.os, "fdatasync", eio_on_the_third)
     records = _records(tmp_path, 5)
     with pytest.raises(OSError):
-        durable.write_json_group(records)
+        durable.write_json_group(records, pool)
     assert not any(p.exists() for p, _, _ in records)  # none half-committed: each is absent, to be redone
     assert not list((tmp_path / "results" / durable.TMP_DIR).iterdir())
