@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 GROUP_MAX = 32  # records made durable together at most (two batches' worth, and a bounded retry set)
 GROUP_WAIT_S = 0.015  # for a running batch's results: about one batch of four on one core
-SYNC_THREADS = 4  # a group's fdatasyncs in flight at once (bench/commit_latency.py: "sfr-t")
+SYNC_THREADS = 4  # a group's fdatasyncs in flight at once (bench/commit_latency.py: "fdatasync-t")
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ class ResultWriter(Stage):
 
         Each durable record costs two syncs (its data, then its rename), ~1-3 ms on this VM's disk and more
         on an SD card, in the one writer thread: one result at a time, the writer would bound throughput.
-        Together, the records' writes go to the disk at once and each folder is synced once; only our own
+        Together, the records' syncs overlap on a few threads and each folder is synced once; only our own
         files are synced, never the file system (README, "Commit latency").
         A failure here changes nothing: each job's ``commit`` then writes its own record, with the retry
         and the blocked-output report that go with it.

@@ -65,12 +65,12 @@ def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
 
 def write_json_group(records: list[tuple[Path, Any, Path]], pool: Executor | None = None) -> None:
     """Commit several ``(path, obj, root)`` records as ``write_json_atomic`` does each one, syncing only
-    our own files: every temporary file is written and its writeback started, each one fdatasynced (from
-    ``pool``'s threads when given: their device cache flushes, one per file on ext4, then overlap), every
-    one renamed into place, and each folder they went to fsynced once (the renames durable). ``syncfs`` did it in two calls,
-    but flushed every dirty page of the file system, other programs' too: with 200 MB of someone else's
-    unsynced data a burst took ~100 ms instead of ~3 (README, "Commit latency"). A crash at any point leaves
-    each record either absent or whole.
+    our own files: every temporary file is written, each one fdatasynced (from ``pool``'s threads when
+    given: their writes and device cache flushes, one per file on ext4, then overlap), every one renamed
+    into place, and each folder they went to fsynced once (the renames durable). ``syncfs`` did it in two
+    calls, but flushed every dirty page of the file system, other programs' too: with 200 MB of someone
+    else's unsynced data a burst took 100-170 ms instead of 2-13 (README, "Commit latency"). A crash at any
+    point leaves each record either absent or whole.
     """
     if len(records) == 1:
         path, obj, root = records[0]
@@ -120,27 +120,7 @@ def _fdatasync(path: Path) -> None:
         os.close(fd)
 
 
-_sync_file_range: Any = None
-
-
-def _start_writeback(fd: int) -> None:
-    """``sync_file_range(2)`` with ``SYNC_FILE_RANGE_WRITE``: the kernel starts writing the file out and
-    returns. A hint only, the fdatasync after it is the guarantee; started for every file of a group first,
-    their writes reach the disk together instead of one fdatasync's round trip after another."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        import ctypes
-
-        fn = getattr(ctypes.CDLL(None), "sync_file_range", None)  # Linux only
-        if fn is not None:
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        _sync_file_range = fn or False
-    if _sync_file_range:
-        _sync_file_range(fd, 0, 0, 2)  # an error here is the fdatasync's to report
-
-
 def _write_tmp(folder: Path, data: bytes, prefix: str = "", sync: bool = True) -> Path:
-    """A new temporary file holding ``data``: fsynced, or with ``sync=False`` its writeback only started."""
     tmp = folder / f"{prefix}{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
@@ -149,8 +129,6 @@ def _write_tmp(folder: Path, data: bytes, prefix: str = "", sync: bool = True) -
             view = view[os.write(fd, view):]
         if sync:
             os.fsync(fd)
-        else:
-            _start_writeback(fd)
     except OSError:
         os.close(fd)
         tmp.unlink(missing_ok=True)  # a full disk must not also keep the partial copy
