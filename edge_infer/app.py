@@ -162,7 +162,7 @@ class App:
         # Results name the model that made them; error results, the one serving now (a reload may swap it).
         self.writer = ResultWriter(finished=self.finished, output_dir=c.output.dir, routes=routes,
                                    metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=self._build_mqtt(),
-                                   journal=self.journal)
+                                   journal=self.journal, faults=self.faults)
         lanes = self.plan.inference_threads
         # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
         # worker, one per camera.

@@ -113,11 +113,12 @@ class MqttConfig:
                          placeholders=("device", "source"))
     qos: int = setting(1, "MQTT quality of service", choices=(0, 1, 2))
     device: Optional[str] = setting(None, "this device's name in topics; None: the host name")
-    client_id: Optional[str] = setting(None, 'None: "edge-infer-<device>"')
+    client_id: Optional[str] = setting(None, "None: edge-infer-<device>-<8 hex digits from the machine id>")
     status_topic: str = setting("edge-infer/{device}/status", "retained online/offline, offline also as the last will",
                                 placeholders=("device",))
     username: Optional[str] = setting(None, "broker login")
     password_file: Optional[Path] = setting(None, "a file holding the password (its first line)")
+    allow_insecure_login: bool = setting(False, "allow username + password_file without tls (sent in clear)")
     tls: bool = setting(False, "connect with TLS")
     ca_file: Optional[Path] = setting(None, "TLS: None trusts the system's CAs")
     cert_file: Optional[Path] = setting(None, "TLS client certificate (with key_file)")
@@ -254,6 +255,8 @@ def _parse_mqtt(s: Section) -> MqttConfig:
             s.error(key, f"must not contain the MQTT wildcards + or #, got {topic!r}")
     if cfg.password_file is not None and cfg.username is None:
         s.error("password_file", "needs username")
+    elif cfg.password_file is not None and not (cfg.tls or cfg.allow_insecure_login):
+        s.error("password_file", "would be sent in clear without tls: true (allow_insecure_login: true allows it)")
     for key in ("ca_file", "cert_file", "key_file"):
         if getattr(cfg, key) is not None and not cfg.tls:
             s.error(key, "needs tls: true")

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 @dataclass(frozen=True)
 class Faults:
     crash_daemon_on: str | None = None  # SIGKILL the daemon as it starts decoding an input whose name has this
+    crash_after_commit: str | None = None  # SIGKILL it once such an input's record is durable, before its move
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> "Faults":
@@ -33,4 +34,9 @@ class Faults:
     def starting(self, rel: str) -> None:
         """Called as the daemon starts decoding the input ``rel``."""
         if self.crash_daemon_on is not None and self.crash_daemon_on in rel:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def committed(self, rel: str) -> None:
+        """Called once the record of the input ``rel`` is durable, before the input is acknowledged."""
+        if self.crash_after_commit is not None and self.crash_after_commit in rel:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -105,6 +105,9 @@ class Metrics:
         self.mqtt_dropped_total = Counter("edge_infer_mqtt_dropped", "Results never to be published: evicted "
                                           "from a full spool (on_full: drop_oldest), or camera frames refused by "
                                           "a full spool.", registry=registry)
+        self.mqtt_spool_corrupt_total = Counter("edge_infer_mqtt_spool_corrupt_records", "MQTT spool records "
+                                                "found damaged at start-up and skipped (never sent).",
+                                                registry=registry)
         self.mqtt_spool_bytes = Gauge("edge_infer_mqtt_spool_bytes", "Bytes of the MQTT spool on disk.",
                                       registry=registry)
         self.mqtt_spool_full = Gauge("edge_infer_mqtt_spool_full", "1 while the MQTT spool is full and holds "

@@ -29,6 +29,7 @@ class Job:
     duplicate: bool = False  # a previous run committed this very input's result
     committed: bool = False  # its result or failure record is on disk (never written twice)
     record: dict[str, Any] | None = None  # that record, when this run wrote it
+    stored_as: str | None = None  # the name its record and input are filed under: rel, or rel~<sha256[:8]>...
     inflight_key: tuple[int, ...] | None = None  # a quarantined input's journal key, cleared at its commit
     spooled: bool = False  # the record is in the MQTT spool (output.mqtt): never added twice
     frame: dict[str, Any] | None = None  # camera frames: timestamp, seq, media time

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..lifecycle import Stage, backoff_s
 from ..ops.faults import Faults
-from ..sinks.durable import read_json, result_path
+from ..sinks.filing import find_result
 from .decoders import Decoded, Decodes, DecoderStartError, Died, Outcome
 from .inflight import InflightJournal, input_key
 from .input_file import open_input
@@ -92,8 +92,9 @@ class PreprocessWorker(Stage):
                 raise InputError(*decoded.error)
             # Exactly once: a durable result for these very bytes means a previous run (or this one, before a
             # crash) finished the work but did not get to acknowledge the input.
-            previous = read_json(result_path(self._output_dir, job.source, job.rel))
-            if previous and previous.get("status") == "ok" and previous.get("input_sha256") == job.sha256:
+            # (Under its own name, or the suffixed one it took because that name held other bytes.)
+            job.stored_as = find_result(self._output_dir, job.source, job.rel, job.sha256)
+            if job.stored_as is not None:
                 job.duplicate = job.committed = True
             job.width, job.height = decoded.width, decoded.height
         except InputError as e:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
-from ..sinks.durable import clear_tmp, error_path, move_file, read_json, result_path, write_json_group
+from ..ops.faults import Faults
+from ..sinks.durable import clear_tmp, error_path, read_json, result_path, write_json_group
+from ..sinks.filing import choose, drop_interrupted_failure, file_input
 from ..sinks.jsonl import JsonlSink
 from ..sinks.spool import SpoolFull
 from .jobs import Job
@@ -77,7 +79,7 @@ class ResultWriter(Stage):
     def __init__(self, *, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
                  metrics: Metrics, state: PipelineState, camera_sinks: dict[str, JsonlSink] | None = None,
                  mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S,
-                 journal: InflightJournal | None = None) -> None:
+                 journal: InflightJournal | None = None, faults: Faults = Faults()) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
@@ -85,7 +87,8 @@ class ResultWriter(Stage):
         self._metrics, self._state = metrics, state
         self._group_wait_s = group_wait_s
         self._journal = journal
-        self._sync_pool: ThreadPoolExecutor | None = None  # while run() runs
+        self._faults = faults
+        self._sync_pool: ThreadPoolExecutor | None = None  # group commit's fdatasyncs, while run() runs
         self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
 
@@ -99,7 +102,6 @@ class ResultWriter(Stage):
                 continue
             if n:
                 log.info("removed %d temporary file(s) left under %s by an interrupted run", n, root)
-        # Group commit's fdatasyncs overlap on these threads; they live as long as the writer runs.
         self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="writer-sync")
         try:
             while self.should_keep_running():
@@ -119,9 +121,8 @@ class ResultWriter(Stage):
 
     def _more(self, have: int) -> list[Job]:
         """Whatever else is ready now; and while a batch is being inferred, its results too (for at most
-        ``group_wait_s``): a group's syncs cost little more for 8 results than for 2 (their writes reach the
-        disk together, the folder is synced once), and on two cores committing each inference thread's batch
-        alone cost 4% of throughput. A lone photo never waits:
+        ``group_wait_s``): a group's syncs cost little more for 8 results than for 2, and on two cores
+        committing each inference thread's batch alone cost 4% of throughput. A lone photo never waits:
         no batch is running once its own is done."""
         more: list[Job] = []
         deadline = time.monotonic() + self._group_wait_s
@@ -187,11 +188,12 @@ class ResultWriter(Stage):
         if not job.committed:
             self._write_records([job])
         self._spool(job, self._record_path(job))
+        self._faults.committed(job.rel)
         if job.error is not None:
-            self._acknowledge(job, route, route.failed_dir / job.rel, force_move=True)
+            self._acknowledge(job, route, route.failed_dir, force_move=True)
             log.warning("%s/%r failed (%s): %s", job.source, job.rel, job.error.kind, job.error.message)
         else:
-            self._acknowledge(job, route, route.done_dir / job.rel if route.done_dir else None)
+            self._acknowledge(job, route, route.done_dir)
         self._observe(job, time.monotonic() - t0)
         route.on_done(job)
         if self._journal is not None and job.inflight_key is not None:
@@ -202,36 +204,44 @@ class ResultWriter(Stage):
         """The job's result object, or its failure record; it names the model that made the predictions
         (a reload may have swapped it since), else the one serving now."""
         model = job.model or self._state.model_ref()
-        if job.error is not None:
-            return error_result(job.source, job.rel, job.sha256, job.error, model)
+        if job.error is not None:  # (``stored_as``: None for a camera frame, which is not filed)
+            return error_result(job.source, job.rel, job.sha256, job.error, model, job.stored_as)
         assert job.predictions is not None
         return ok_result(job.source, job.rel, job.sha256 or "", job.predictions, model, job.width, job.height,
-                         _timings_ms(job))
+                         _timings_ms(job), job.stored_as)
 
-    def _record_path(self, job: Job) -> Path:
+    def _record_path(self, job: Job, name: str | None = None) -> Path:
+        name = name or job.stored_as or job.rel
         if job.error is not None:
-            return error_path(self._routes[job.source].failed_dir, job.rel)
-        return result_path(self._output_dir, job.source, job.rel)
+            return error_path(self._routes[job.source].failed_dir, name)
+        return result_path(self._output_dir, job.source, name)
+
+    def _file_name(self, job: Job) -> str:
+        """A name that holds nothing else for the job's record and input (sinks/filing.py)."""
+        route = self._routes[job.source]
+        dest_dir = route.failed_dir if job.error else route.done_dir if route.after == "move" else None
+        return choose(job.rel, job.sha256, lambda name: self._record_path(job, name), job.path, dest_dir,
+                      job.error.kind if job.error is not None else None)
 
     def _write_records(self, jobs: list[Job]) -> None:
         """Commit the result or failure record of each folder job, durably, as one group."""
+        for job in jobs:
+            job.stored_as = job.stored_as or self._file_name(job)
         records = [(self._record_path(job), self._record(job),
                     self._routes[job.source].failed_dir if job.error is not None else self._output_dir)
                    for job in jobs]
         write_json_group(records, self._sync_pool)
         for job, (_, obj, _) in zip(jobs, records):
             job.record, job.committed = obj, True
-            if job.error is None:
-                # A failure record left by an interrupted earlier attempt would be a second record.
-                error_path(self._routes[job.source].failed_dir, job.rel).unlink(missing_ok=True)
+            if job.error is None and job.sha256:
+                drop_interrupted_failure(self._routes[job.source].failed_dir, job.rel, job.sha256)
 
     def _write_group(self, group: list[Job]) -> None:
         """Group commit: under load, the records of every job waiting are made durable together.
 
         Each durable record costs two syncs (its data, then its rename), ~1-3 ms on this VM's disk and more
         on an SD card, in the one writer thread: one result at a time, the writer would bound throughput.
-        Together, the records' syncs overlap on a few threads and each folder is synced once; only our own
-        files are synced, never the file system (README, "Commit latency").
+        Together, their syncs overlap on a few threads, each folder synced once; never the whole file system.
         A failure here changes nothing: each job's ``commit`` then writes its own record, with the retry
         and the blocked-output report that go with it.
         """
@@ -277,12 +287,12 @@ class ResultWriter(Stage):
             self._metrics.observe_end_to_end(job.source, max(0.0, time.time() - job.detected_at))
 
     @staticmethod
-    def _acknowledge(job: Job, route: SourceRoute, dest: Path | None, force_move: bool = False) -> None:
+    def _acknowledge(job: Job, route: SourceRoute, dest_dir: Path | None, force_move: bool = False) -> None:
         assert job.path is not None
         try:
             if force_move or route.after == "move":
-                assert dest is not None
-                move_file(job.path, dest)
+                assert dest_dir is not None
+                file_input(job.path, dest_dir, job.stored_as or job.rel, job.rel, job.sha256)
             elif route.after == "delete":
                 job.path.unlink()
         except FileNotFoundError:

@@ -30,13 +30,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _encode(obj: Any) -> bytes:
+def encode_json(obj: Any, end: str = "\n") -> bytes:
+    """The one JSON encoding of results, for their files, JSON Lines and MQTT alike: UTF-8, and \\u escapes
+    when it must (below)."""
     try:
-        return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        return (json.dumps(obj, ensure_ascii=False) + end).encode("utf-8")
     except UnicodeEncodeError:
         # A file name that is not UTF-8 (Python holds its bytes as lone surrogates): \u escapes keep the JSON
         # valid, and decoding it gives back the very name (os.fsencode turns it into the original bytes).
-        return (json.dumps(obj, ensure_ascii=True) + "\n").encode("ascii")
+        return (json.dumps(obj, ensure_ascii=True) + end).encode("ascii")
 
 
 def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
@@ -45,7 +47,7 @@ def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = root / TMP_DIR
     tmp_dir.mkdir(exist_ok=True)
-    data = _encode(obj)
+    data = encode_json(obj)
     tmp = _write_tmp(tmp_dir, data)
     try:
         try:
@@ -81,7 +83,7 @@ def write_json_group(records: list[tuple[Path, Any, Path]], pool: Executor | Non
         for path, obj, root in records:
             path.parent.mkdir(parents=True, exist_ok=True)
             (root / TMP_DIR).mkdir(exist_ok=True)
-            staged.append((_write_tmp(root / TMP_DIR, _encode(obj), sync=False), path, obj))
+            staged.append((_write_tmp(root / TMP_DIR, encode_json(obj), sync=False), path, obj))
         _fdatasync_all([tmp for tmp, _, _ in staged], pool)  # all data durable before the first rename
         while staged:
             tmp, path, obj = staged[0]
@@ -188,10 +190,11 @@ def error_path(failed_dir: Path, rel: str) -> Path:
 
 def move_file(src: Path, dest: Path) -> None:
     """Rename within a file system; across file systems copy, fsync, then unlink (a power cut in between
-    leaves the input in place, to be redone, never a lost or half-copied one)."""
+    leaves the input in place, to be redone, never a lost or half-copied one). Never over an existing
+    ``dest``, even one that appears meanwhile: that raises ``FileExistsError`` (see filing.py)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.replace(src, dest)
+        rename_noreplace(src, dest)
         return
     except OSError as e:
         if e.errno != errno.EXDEV:
@@ -199,12 +202,56 @@ def move_file(src: Path, dest: Path) -> None:
     if not (src.is_file() or src.is_symlink()):
         src.unlink()  # a FIFO or device cannot be copied; its error record says what it was
         return
-    shutil.copy2(src, dest, follow_symlinks=False)  # a symlink is moved as a link, never followed
-    if not dest.is_symlink():
-        fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    if os.path.lexists(dest):  # before copying a large file in vain
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dest))
+    # Copied under a hidden temporary name, renamed into place once complete: no reader of done/ ever sees
+    # a partial file, and the rename, like the one above, never replaces.
+    tmp = dest.parent / f".{uuid.uuid4().hex}.tmp"
+    try:
+        shutil.copy2(src, tmp, follow_symlinks=False)  # a symlink is moved as a link, never followed
+        if not tmp.is_symlink():
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        rename_noreplace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(dest.parent)
     src.unlink()
+
+
+_RENAME_NOREPLACE, _AT_FDCWD = 1, -100
+_renameat2: Any = None
+
+
+def rename_noreplace(src: Path, dest: Path) -> None:
+    """``rename`` that raises ``FileExistsError`` instead of replacing ``dest``, atomically:
+    ``renameat2(RENAME_NOREPLACE)``; where the kernel or file system lacks it, ``link`` + ``unlink`` (a link
+    never replaces either); where hard links are not supported either (FAT), a check then ``rename``, which
+    a file appearing in between could still lose to (no atomic way is left there)."""
+    global _renameat2
+    if _renameat2 is None:
+        import ctypes
+
+        _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", False)
+    if _renameat2:
+        import ctypes
+
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dest), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: this file system does not take the flag
+            raise OSError(err, os.strerror(err), str(src), None, str(dest))
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(dest):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dest)) from e
+        os.rename(src, dest)
+        return
+    os.unlink(src)

@@ -7,11 +7,12 @@ power cut the last lines may be missing, which for a sampled video feed is the r
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from .durable import encode_json
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class JsonlSink:
         self.path: Path | None = None
 
     def append(self, obj: dict[str, Any]) -> None:
-        line = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        line = encode_json(obj)
         now = self._clock()
         if self._fd is None or self._size + len(line) > self.rotate_bytes or now.strftime("%Y%m%d") != self._day:
             self._rotate(now)

@@ -9,18 +9,20 @@ and resends from the oldest unacknowledged message: QoS 1 may deliver twice (the
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
 import struct
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import MqttConfig
 from ..errors import ConfigError
 from ..lifecycle import Stage, backoff_s
 from ..ops.metrics import Metrics
+from .durable import encode_json
+from .mqtt_client_id import MACHINE_ID_FILES, default_client_id
 from .spool import Spool, SpoolFull
 
 if TYPE_CHECKING:
@@ -50,8 +52,10 @@ def read_password(cfg: MqttConfig) -> str | None:
 
 
 def encode(topic: str, obj: dict[str, Any]) -> bytes:
+    """A spool record: the topic, then the payload, encoded as the result file is (a name that is not UTF-8
+    included). The topic is ours (device and source names), always UTF-8."""
     t = topic.encode("utf-8")
-    return _TOPIC_LEN.pack(len(t)) + t + json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    return _TOPIC_LEN.pack(len(t)) + t + encode_json(obj, end="")
 
 
 def decode(record: bytes) -> tuple[str, bytes]:
@@ -65,6 +69,7 @@ class MqttSink:
     def __init__(self, *, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics) -> None:
         self._cfg, self._device, self._spool, self._metrics = cfg, device, spool, metrics
         self._refusing = False  # camera frames are being refused by a full spool (logged once per episode)
+        metrics.mqtt_spool_corrupt_total.inc(spool.corrupt)  # found as the spool was opened
 
     def add(self, obj: dict[str, Any]) -> None:
         """A folder input's result, durably. Raises ``SpoolFull`` (hold the input) or ``OSError``."""
@@ -92,7 +97,7 @@ class MqttSink:
 
     def _append(self, obj: dict[str, Any], durable: bool) -> None:
         topic = self._cfg.topic.format(device=self._device, source=obj["source"])
-        record = encode(topic, obj)
+        record = encode(topic, {**obj, "device": self._device})  # a fleet's collector sees whose it is
         if not self._spool.fits(len(record)):  # could never be spooled: holding the input would block for good
             self._metrics.mqtt_dropped_total.inc()
             log.error("a %d-byte result for %s does not fit output.mqtt.spool_max_bytes; not sent over MQTT",
@@ -110,10 +115,10 @@ class MqttPublisher(Stage):
     """spool -> broker, in order; a message leaves the spool only when the broker acknowledges it."""
 
     def __init__(self, *, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics,
-                 password: str | None = None) -> None:
+                 password: str | None = None, machine_id_files: tuple[Path, ...] = MACHINE_ID_FILES) -> None:
         super().__init__("mqtt")
         self._cfg, self._spool, self._metrics, self._password = cfg, spool, metrics, password
-        self._client_id = cfg.client_id or f"edge-infer-{device}"
+        self.client_id = cfg.client_id or default_client_id(device, spool.folder, machine_id_files)
         self._status_topic = cfg.status_topic.format(device=device)
         self._client: mqtt.Client | None = None
         self._connack: Any = None
@@ -158,7 +163,7 @@ class MqttPublisher(Stage):
         import paho.mqtt.client as mqtt  # the `mqtt` extra; checked at start-up (ops.preflight)
 
         c = self._cfg
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True,
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                              protocol=mqtt.MQTTv311)
         client.connect_timeout = c.connect_timeout_s
         client.max_inflight_messages_set(c.max_inflight)
@@ -201,7 +206,7 @@ class MqttPublisher(Stage):
         self.connected, self._down_reported = True, False
         self._metrics.mqtt_connected.set(1)
         log.info("MQTT connected to %s:%d as %s; %d result(s) waiting in the spool", c.host, c.port,
-                 self._client_id, self._spool.pending)
+                 self.client_id, self._spool.pending)
         return True
 
     def _report_down(self, message: str, *args: Any) -> None:

@@ -1,14 +1,15 @@
 """A bounded, crash-safe, append-only spool: messages wait here on disk until the broker has them.
 
-Layout: ``seg-<first seq>.log`` segment files of records ``[length u32][crc32 u32][payload]`` (the CRC covers
-the length too, so a zero-filled tail never passes), plus ``ack``: the first sequence number not yet
-acknowledged. Sequence numbers are implicit (a segment's first seq + the record's index), so a record is
-written once and never rewritten.
+Layout: ``seg-<first seq>.rec`` segment files of records, each with its sequence number, length and CRC
+(``spool_records``), plus ``ack``: the first sequence number not yet acknowledged. A record is written once
+and never rewritten.
 
 Crash safety: an append is one ``write`` (fsynced when ``durable``), so a kill at any moment leaves whole
-records plus at most one torn one at the tail, which ``open`` detects by length and CRC and cuts off. The
-ack file is written lazily (at most every ``ack_flush_s``, and on close): after a crash it may lag, which
-resends a few acknowledged messages (MQTT QoS 1 allows duplicates) but never skips one.
+records plus at most one torn one at the tail, which ``open`` detects by length and CRC and cuts off. A
+damaged record further in (``spool_records`` finds them) is skipped and counted (``corrupt``); the records
+after it are kept, and the seqs it held count as acknowledged, so that nothing waits for them. The ack file
+is written lazily (at most every ``ack_flush_s``, and on close): after a crash it may lag, which resends a
+few acknowledged messages (MQTT QoS 1 allows duplicates) but never skips one.
 """
 from __future__ import annotations
 
@@ -16,18 +17,16 @@ import bisect
 import errno
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .durable import fsync_dir
+from .spool_records import OLD_SUFFIX, RECORD, SUFFIX, pack, recover
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<II")  # payload length, crc32(length bytes + payload)
 ON_FULL = ("block", "drop_oldest")
 SEGMENTS_PER_SPOOL = 8  # a segment is at most 1/8 of the bound, so dropping the oldest frees little at a time
 MAX_SEGMENT_BYTES = 4 * 1024 * 1024
@@ -39,32 +38,13 @@ class SpoolFull(OSError):
 
 @dataclass
 class _Segment:
-    first: int  # seq of its first record
+    first: int  # the seq it started at (its name); its first record's, unless that one was lost
     path: Path
     size: int = 0  # bytes of whole records
-    count: int = 0
+    end: int = -1  # the seq after its last record
 
-    @property
-    def end(self) -> int:
-        return self.first + self.count
-
-
-def _crc(length: bytes, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(length))
-
-
-def _scan(path: Path) -> tuple[int, int]:
-    """(records, bytes) of the valid prefix of a segment file: stops at the first torn or corrupt record."""
-    count = size = 0
-    with open(path, "rb") as f:
-        data = f.read()
-    while size + HEADER.size <= len(data):
-        length, crc = HEADER.unpack_from(data, size)
-        start = size + HEADER.size
-        if length == 0 or start + length > len(data) or _crc(data[size:size + 4], data[start:start + length]) != crc:
-            break
-        size, count = start + length, count + 1
-    return count, size
+    def __post_init__(self) -> None:
+        self.end = max(self.end, self.first)
 
 
 class Spool:
@@ -84,6 +64,7 @@ class Spool:
         self._fd: int | None = None
         self._cursor = (-1, 0, 0)  # (segment first seq, byte offset, seq there) where the last read ended
         self.dropped = 0  # records evicted unacknowledged (drop_oldest)
+        self.corrupt = 0  # records found damaged as the spool was opened, skipped
         folder.mkdir(parents=True, exist_ok=True)
         self._segments: list[_Segment] = []
         self.ack = self._read_ack()
@@ -96,22 +77,38 @@ class Spool:
         except (OSError, ValueError):  # missing or torn: start at the oldest record (duplicates, never loss)
             return 0
 
-    def _recover(self) -> None:
-        for path in sorted(self.folder.glob("seg-*.log")):
+    def _segment_files(self) -> list[tuple[int, Path]]:
+        for tmp in self.folder.glob("seg-*.tmp"):  # a rewrite cut short; the segment itself is intact
+            tmp.unlink()
+        found: dict[int, Path] = {}
+        for path in sorted(self.folder.glob("seg-*"), key=lambda p: (p.suffix != SUFFIX, p.name)):
             try:
                 first = int(path.stem[4:])
             except ValueError:
+                first = -1
+            if first < 0 or path.suffix not in (SUFFIX, OLD_SUFFIX):
                 log.warning("spool: ignoring %s (not a segment name)", path)
-                continue
-            count, size = _scan(path)
-            if size != path.stat().st_size:
-                log.warning("spool: %s: cut %d byte(s) of a torn or corrupt record at its end",
-                            path, path.stat().st_size - size)
-                os.truncate(path, size)
-            self._segments.append(_Segment(first, path, size, count))
+            elif path.suffix == OLD_SUFFIX and first in found:
+                path.unlink()  # already rewritten in the new format (the .rec came first)
+            else:
+                found[first] = path
+        return sorted(found.items())
+
+    def _recover(self) -> None:
+        files = self._segment_files()
+        seqs: list[int] = []
+        for i, (first, path) in enumerate(files):
+            got = recover(path, first, files[i + 1][0] if i + 1 < len(files) else None)
+            self.corrupt += got.corrupt
+            seqs.extend(got.seqs)
+            self._segments.append(_Segment(first, got.path, got.size, got.seqs[-1] + 1 if got.seqs else first))
         # The ack file may lag behind deleted segments, or be lost: never point before the oldest record.
         if self._segments:
             self.ack = max(self.ack, self._segments[0].first)
+        # Seqs lost to damage (now or at an earlier start) will never be acknowledged: count them as if they were.
+        held = set(seqs)
+        self._acked_ahead = {s for s in range(self.ack, self.end) if s not in held}
+        self._advance()
         self._drop_acked_segments()
         if self._segments and self._segments[-1].end > self.ack:
             log.info("spool: %d message(s) waiting from before (%d bytes)", self.pending, self._bytes())
@@ -137,7 +134,7 @@ class Spool:
 
     def fits(self, payload_len: int) -> bool:
         """Whether a payload this long can ever be spooled (an empty spool holds it)."""
-        return HEADER.size + payload_len <= self.max_bytes
+        return RECORD.size + payload_len <= self.max_bytes
 
     def full(self, extra: int = 0) -> bool:
         return self._bytes() + extra > self.max_bytes
@@ -148,14 +145,14 @@ class Spool:
 
         Raises ``SpoolFull`` (policy ``block``) and ``OSError`` (the disk); after either, nothing was added.
         """
-        record_len = HEADER.size + len(payload)
+        record_len = RECORD.size + len(payload)
         if not payload or not self.fits(len(payload)):
-            raise ValueError(f"a spool record must hold 1..{self.max_bytes - HEADER.size} bytes, got {len(payload)}")
-        length = struct.pack("<I", len(payload))
-        record = HEADER.pack(len(payload), _crc(length, payload)) + payload
+            raise ValueError(f"a spool record must hold 1..{self.max_bytes - RECORD.size} bytes, got {len(payload)}")
         with self._lock:
             dropped = self._make_room(record_len)
             seg = self._writable(record_len)
+            seq = self.end
+            record = pack(seq, payload)
             assert self._fd is not None
             view = memoryview(record)
             try:
@@ -167,7 +164,7 @@ class Spool:
                 os.ftruncate(self._fd, seg.size)  # a partial record must not stay before the next one
                 raise
             seg.size += record_len
-            seg.count += 1
+            seg.end = seq + 1
             self.appended.notify_all()
             return dropped
 
@@ -182,8 +179,8 @@ class Spool:
             if len(self._segments) == 1:
                 self._start_segment()  # never drop the file being written without a successor
             oldest = self._segments.pop(0)
-            lost = oldest.end - max(self.ack, oldest.first)
-            dropped += max(0, lost)
+            lo = max(self.ack, oldest.first)  # what was neither acknowledged yet nor lost to damage is dropped
+            dropped += max(0, oldest.end - lo - sum(1 for s in self._acked_ahead if lo <= s < oldest.end))
             self.ack = max(self.ack, oldest.end)
             self._acked_ahead = {s for s in self._acked_ahead if s >= self.ack}
             oldest.path.unlink(missing_ok=True)
@@ -208,7 +205,7 @@ class Spool:
     def _start_segment(self) -> None:
         self._close_fd()
         first = self.end
-        seg = _Segment(first, self.folder / f"seg-{first:020d}.log")
+        seg = _Segment(first, self.folder / f"seg-{first:020d}{SUFFIX}")
         self._fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fsync_dir(self.folder)  # the new name itself must survive a power cut
         self._segments.append(seg)
@@ -240,12 +237,12 @@ class Spool:
         with open(seg.path, "rb") as f:
             f.seek(pos)
             while pos < seg.size and len(out) < limit:
-                length, _ = HEADER.unpack(f.read(HEADER.size))
+                _, n, length, _ = RECORD.unpack(f.read(RECORD.size))
                 if n >= seq:
                     out.append((n, f.read(length)))
                 else:
                     f.seek(length, os.SEEK_CUR)
-                pos, n = pos + HEADER.size + length, n + 1
+                pos, n = pos + RECORD.size + length, n + 1
         self._cursor = (seg.first, pos, n)
         return out
 
@@ -255,11 +252,14 @@ class Spool:
             if seq < self.ack:
                 return  # dropped meanwhile, or a duplicate acknowledgement
             self._acked_ahead.add(seq)
-            while self.ack in self._acked_ahead:
-                self._acked_ahead.discard(self.ack)
-                self.ack += 1
+            self._advance()
             self._drop_acked_segments()
             self._write_ack()
+
+    def _advance(self) -> None:
+        while self.ack in self._acked_ahead:
+            self._acked_ahead.discard(self.ack)
+            self.ack += 1
 
     def _drop_acked_segments(self) -> None:
         # The segment being written stays (it would only be created again); the others go once fully acknowledged.

@@ -5,7 +5,8 @@ every 1/fps seconds takes the newest frame, resized and cropped straight into a 
 Each camera has at most one frame waiting for the batcher: a newer sample replaces it (the oldest is
 dropped and counted, ``superseded``), and when the pool has no free tensor the daemon is busy and the
 frame is dropped (``pipeline_full``). A camera never waits, so it can never hold up a folder. Every blocking call has a timeout;
-failures reopen the stream with exponential backoff and jitter; a feed that sends nothing is stalled, one
+failures reopen the stream with exponential backoff and jitter (which starts again from its minimum once a
+connection has delivered frames for ``reconnect_max_s``); a feed that sends nothing is stalled, one
 that sends identical frames is frozen, and both are logged and exported.
 """
 from __future__ import annotations
@@ -76,6 +77,7 @@ class CameraSource(Stage):
         self.up = False
         self.frozen = False
         self.seq = 0
+        self.failures = 0  # failed connections in a row: what the reconnect backoff grows with
         self._last_hash = b""
         self._slot_lock = threading.Lock()
         self._slot: Job | None = None  # the newest sampled frame the batcher has not taken yet
@@ -91,12 +93,11 @@ class CameraSource(Stage):
     def run(self) -> None:
         import av
 
-        failures = 0
         name = self.config.name
         while self.should_keep_running():
             try:
                 self._stream(av)
-                failures = 0 if self.is_file else failures  # a file that ended cleanly
+                self.failures = 0 if self.is_file else self.failures  # a file that ended cleanly
                 if self.is_file and not self.config.loop:
                     log.info("camera %s: %s ended", name, self.config.url)
                     self._set_up(False)
@@ -116,8 +117,8 @@ class CameraSource(Stage):
             except (av.error.FFmpegError, OSError, ValueError) as e:
                 log.warning("camera %s: %s: %s", name, type(e).__name__, e)
             self._set_up(False)
-            delay = backoff_s(failures, self.config.reconnect_min_s, self.config.reconnect_max_s)
-            failures += 1
+            delay = backoff_s(self.failures, self.config.reconnect_min_s, self.config.reconnect_max_s)
+            self.failures += 1
             if self.wait(delay):
                 return
             self._metrics.camera_reconnected(name)
@@ -133,6 +134,7 @@ class CameraSource(Stage):
             first_pts: float | None = None
             next_sample = 0.0
             last_frame = time.monotonic()
+            good_from: float | None = None  # this connection's first frame
             for packet in container.demux(stream):
                 if not self.should_keep_running():
                     return
@@ -140,6 +142,11 @@ class CameraSource(Stage):
                     self._check_size(frame.width, frame.height)  # a stream may change size midway
                     now = time.monotonic()
                     last_frame = now
+                    good_from = now if good_from is None else good_from
+                    if self.failures and now - good_from >= self.config.reconnect_max_s:
+                        # Frames for as long as the longest wait: a good connection, so the next outage is
+                        # retried from reconnect_min_s again. (One that drops sooner keeps backing off.)
+                        self.failures = 0
                     media = frame.time
                     if self.is_file and media is not None:
                         # A file plays at its own pace: it stands in for a camera, not a batch job.

@@ -54,7 +54,8 @@ class Broker:
         # user: run as whoever runs the tests (as root, Mosquitto would switch to "mosquitto" and lose tmp_path).
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
                  f"persistence_location {folder}/",
-                 "autosave_interval 1", "log_dest stderr", "log_type error", "log_type warning"]
+                 "autosave_interval 1", "log_dest stderr", "log_type error", "log_type warning",
+                 "log_type notice"]  # notice: each client's connection, under its client id
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
                       "require_certificate true"]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,8 +74,62 @@ def test_a_burst_arrives_with_retained_status_and_metrics(tmp_path):
             assert run.app.spool.pending == 0
         assert sub.last(STATUS) == b"offline"  # said on a clean stop (the last will covers an unclean one)
         by_sha = {r["input_sha256"]: r for r in sub.results(TOPIC)}
-        for p in imgs:  # the very object of the result file
-            assert by_sha[sha(p)] == read_result(tmp_path, p.name)
+        for p in imgs:  # the very object of the result file, plus the device that made it
+            assert by_sha[sha(p)] == {**read_result(tmp_path, p.name), "device": "dev1"}
+
+
+def test_a_file_name_that_is_not_utf8_is_published(tmp_path):
+    """Its bytes travel as \\u escapes of lone surrogates, as in its result file: decoding gives the name back."""
+    name = b"caf\xe9-\xff.jpg"  # Latin-1 from an old scanner, and a byte no encoding uses
+    src = write_images(tmp_path / "staging", 1)[0]
+    with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
+        with RunningApp(mqtt_config(tmp_path, broker.port)):
+            shutil.copy(src, os.fsencode(tmp_path / "inbox") + b"/" + name)
+            (got,) = wait_for(lambda: sub.results(TOPIC), 60, "the result over MQTT")
+            wait_for(lambda: os.path.exists(os.fsencode(tmp_path / "done") + b"/" + name), 30, "the input done")
+    assert os.fsencode(got["input"]) == name and got["status"] == "ok" and got["input_sha256"] == sha(src)
+    assert got == {**read_result(tmp_path, os.fsdecode(name)), "device": "dev1"}
+
+
+def test_two_devices_left_with_the_same_host_name_keep_their_own_connections(tmp_path):
+    """Two Raspberry Pis both still named raspberrypi: each client id is the device's, from its machine id."""
+    from prometheus_client import CollectorRegistry
+
+    from edge_infer.config import MqttConfig
+    from edge_infer.ops.metrics import Metrics
+    from edge_infer.sinks.mqtt import MqttPublisher, MqttSink
+    from edge_infer.sinks.spool import Spool
+
+    topic = "edge-infer/raspberrypi/drops/results"
+    with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
+        cfg = MqttConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1, connect_timeout_s=5)
+        pis = []
+        for i in range(2):
+            machine_id = tmp_path / f"pi{i}" / "machine-id"
+            machine_id.parent.mkdir()
+            machine_id.write_text(f"{i + 1:032x}\n")
+            spool, metrics = Spool(tmp_path / f"pi{i}" / "spool", 1 << 20), Metrics(CollectorRegistry())
+            publisher = MqttPublisher(cfg=cfg, device="raspberrypi", spool=spool, metrics=metrics,
+                                      machine_id_files=(machine_id,))
+            sink = MqttSink(cfg=cfg, device="raspberrypi", spool=spool, metrics=metrics)
+            publisher.start()
+            pis.append((publisher, sink, spool))
+        try:
+            wait_for(lambda: all(p.connected for p, _, _ in pis), 30, "both connected")
+            for i, (_, sink, _) in enumerate(pis):
+                sink.add({"source": "drops", "input": f"pi{i}.jpg", "input_sha256": f"{i}" * 64, "status": "ok"})
+            wait_for(lambda: {r["input"] for r in sub.results(topic)} == {"pi0.jpg", "pi1.jpg"}, 30, "both results")
+            wait_for(lambda: all(s.pending == 0 for _, _, s in pis), 30, "both acknowledged")
+        finally:
+            for publisher, _, spool in pis:
+                publisher.stop()
+                assert publisher.join(10)
+                spool.close()
+    log = broker.log.read_text()
+    ids = set(re.findall(r"New client connected from \S+ as (edge-infer-\S+) ", log))
+    assert len(ids) == 2 and all(re.fullmatch(r"edge-infer-raspberrypi-[0-9a-f]{8}", i) for i in ids), log
+    assert "already connected, closing old connection" not in log, log
+    assert {r["device"] for r in sub.results(topic)} == {"raspberrypi"}
 
 
 def test_broker_down_mid_burst_then_back_loses_nothing_and_keeps_order(tmp_path):
@@ -157,7 +213,7 @@ def test_results_spooled_offline_survive_a_kill_9_and_a_restart(tmp_path):
                 second.communicate()
         wait_for(lambda: sub.last(STATUS) == b"offline", 10, "offline status")
     assert sub.first_arrivals(TOPIC) == [sha(p) for p in imgs]
-    assert not list((tmp_path / "results" / ".mqtt-spool").glob("seg-*.log"))  # all delivered, all removed
+    assert not list((tmp_path / "results" / ".mqtt-spool").glob("seg-*"))  # all delivered, all removed
 
 
 @contextmanager
@@ -265,12 +321,15 @@ def test_tls_refuses_a_broker_its_ca_did_not_sign(tmp_path):
             assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending == 1
 
 
-def test_a_login_with_the_password_from_a_file(tmp_path):
+def test_a_login_with_the_password_from_a_file_over_tls(tmp_path):
+    openssl_or_skip()
+    tls = make_tls(tmp_path / "pki")
     (tmp_path / "mqtt-password").write_text("s3cret\n")
     imgs = write_images(tmp_path / "staging", 2)
-    with Broker(tmp_path / "broker", logins={"dev1": "s3cret", "collector": "c0llect"}) as broker, \
-            Subscriber(broker.port, login=("collector", "c0llect")) as sub:
-        cfg = mqtt_config(tmp_path, broker.port, username="dev1", password_file="mqtt-password")
+    with Broker(tmp_path / "broker", tls=tls, logins={"dev1": "s3cret", "collector": "c0llect"}) as broker, \
+            Subscriber(broker.port, tls=tls, login=("collector", "c0llect")) as sub:
+        cfg = mqtt_config(tmp_path, broker.port, username="dev1", password_file="mqtt-password", tls=True,
+                          ca_file=str(tls["ca"]), cert_file=str(tls["client_cert"]), key_file=str(tls["client_key"]))
         with RunningApp(cfg) as run:
             for p in imgs:
                 shutil.copy(p, tmp_path / "inbox" / p.name)
@@ -281,7 +340,9 @@ def test_a_login_with_the_password_from_a_file(tmp_path):
 def test_a_wrong_password_is_refused_by_the_broker_and_results_wait(tmp_path):
     (tmp_path / "mqtt-password").write_text("wrong\n")
     with Broker(tmp_path / "broker", logins={"dev1": "s3cret"}) as broker:
-        cfg = mqtt_config(tmp_path, broker.port, username="dev1", password_file="mqtt-password")
+        # In clear on loopback: allowed only because the config says so (allow_insecure_login).
+        cfg = mqtt_config(tmp_path, broker.port, username="dev1", password_file="mqtt-password",
+                          allow_insecure_login=True)
         with RunningApp(cfg) as run:
             shutil.copy(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
             wait_for(lambda: (tmp_path / "done" / "a.jpg").exists(), 60, "the input done")
@@ -291,10 +352,23 @@ def test_a_wrong_password_is_refused_by_the_broker_and_results_wait(tmp_path):
 def test_check_config_and_run_name_an_unreadable_password_file_or_a_password_in_the_config(tmp_path):
     from tests.integration.test_daemon_process import run_cli
 
-    cfg = mqtt_config(tmp_path, 1883, username="dev1", password_file="missing")
+    cfg = mqtt_config(tmp_path, 1883, username="dev1", password_file="missing", allow_insecure_login=True)
     for command in ("check-config", "run"):
         r = run_cli(command, "-c", str(cfg))
         assert r.returncode == 78 and "output.mqtt.password_file: cannot read" in r.stderr, r.stderr
     cfg.write_text(cfg.read_text().replace("password_file: missing", "password: s3cret"))
     r = run_cli("check-config", "-c", str(cfg))
     assert r.returncode == 78 and "output.mqtt.password: not allowed in the config" in r.stderr, r.stderr
+
+
+def test_a_password_without_tls_is_refused_unless_the_config_allows_it(tmp_path):
+    from tests.integration.test_daemon_process import run_cli
+
+    (tmp_path / "mqtt-password").write_text("s3cret\n")
+    cfg = mqtt_config(tmp_path, 1883, username="dev1", password_file="mqtt-password")
+    for command in ("check-config", "run"):
+        r = run_cli(command, "-c", str(cfg))
+        assert r.returncode == 78 and "output.mqtt.password_file: would be sent in clear" in r.stderr, r.stderr
+    cfg = mqtt_config(tmp_path, 1883, username="dev1", password_file="mqtt-password", allow_insecure_login=True)
+    r = run_cli("check-config", "-c", str(cfg))
+    assert r.returncode == 0, r.stderr

@@ -1,4 +1,4 @@
-"""Camera pieces that need no stream: how each URL kind is opened, and the reconnect backoff."""
+"""Camera pieces: how each URL kind is opened, the reconnect backoff (and its reset, against a real MJPEG stream)."""
 from pathlib import Path
 
 from edge_infer.config import parse_config
@@ -75,3 +75,58 @@ def test_a_camera_keeps_only_its_newest_frame_waiting(tmp_path, pyav):
 
 def pool_free(pool) -> int:
     return pool._free.qsize()
+
+
+def test_the_backoff_starts_again_from_its_minimum_once_a_connection_has_delivered_frames(tmp_path, pyav):
+    """A camera that was down for a while and then streams: its next outage is retried at once, not after
+    reconnect_max_s, as it would be if every failure of its life still counted."""
+    from tests.conftest import write_images
+    from tests.integration.daemon_util import free_port, wait_for
+    from tests.support.mjpeg import MjpegServer
+
+    port = free_port()
+    source = mjpeg_camera(tmp_path, port, reconnect_max_s=0.5)
+    source.start()
+    try:
+        wait_for(lambda: source.failures >= 4, 30, "failed connections in a row: nothing listens yet")
+        with MjpegServer(write_images(tmp_path / "photos", 2), port=port):
+            wait_for(lambda: source.up, 30, "frames")
+            wait_for(lambda: source.failures == 0, 30, "the failure count reset while frames flow")
+    finally:
+        source.stop()
+        assert source.join(15)
+
+
+def test_a_camera_that_hangs_up_after_a_few_frames_keeps_backing_off(tmp_path, pyav):
+    """Frames for less than reconnect_max_s do not make a good connection: a flapping link is not hammered."""
+    from tests.conftest import write_images
+    from tests.integration.daemon_util import wait_for
+    from tests.support.mjpeg import MjpegServer
+
+    with MjpegServer(write_images(tmp_path / "photos", 2), fps=10, frames_per_connection=3) as server:
+        source = mjpeg_camera(tmp_path, server.httpd.server_address[1], reconnect_max_s=5)
+        source.start()
+        try:
+            wait_for(lambda: source.up, 30, "frames")
+            wait_for(lambda: source.failures >= 3, 60, "three hang-ups in a row, each after frames")
+        finally:
+            source.stop()
+            assert source.join(15)
+
+
+def mjpeg_camera(tmp_path: Path, port: int, reconnect_max_s: float):
+    """A real CameraSource on http://127.0.0.1:port/stream, retrying from 0.05 s."""
+    import queue
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from edge_infer.model.preprocess import PreprocessSpec
+    from edge_infer.ops.metrics import Metrics
+    from edge_infer.pipeline.tensor_pool import TensorPool
+    from edge_infer.sources.camera import CameraSource
+
+    config = cam(tmp_path, url=f"http://127.0.0.1:{port}/stream", fps=5, reconnect_min_s=0.05,
+                 reconnect_max_s=reconnect_max_s, open_timeout_s=5, read_timeout_s=5)
+    return CameraSource(config=config, prepared=queue.Queue(), pool=TensorPool(2, (224, 224, 3), np.uint8),
+                        spec=PreprocessSpec(), metrics=Metrics(CollectorRegistry()))

@@ -146,6 +146,13 @@ def test_mqtt_fleet_keys(tmp_path):
                                          spool_dir=etc / "spool", spool_max_bytes=1 << 20, on_full="drop_oldest")
 
 
+def test_a_login_in_clear_is_accepted_only_when_asked_for(tmp_path):
+    mqtt = {"host": "127.0.0.1", "username": "pi7", "password_file": "pw", "allow_insecure_login": True}
+    cfg = load_config(write(tmp_path, edited(lambda c: c["output"].update(mqtt=mqtt))))
+    assert cfg.output.mqtt.allow_insecure_login and not cfg.output.mqtt.tls
+    assert cfg.output.mqtt.password_file == tmp_path / "etc" / "pw"
+
+
 def test_absolute_and_home_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
@@ -255,6 +262,8 @@ def test_parse_config_takes_a_dict_and_names_its_origin(tmp_path):
      "password_file"),
     (lambda c: c["output"].update(mqtt={"host": "h", "password_file": "pw"}), "output.mqtt.password_file",
      "needs username"),
+    (lambda c: c["output"].update(mqtt={"host": "h", "username": "u", "password_file": "pw"}),
+     "output.mqtt.password_file", "would be sent in clear without tls: true (allow_insecure_login: true allows it)"),
     (lambda c: c["output"].update(mqtt={"host": "h", "ca_file": "ca.crt"}), "output.mqtt.ca_file", "needs tls: true"),
     (lambda c: c["output"].update(mqtt={"host": "h", "tls": True, "cert_file": "c.crt"}), "output.mqtt.key_file",
      "cert_file and key_file go together"),

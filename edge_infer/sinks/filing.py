@@ -1,0 +1,145 @@
+"""Where a folder input and its record are filed: under the contract's names when they are free, never over
+something else.
+
+Cameras and scanners restart their counters, so the same name comes back with other bytes. Then the
+newcomer is filed under its name with a suffix before the extension (viewers still open it), taken from its
+own bytes: ``IMG_0001.JPG`` -> ``IMG_0001~1a2b3c4d.JPG`` (8 hex digits of its sha256), its result
+``IMG_0001~1a2b3c4d.JPG.json``; its record's ``stored_as`` says so, ``input`` keeps the name it came under.
+The one name chosen serves its record and its input alike (``done/X`` and ``X.json`` stay a pair). As the
+suffix comes from the bytes, a restart after a crash between the record and the move finds the same name
+again and the input is a ``duplicate``, not a third copy. A suffixed name itself taken by other bytes (a
+prefix collision, or someone else's file) gives way to 16, then all 64 digits, then ``<64 digits>-2``,
+``-3``... An input whose bytes were never read (too large, not a regular file, quarantined) has no digest:
+it takes ``~2``, ``~3``...
+"""
+from __future__ import annotations
+
+import errno
+import filecmp
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .durable import NAME_MAX, error_path, move_file, read_json, result_path
+
+log = logging.getLogger(__name__)
+TAG_DIGITS = (8, 16, 64)
+MAX_COUNTER = 99
+MAX_EXT = 10  # a longer "extension" is part of the name (``report.final-version``), the tag goes at the end
+
+
+def suffixed(rel: str, tag: str) -> str:
+    """``rel`` with ``~tag`` before its extension; a long name is cut so that the result fits a file name."""
+    head, sep, name = rel.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem or len(ext) > MAX_EXT:
+        stem, dot, ext = name, "", ""
+    tail = os.fsencode(f"~{tag}{dot}{ext}")
+    keep = os.fsencode(stem)[:NAME_MAX - len(tail)]
+    return f"{head}{sep}{os.fsdecode(keep + tail)}"
+
+
+def names(rel: str, digest: str | None) -> Iterator[str]:
+    """The names an input may be filed under, in the order they are tried."""
+    yield rel
+    if digest:
+        for n in TAG_DIGITS:
+            yield suffixed(rel, digest[:n])
+    for k in range(2, MAX_COUNTER + 1):
+        yield suffixed(rel, f"{digest}-{k}" if digest else str(k))
+
+
+def _records(rel: str, digest: str | None, path_of: Callable[[str], Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The records on disk along ``rel``'s names: ``rel`` and its first suffixed name are always looked at
+    (the plain one may have been cleaned up since), then as long as the names are taken."""
+    for i, name in enumerate(names(rel, digest)):
+        path = path_of(name)
+        record = read_json(path)
+        if record is not None:
+            yield name, record
+        elif i >= 1 and not os.path.lexists(path):
+            return
+
+
+def _same_bytes(record: dict[str, Any], rel: str, digest: str | None) -> bool:
+    return digest is not None and record.get("input") == rel and record.get("input_sha256") == digest
+
+
+def find_result(output_dir: Path, source: str, rel: str, digest: str) -> str | None:
+    """The name an ``ok`` result for these very bytes of ``rel`` is filed under, if there is one."""
+    for name, record in _records(rel, digest, lambda n: result_path(output_dir, source, n)):
+        if record.get("status") == "ok" and _same_bytes(record, rel, digest):
+            return name
+    return None
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Two entries with the same bytes (two links to the same target)."""
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+        if stat.S_ISLNK(sa.st_mode) and stat.S_ISLNK(sb.st_mode):
+            return os.readlink(a) == os.readlink(b)
+        if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)) or sa.st_size != sb.st_size:
+            return False
+        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def choose(rel: str, digest: str | None, record_at: Callable[[str], Path], src: Path | None,
+           dest_dir: Path | None, kind: str | None = None) -> str:
+    """The first of ``rel``'s names whose record path is free (or holds a record of these very bytes) and,
+    when the input is to be moved into ``dest_dir``, whose path there is free or holds the same bytes.
+
+    ``kind``: a failure's error kind. A failure of bytes never read (no digest) reuses a record of the same
+    name and kind whose input never reached ``dest_dir``: its own record from an interrupted attempt.
+    """
+    moving = dest_dir is not None and src is not None and os.path.lexists(src)
+    for name in names(rel, digest):
+        path, dest = record_at(name), dest_dir / name if dest_dir is not None else None
+        if os.path.lexists(path):
+            record = read_json(path) or {}
+            if not (_same_bytes(record, rel, digest) or (
+                    digest is None and kind is not None and record.get("input") == rel
+                    and (record.get("error") or {}).get("kind") == kind
+                    and dest is not None and not os.path.lexists(dest))):
+                continue
+        if moving and os.path.lexists(dest) and not same_content(src, dest):  # type: ignore[arg-type]
+            continue
+        return name
+    raise FileExistsError(errno.EEXIST, f"all {MAX_COUNTER + 3} names for it are taken", str(record_at(rel)))
+
+
+def file_input(src: Path, dest_dir: Path, stored_as: str, rel: str, digest: str | None) -> Path:
+    """Move ``src`` to ``dest_dir/stored_as`` without replacing anything: where those very bytes are already
+    (a restart after a crash between the move and the next step), the newcomer is dropped; a name taken by
+    other bytes since it was chosen (something else writing into ``dest_dir``) gives way to the next one."""
+    for name in dict.fromkeys([stored_as, *names(rel, digest)]):
+        dest = dest_dir / name
+        try:
+            move_file(src, dest)
+        except FileExistsError:
+            if same_content(src, dest):
+                src.unlink()
+                return dest
+            continue
+        if name != stored_as:
+            log.warning("%s appeared while %r was filed: the input went to %s instead (its record says %s)",
+                        dest_dir / stored_as, rel, dest, stored_as)
+        return dest
+    raise FileExistsError(errno.EEXIST, f"all {MAX_COUNTER + 3} names for it are taken", str(dest_dir / rel))
+
+
+def drop_interrupted_failure(failed_dir: Path, rel: str, digest: str) -> None:
+    """Before an ``ok`` result counts: a failure record of this input from an interrupted earlier attempt
+    (written, the input never moved to ``failed_dir``: a decoder crash or timeout, then a restart) would be
+    a second record. Failure records of other inputs of the same name, or complete ones, are kept."""
+    for chain in (digest, None):
+        for name, record in _records(rel, chain, lambda n: error_path(failed_dir, n)):
+            interrupted = not os.path.lexists(failed_dir / name) and record.get("input") == rel and (
+                record.get("input_sha256") == digest
+                or (record.get("input_sha256") is None and (record.get("error") or {}).get("kind") in ("crashed", "timeout")))
+            if interrupted:
+                error_path(failed_dir, name).unlink(missing_ok=True)

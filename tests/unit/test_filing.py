@@ -1,0 +1,173 @@
+"""Never overwrite: the names an input and its record are filed under, and moves that never replace."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from edge_infer.pipeline.jobs import Job
+from edge_infer.sinks import durable
+from edge_infer.sinks.durable import NAME_MAX, move_file, rename_noreplace
+from edge_infer.sinks.filing import names, suffixed
+from tests.conftest import write_images
+from tests.unit.test_workers_writer import make_worker, make_writer
+
+
+def test_the_suffix_goes_before_the_extension_and_always_fits_a_file_name():
+    assert suffixed("IMG_0001.JPG", "1a2b3c4d") == "IMG_0001~1a2b3c4d.JPG"
+    assert suffixed("sub/dir.x/scan", "1a2b3c4d") == "sub/dir.x/scan~1a2b3c4d"
+    assert suffixed("photo.tar.gz", "ab") == "photo.tar~ab.gz"
+    assert suffixed("notes.final-version", "ab") == "notes.final-version~ab"  # not an extension: too long
+    long = "é" * 124 + ".jpg"  # 252 bytes: no room for 9 more
+    cut = suffixed(long, "1a2b3c4d")
+    assert len(os.fsencode(cut)) <= NAME_MAX and cut.endswith("~1a2b3c4d.jpg") and cut.startswith("é" * 100)
+    sha = "1a2b3c4d" + "e" * 56
+    assert list(names("a.jpg", sha))[:5] == ["a.jpg", "a~1a2b3c4d.jpg", f"a~{sha[:16]}.jpg", f"a~{sha}.jpg",
+                                             f"a~{sha}-2.jpg"]
+    assert list(names("a.jpg", None))[:3] == ["a.jpg", "a~2.jpg", "a~3.jpg"]  # bytes never read
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "link-fallback"])
+def test_a_move_never_replaces_what_is_there(tmp_path, monkeypatch, renameat2):
+    if not renameat2:
+        monkeypatch.setattr(durable, "_renameat2", False)
+    (tmp_path / "a").write_bytes(b"new")
+    (tmp_path / "b").write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        rename_noreplace(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(FileExistsError):
+        move_file(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a").read_bytes() == b"new" and (tmp_path / "b").read_bytes() == b"old"
+    os.symlink("/nowhere", tmp_path / "link")
+    move_file(tmp_path / "link", tmp_path / "sub" / "link")  # a link moves as a link
+    assert os.readlink(tmp_path / "sub" / "link") == "/nowhere" and not os.path.lexists(tmp_path / "link")
+
+
+def test_a_move_across_file_systems_never_replaces_and_never_shows_a_partial_file(tmp_path):
+    other = "/dev/shm"
+    if not os.path.isdir(other) or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's folder")
+    dest_dir = os.path.join(other, f"edge-infer-test-{os.getpid()}")
+    os.makedirs(dest_dir)
+    try:
+        (tmp_path / "a").write_bytes(b"new")
+        with open(os.path.join(dest_dir, "b"), "wb") as f:
+            f.write(b"old")
+        with pytest.raises(FileExistsError):
+            move_file(tmp_path / "a", durable.Path(dest_dir) / "b")
+        assert (tmp_path / "a").read_bytes() == b"new" and open(os.path.join(dest_dir, "b"), "rb").read() == b"old"
+        move_file(tmp_path / "a", durable.Path(dest_dir) / "c")
+        assert sorted(os.listdir(dest_dir)) == ["b", "c"] and not (tmp_path / "a").exists()  # no temporary left
+    finally:
+        for name in os.listdir(dest_dir):
+            os.unlink(os.path.join(dest_dir, name))
+        os.rmdir(dest_dir)
+
+
+def _drop(tmp_path, data: bytes, rel="IMG_0001.JPG", writer_args=None, commit=True):
+    """``rel`` with these bytes, through a worker and the writer."""
+    path = tmp_path / "inbox" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    job = Job("s", rel, path)
+    make_worker(tmp_path).process(job)
+    if job.error is None:
+        job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
+    writer, _ = make_writer(tmp_path, **(writer_args or {}))
+    if commit:
+        writer.commit(job)
+    return job, writer
+
+
+def _listed(folder):
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))  # not the temporary folder
+
+
+def _photos(tmp_path, n):
+    return [p.read_bytes() for p in write_images(tmp_path / "staging", n)]
+
+
+def test_the_same_name_with_other_bytes_is_filed_beside_the_first_and_the_same_bytes_are_a_duplicate(tmp_path):
+    a, b = _photos(tmp_path, 2)
+    _drop(tmp_path, a)
+    job, _ = _drop(tmp_path, b)
+    tag = hashlib.sha256(b).hexdigest()[:8]
+    assert job.stored_as == f"IMG_0001~{tag}.JPG" and not job.duplicate
+    assert (tmp_path / "done" / "IMG_0001.JPG").read_bytes() == a
+    assert (tmp_path / "done" / f"IMG_0001~{tag}.JPG").read_bytes() == b
+    first = json.loads((tmp_path / "results" / "s" / "IMG_0001.JPG.json").read_text())
+    second = json.loads((tmp_path / "results" / "s" / f"IMG_0001~{tag}.JPG.json").read_text())
+    assert (first["input"], first["stored_as"], first["input_sha256"]) == ("IMG_0001.JPG", "IMG_0001.JPG",
+                                                                           hashlib.sha256(a).hexdigest())
+    assert (second["input"], second["stored_as"], second["input_sha256"]) == ("IMG_0001.JPG", job.stored_as,
+                                                                              hashlib.sha256(b).hexdigest())
+    for data, stored in ((a, "IMG_0001.JPG"), (b, job.stored_as)):  # again: recognised, under either name
+        again, _ = _drop(tmp_path, data)
+        assert again.duplicate and again.stored_as == stored and not (tmp_path / "inbox" / "IMG_0001.JPG").exists()
+    assert sorted(os.listdir(tmp_path / "done")) == sorted(["IMG_0001.JPG", job.stored_as])
+    assert len(os.listdir(tmp_path / "results" / "s")) == 2
+
+
+def test_a_crash_between_the_suffixed_result_and_the_move_is_a_duplicate_at_the_restart(tmp_path):
+    a, b = _photos(tmp_path, 2)
+    _drop(tmp_path, a)
+    job, writer = _drop(tmp_path, b, commit=False)
+    writer._write_records([job])  # durable; then the crash: the input is still in the inbox
+    assert (tmp_path / "inbox" / "IMG_0001.JPG").read_bytes() == b
+    again = Job("s", "IMG_0001.JPG", tmp_path / "inbox" / "IMG_0001.JPG")
+    make_worker(tmp_path).process(again)  # the next start
+    assert again.duplicate and again.stored_as == job.stored_as
+    make_writer(tmp_path)[0].commit(again)
+    assert (tmp_path / "done" / job.stored_as).read_bytes() == b and len(os.listdir(tmp_path / "results" / "s")) == 2
+
+
+def test_two_broken_files_of_one_name_keep_both_files_and_both_records(tmp_path):
+    _drop(tmp_path, b"not an image, one")
+    job, _ = _drop(tmp_path, b"not an image, two")
+    assert job.error is not None and job.stored_as and job.stored_as != "IMG_0001.JPG"
+    failed = tmp_path / "failed"
+    assert _listed(failed) == sorted(["IMG_0001.JPG", "IMG_0001.JPG.error.json", job.stored_as,
+                                                 f"{job.stored_as}.error.json"])
+    assert (failed / "IMG_0001.JPG").read_bytes() == b"not an image, one"
+    assert (failed / job.stored_as).read_bytes() == b"not an image, two"
+    record = json.loads((failed / f"{job.stored_as}.error.json").read_text())
+    assert record["input"] == "IMG_0001.JPG" and record["stored_as"] == job.stored_as
+
+
+def test_an_ok_result_keeps_the_failure_record_of_other_bytes_of_its_name(tmp_path):
+    """The writer used to remove ``<failed>/<rel>.error.json`` at every ok result (for an interrupted earlier
+    attempt): the record of a different file of the same name, whose file stays in failed/."""
+    (a,) = _photos(tmp_path, 1)
+    _drop(tmp_path, b"broken")
+    _drop(tmp_path, a)
+    assert json.loads((tmp_path / "failed" / "IMG_0001.JPG.error.json").read_text())["status"] == "failed"
+    assert (tmp_path / "done" / "IMG_0001.JPG").read_bytes() == a
+
+
+def test_a_failure_of_unread_bytes_is_rewritten_in_place_after_an_interrupted_attempt(tmp_path):
+    """Too large to be read: no digest. A restart between its record and its move reuses that record."""
+    _drop(tmp_path, b"x" * 200, rel="big.jpg")  # read: decode error, in failed/
+    path = tmp_path / "inbox" / "big.jpg"
+    path.write_bytes(b"y" * 20_000_000)  # over make_worker's 10 MB: too_large, never read
+    job = Job("s", "big.jpg", path)
+    make_worker(tmp_path).process(job)
+    assert job.error.kind == "too_large" and job.sha256 is None
+    make_writer(tmp_path)[0]._write_records([job])  # then the crash
+    again = Job("s", "big.jpg", path)
+    make_worker(tmp_path).process(again)
+    make_writer(tmp_path)[0].commit(again)
+    assert again.stored_as == job.stored_as == "big~2.jpg"
+    assert _listed(tmp_path / "failed") == ["big.jpg", "big.jpg.error.json", "big~2.jpg",
+                                                       "big~2.jpg.error.json"]
+
+
+@pytest.mark.parametrize("after", ["delete", "keep"])
+def test_without_a_move_the_results_of_both_are_kept(tmp_path, after):
+    a, b = _photos(tmp_path, 2)
+    _drop(tmp_path, a, writer_args={"after": after})
+    job, _ = _drop(tmp_path, b, writer_args={"after": after})
+    assert job.stored_as != "IMG_0001.JPG"
+    results = {json.loads(p.read_text())["input_sha256"] for p in (tmp_path / "results" / "s").iterdir()}
+    assert results == {hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()}
