@@ -71,7 +71,7 @@ def write_json_group(records: list[tuple[Path, Any, Path]], pool: Executor | Non
     given: their writes and device cache flushes, one per file on ext4, then overlap), every one renamed
     into place, and each folder they went to fsynced once (the renames durable). ``syncfs`` did it in two
     calls, but flushed every dirty page of the file system, other programs' too: with 200 MB of someone
-    else's unsynced data a burst took 100-170 ms instead of 2-13 (README, "Commit latency"). A crash at any
+    else's unsynced data a burst took 105-130 ms instead of 2-20 (README, "Commit latency"). A crash at any
     point leaves each record either absent or whole.
     """
     if len(records) == 1:
