@@ -114,7 +114,7 @@ class InferenceStage(Stage):
             self.in_hand = batch  # given back should this thread die before handing it on
             self._swap_if_offered()  # here, not before the wait: the next batch after the offer gets the new model
             self._infer(batch)
-            # One put for the whole batch: the writer then commits it as one group (two syncfs calls), where
+            # One put for the whole batch: the writer then commits it as one group (its syncs shared), where
             # putting job by job let it wake at the first and commit that one alone with its own fsyncs.
             self._put(batch)
             self.in_hand = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 GROUP_MAX = 32  # records made durable together at most (two batches' worth, and a bounded retry set)
 GROUP_WAIT_S = 0.015  # for a running batch's results: about one batch of four on one core
+SYNC_THREADS = 4  # a group's fdatasyncs in flight at once (bench/commit_latency.py: "fdatasync-t")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class ResultWriter(Stage):
         self._journal = journal
         self._parked = parked if parked is not None else ParkedInputs(output_dir / PARKED_NAME)
         self._faults = faults
+        self._sync_pool: ThreadPoolExecutor | None = None  # group commit's fdatasyncs, while run() runs
         self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
 
@@ -97,6 +100,7 @@ class ResultWriter(Stage):
                 continue
             if n:
                 log.info("removed %d temporary file(s) left under %s by an interrupted run", n, root)
+        self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="writer-sync")
         try:
             while self.should_keep_running():
                 # One more try for each parked input that is due: never holding the others, never blocking.
@@ -112,12 +116,14 @@ class ResultWriter(Stage):
                     self._commit_with_retry(job)
                 self.in_hand = []
         finally:
+            self._sync_pool.shutdown(wait=False, cancel_futures=True)  # idle: each group waits for its syncs
+            self._sync_pool = None
             for sink in self._camera_sinks.values():
                 sink.close()
 
     def _more(self, have: int) -> list[Job]:
         """Whatever else is ready now; and while a batch is being inferred, its results too (for at most
-        ``group_wait_s``): a group's two syncfs calls cost the same for 2 results as for 8, and on two cores
+        ``group_wait_s``): a group's syncs cost little more for 8 results than for 2, and on two cores
         committing each inference thread's batch alone cost 4% of throughput. A lone photo never waits:
         no batch is running once its own is done."""
         more: list[Job] = []
@@ -265,13 +271,13 @@ class ResultWriter(Stage):
                       job.error.kind if job.error is not None else None)
 
     def _write_records(self, jobs: list[Job]) -> None:
-        """Commit the result or failure record of each folder job, durably, all with one pair of syncs."""
+        """Commit the result or failure record of each folder job, durably, as one group."""
         for job in jobs:
             job.stored_as = job.stored_as or self._file_name(job)
         records = [(self._record_path(job), self._record(job),
                     self._routes[job.source].failed_dir if job.error is not None else self._output_dir)
                    for job in jobs]
-        write_json_group(records)
+        write_json_group(records, self._sync_pool)
         for job, (_, obj, _) in zip(jobs, records):
             job.record, job.committed = obj, True
             if job.error is None and job.sha256:
@@ -282,6 +288,7 @@ class ResultWriter(Stage):
 
         Each durable record costs two syncs (its data, then its rename), ~1-3 ms on this VM's disk and more
         on an SD card, in the one writer thread: one result at a time, the writer would bound throughput.
+        Together, their syncs overlap on a few threads, each folder synced once; never the whole file system.
         A failure here changes nothing: each job's ``commit`` then writes its own record, with the retry
         and the blocked-output report that go with it.
         """
