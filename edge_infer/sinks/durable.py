@@ -15,7 +15,7 @@ import shutil
 import uuid
 from concurrent.futures import Executor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 TMP_DIR = ".writing"  # not "*.tmp" itself: only leftover files should match that pattern
 NAME_MAX = 255  # bytes in one file name on Linux file systems
@@ -23,9 +23,13 @@ SYNC_TIMEOUT_S = 60.0  # a group's fdatasyncs: an SD card's worst flushes are se
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _sync(path, os.O_DIRECTORY, os.fsync)
+
+
+def _sync(path: Path, flags: int, sync: Callable[[int], None]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
-        os.fsync(fd)
+        sync(fd)
     finally:
         os.close(fd)
 
@@ -133,11 +137,7 @@ def _fdatasync_all(paths: list[Path], pool: Executor | None) -> None:
 
 def _fdatasync(path: Path) -> None:
     # fdatasync, not fsync: a new file's size (needed to read it back) is synced either way; its times are not.
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
+    _sync(path, 0, os.fdatasync)
 
 
 def _write_tmp(folder: Path, data: bytes, prefix: str = "", sync: bool = True) -> Path:

@@ -97,6 +97,10 @@ def test_each_record_is_synced_before_any_rename_and_each_folder_once_after_all(
     monkeypatch.setattr(durable.os, "replace", lambda a, b: (events.append(("rename", str(b))), real_replace(a, b))[1])
     records = _records(tmp_path, 9, folders=3)
     durable.write_json_group(records, pool)
+    # First the new folders, each fsynced into its parent (make_dirs); then the records.
+    new_dirs = [p for k, p in events[:[k for k, _ in events].index("data")]]
+    assert set(new_dirs) == {str(tmp_path), str(tmp_path / "results")}
+    events = events[len(new_dirs):]
     kinds = [k for k, _ in events]
     assert kinds == ["data"] * 9 + ["rename"] * 9 + ["fsync"] * 3
     assert all(p.endswith(".tmp") and f"/{durable.TMP_DIR}/" in p for k, p in events if k == "data")
