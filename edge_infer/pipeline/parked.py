@@ -26,6 +26,7 @@ from typing import Any, Callable, Container
 from ..errors import InputError
 from ..ops.metrics import Metrics
 from ..sinks.durable import write_json_atomic
+from .inflight import input_key
 from .jobs import Job
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def file_key(path: str | Path) -> Key | None:
         st = os.lstat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return input_key(st)
 
 
 @dataclass

@@ -87,7 +87,7 @@ class PreprocessWorker(Stage):
                 # Before a byte is decoded: an input that takes the daemon down with it is known at the next
                 # start (see inflight.py). A quarantined one keeps its key until its failure record is
                 # committed (the writer clears it then).
-                job.inflight_key = input_key(st)
+                job.inflight_key = job.identity
                 self._journal.check(job.inflight_key)
             out = self._acquire()
             if out is None:
