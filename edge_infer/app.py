@@ -67,7 +67,7 @@ class App:
         self.plan = plan_threads(config, os.cpu_count() or 1)
         self.notifier = notifier or Notifier(None)
         self.registry = registry or CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(self.registry, config.metrics.max_label_classes)
         self.ready = False
         self.draining = False
         self.state: PipelineState | None = None  # made with the model it serves
@@ -128,6 +128,7 @@ class App:
         # Loading frees what graph optimisation and prepacking copied (about 4 MB here), and glibc keeps it.
         heap_trimmer()()
         self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        self.metrics.set_labels(session.manifest.labels)
         limit = memory_limit_bytes()
         if limit is not None:
             self.metrics.set_memory_limit(limit)
@@ -185,16 +186,19 @@ class App:
             log.warning("%s/%r was in hand of a stage that died; offered again", job.source, job.rel)
 
     def _offer(self, session: ModelSession) -> None:
-        """A self-tested model for every inference thread; each swaps it in between two of its batches."""
+        """A self-tested model for every inference thread; each swaps it in between two of its batches.
+        The metrics say so at once: an idle daemon swaps only at its next input."""
         for stage in self.inference:
             stage.offer(session)
+        self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        self.metrics.set_labels(session.manifest.labels)
 
     def _build_stages(self, session: ModelSession, state: PipelineState) -> None:
         c, m = self.config, session.manifest
         self.sources = [FolderSource(config=s, jobs=self.jobs, state=state, metrics=self.metrics, parked=self.parked)
                         for s in c.sources if isinstance(s, FolderSourceConfig)]
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done,
-                                               src.root) for src in self.sources}
+                                               src.root, src.config.min_score) for src in self.sources}
         cams = [s for s in c.sources if isinstance(s, CameraSource)]
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}

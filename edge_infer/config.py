@@ -39,7 +39,8 @@ class _Source:
 class FolderSource(_Source):
     """A watched folder. ``polling`` is for network mounts without inotify."""
     path: Path = setting(REQUIRED, "the watched folder")
-    done_dir: Optional[Path] = setting(REQUIRED, "where processed inputs go; required for after: move")
+    done_dir: Optional[Path] = setting(REQUIRED, "where processed inputs go; required for after: move; {label}: "
+                                                 "the top-1 label (a folder per class)", placeholders=("label",))
     failed_dir: Path = setting(REQUIRED, "where failed inputs go, each with its error record")
     type: Literal["folder"] = setting("folder", "the source type")
     after: Literal["move", "delete", "keep"] = setting("move", "what becomes of an input once its result is durable")
@@ -47,6 +48,8 @@ class FolderSource(_Source):
     polling: bool = setting(False, "poll instead of inotify (network mounts)")
     poll_interval_s: float = setting(1.0, "polling period", gt=0)
     settle_s: float = setting(0.5, "polling: a file is complete once its size and mtime hold still this long", ge=0)
+    min_score: float = setting(0.0, "with {label} in done_dir: a top-1 score below this files the input under "
+                                    "unsure", ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class MetricsConfig:
     web_config: Optional[Path] = setting(None, "TLS and basic auth, in the exporter-toolkit's format (README)")
     max_connections: int = setting(8, "connections served at once; more are refused at once", ge=1, le=1024)
     request_timeout_s: float = setting(10.0, "bound on receiving one request, TLS handshake included", gt=0, le=300)
+    max_label_classes: int = setting(100, "edge_infer_predictions_total{source,label} only for models with at most "
+                                          "this many classes (one series per class and source)", ge=0, le=10000)
 
 
 @dataclass(frozen=True)
@@ -173,11 +178,30 @@ class AppConfig:
     path: Optional[Path] = None  # not a key: set by load_config
 
 
+LABEL_FIELD = "{label}"  # in a folder source's done_dir: one folder per top-1 label (sinks/filing.sorted_dir)
+
+
+def sorting_root(done_dir: Path) -> Path:
+    """The folder that holds a ``{label}`` done_dir's class folders (``done_dir`` itself without one)."""
+    while LABEL_FIELD in str(done_dir):
+        done_dir = done_dir.parent
+    return done_dir
+
+
 def _parse_folder(s: Section, name: str) -> FolderSource:
     src = read(s, FolderSource, name=lambda _: name)
-    path, done, failed = src.path, src.done_dir, src.failed_dir
+    path, failed = src.path, src.failed_dir
+    sorts = src.done_dir is not None and LABEL_FIELD in str(src.done_dir)
+    done = sorting_root(src.done_dir) if parsed(src.done_dir) and src.done_dir is not None else src.done_dir
     if src.after == "move" and s.raw("done_dir") in (ABSENT, None):
         s.error("done_dir", "required")
+    if sorts and src.after != "move":
+        s.error("done_dir", f"{LABEL_FIELD} sorts the inputs moved there: it needs after: move, not {src.after}")
+    if src.min_score > 0 and not sorts:
+        s.error("min_score", f"only sorts inputs into unsure with {LABEL_FIELD} in done_dir")
+    if sorts and src.after == "move" and parsed(done, failed) and failed.is_relative_to(done):
+        s.error("failed_dir", f"must not be inside {done}, which holds done_dir's class folders: a class of that "
+                              "name would share it")
     # done_dir only matters when files are moved there.
     for key, d in (("done_dir", done if src.after == "move" else None), ("failed_dir", failed)):
         if not parsed(d, path):
@@ -186,7 +210,7 @@ def _parse_folder(s: Section, name: str) -> FolderSource:
             s.error(key, f"must not be the same folder as path ({path})")
         elif src.recursive and d.is_relative_to(path):
             s.error(key, f"must not be inside path ({path}) when recursive: it would re-process its own output")
-    if src.after == "move" and parsed(done, failed) and failed == done:
+    if src.after == "move" and not sorts and parsed(done, failed) and failed == done:
         s.error("failed_dir", f"must not be the same folder as done_dir ({done})")
     return src
 

@@ -172,7 +172,7 @@ class Section:
     def optional_text(self, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
         return None if self.raw(name) in (ABSENT, None) else self.text(name, pattern=pattern)
 
-    def optional_path(self, name: str, required: bool = False) -> Path | None:
+    def optional_path(self, name: str, required: bool = False, placeholders: tuple[str, ...] = ()) -> Path | None:
         v = self.raw(name)
         if v in (ABSENT, None):
             if required:
@@ -180,6 +180,9 @@ class Section:
             return None
         if not isinstance(v, str) or not v.strip():
             self.error(name, f"must be a non-empty path, got {show(v)}")
+            return None
+        if ("{" in v or "}" in v) and not _fields_of(v) <= set(placeholders):  # str.format fields: only these
+            self.error(name, f"may only use the placeholder(s) {' '.join(f'{{{f}}}' for f in placeholders)}, got {v!r}")
             return None
         try:
             p = Path(v).expanduser()
@@ -189,8 +192,8 @@ class Section:
         # normpath, not resolve(): no filesystem access while parsing, and the folders may not exist yet.
         return Path(os.path.normpath(self.base_dir / p))
 
-    def path(self, name: str) -> Path:
-        return self.optional_path(name, required=True) or UNSET
+    def path(self, name: str, placeholders: tuple[str, ...] = ()) -> Path:
+        return self.optional_path(name, required=True, placeholders=placeholders) or UNSET
 
 
 @dataclass(frozen=True)

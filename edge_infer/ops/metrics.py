@@ -37,6 +37,7 @@ STAGE_KINDS = ("source", "observer", "camera", "preprocess", "inference", "write
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 END_TO_END_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_LABEL_CLASSES = 100  # metrics.max_label_classes' default
 
 
 class Metrics:
@@ -46,8 +47,14 @@ class Metrics:
     fixed reason strings; never a file name or URL.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, max_label_classes: int = MAX_LABEL_CLASSES) -> None:
         self.registry = registry
+        self.max_label_classes = max_label_classes
+        # The serving model's labels while it has few enough to count by (else empty): only these are label
+        # values, so the series stay bounded by the manifest, and a label of a swapped-out model is not counted.
+        self._counted_labels: frozenset[str] = frozenset()
+        self._labels: tuple[str, ...] | None = None
+        self._sources: list[str] = []
         # prometheus_client appends "_total" to counters itself; passing the bare name keeps it exact.
         self.images_total = Counter("edge_infer_images", "Inputs finished, by outcome.",
                                     ["source", "outcome"], registry=registry)
@@ -63,6 +70,9 @@ class Metrics:
                                             buckets=END_TO_END_BUCKETS, registry=registry)
         self.batch_size = Histogram("edge_infer_batch_size", "Inputs per inference batch.",
                                     buckets=BATCH_BUCKETS, registry=registry)
+        self.predictions_total = Counter("edge_infer_predictions", "Ok results by their top-1 label, for models "
+                                         "with at most metrics.max_label_classes classes.", ["source", "label"],
+                                         registry=registry)
         self.model_info = Gauge("edge_infer_model_info", "The loaded model (always 1).",
                                 ["name", "sha256", "precision"], registry=registry)
         self.camera_up = Gauge("edge_infer_camera_up", "1 while the camera stream delivers frames.",
@@ -152,6 +162,11 @@ class Metrics:
             self.watch_overflows_total.labels(name)
             self.inputs_parked.labels(name)
         self.end_to_end_seconds.labels(name)
+        with self._model_lock:
+            if name not in self._sources:  # a camera inits its series again as it restarts
+                self._sources.append(name)
+            for label in self._counted_labels:
+                self.predictions_total.labels(name, label)
         if kind == "camera":
             self.camera_up.labels(name)
             self.camera_reconnects_total.labels(name)
@@ -171,6 +186,33 @@ class Metrics:
         with self._model_lock:
             self.model_info.clear()
             self.model_info.labels(name, sha256, precision).set(1)
+
+    def set_labels(self, labels: tuple[str, ...]) -> None:
+        """Count predictions by the serving model's labels from now on; the series of labels the new model
+        does not have are removed (their history stays in Prometheus), those it shares go on counting."""
+        with self._model_lock:
+            if labels == self._labels:
+                return  # every inference thread swapping in the same model says so
+            self._labels = labels
+            if len(labels) > self.max_label_classes:
+                new: frozenset[str] = frozenset()
+                log.info("edge_infer_predictions_total is not exported for this model: it has %d classes, more than "
+                         "metrics.max_label_classes (%d)", len(labels), self.max_label_classes)
+            else:
+                new = frozenset(labels)
+            for label in self._counted_labels - new:
+                for source in self._sources:
+                    self.predictions_total.remove(source, label)
+            for label in new - self._counted_labels:
+                for source in self._sources:
+                    self.predictions_total.labels(source, label)
+            self._counted_labels = new
+
+    def predicted(self, source: str, label: str) -> None:
+        """One ok result whose top-1 label is ``label`` (not counted unless the serving model has it)."""
+        with self._model_lock:  # not between set_labels' removal and its new set: no removed series comes back
+            if label in self._counted_labels:
+                self.predictions_total.labels(source, label).inc()
 
     def model_reloaded(self, outcome: str) -> None:
         if outcome not in RELOAD_OUTCOMES:

@@ -96,6 +96,7 @@ class InferenceStage(Stage):
         self.model_ref = model_ref(new.manifest.name, new.sha256, new.precision)
         self._state.serving = new
         self._metrics.set_model(new.manifest.name, new.sha256, new.precision)
+        self._metrics.set_labels(new.manifest.labels)  # each thread sets the same: the first one changes them
 
     def run(self) -> None:
         while self.should_keep_running():

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..config import sorting_root
 from ..errors import InputError
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
 from ..ops.faults import Faults
 from ..sinks.durable import TMP_DIR, clear_tmp, error_path, read_json, result_path, write_json_group
-from ..sinks.filing import choose, drop_interrupted_failure, file_input
+from ..sinks.filing import UNSURE, choose, drop_interrupted_failure, file_input, sorted_dir
 from ..sinks.jsonl import JsonlSink
 from .fs_errors import blocked_kind, describe, raise_unless_own
 from .jobs import Job
@@ -49,10 +50,11 @@ class SourceRoute:
     """Where a folder source's outputs and inputs go."""
 
     after: str  # move | delete | keep
-    done_dir: Path | None
+    done_dir: Path | None  # may hold {label}: a folder per top-1 label (see done_dir_for)
     failed_dir: Path
     on_done: Callable[[Job], None]
     inbox: Path | None = None  # the watched folder: the store's too (see fs_errors.store_problem)
+    min_score: float = 0.0  # with {label}: a lower top-1 score files the input under ``unsure``
 
 
 def _timings_ms(job: Job) -> dict[str, float]:
@@ -207,13 +209,17 @@ class ResultWriter(Stage):
             self._write_own_record(job)
         self._spool(job, self._record_path(job))
         self._faults.committed(job.rel)
+        done_dir = self._done_dir(job) if job.error is None and route.after == "move" else None
         try:
             if job.error is not None:
                 self._acknowledge(job, route, route.failed_dir, force_move=True)
             else:
-                self._acknowledge(job, route, route.done_dir)
+                self._acknowledge(job, route, done_dir)
         except OSError as e:
-            dest = route.failed_dir if job.error is not None else route.done_dir if route.after == "move" else None
+            # The store's own folder is the one holding the class folders: a class folder that cannot be made
+            # (a file in its place) is the input's problem, as a blocked sub-folder is.
+            dest = route.failed_dir if job.error is not None else (
+                sorting_root(route.done_dir) if done_dir is not None and route.done_dir is not None else None)
             raise_unless_own(e, [r for r in (route.inbox, dest) if r is not None])
             raise self._parked.park(job, f"cannot {'delete' if dest is None else 'move'} it: {describe(e)}", True)
 
@@ -266,9 +272,27 @@ class ResultWriter(Stage):
     def _file_name(self, job: Job) -> str:
         """A name that holds nothing else for the job's record and input (sinks/filing.py)."""
         route = self._routes[job.source]
-        dest_dir = route.failed_dir if job.error else route.done_dir if route.after == "move" else None
+        dest_dir = route.failed_dir if job.error else self._done_dir(job) if route.after == "move" else None
         return choose(job.rel, job.sha256, lambda name: self._record_path(job, name), job.path, dest_dir,
                       job.error.kind if job.error is not None else None)
+
+    def _done_dir(self, job: Job) -> Path | None:
+        """Where an ok input is moved: the source's done_dir, its ``{label}`` filled in from the top-1 prediction
+        (``unsure`` below min_score). A duplicate, or an input acknowledged after a restart, has no predictions
+        in hand: its record on disk has them, so it joins the earlier copy's folder."""
+        route = self._routes[job.source]
+        if route.done_dir is None or "{label}" not in str(route.done_dir):
+            return route.done_dir
+        predictions = job.predictions
+        if predictions is None:
+            record = job.record if job.record is not None else read_json(self._record_path(job))
+            predictions = (record or {}).get("predictions")
+        if not predictions:
+            log.warning("%s/%r: no predictions found to sort it by; filed under %s", job.source, job.rel, UNSURE)
+            return sorted_dir(route.done_dir, UNSURE)
+        top = predictions[0]
+        unsure = float(top.get("score", 0.0)) < route.min_score
+        return sorted_dir(route.done_dir, UNSURE if unsure else str(top.get("label", UNSURE)))
 
     def _write_records(self, jobs: list[Job]) -> None:
         """Commit the result or failure record of each folder job, durably, as one group."""
@@ -332,6 +356,8 @@ class ResultWriter(Stage):
         self._metrics.count(job.source, job.outcome, job.error.kind if job.error else None)
         if job.outcome == "ok":
             self._metrics.observe_end_to_end(job.source, max(0.0, time.time() - job.detected_at))
+            if job.predictions:
+                self._metrics.predicted(job.source, str(job.predictions[0]["label"]))
 
     @staticmethod
     def _acknowledge(job: Job, route: SourceRoute, dest_dir: Path | None, force_move: bool = False) -> None:

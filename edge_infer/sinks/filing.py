@@ -26,9 +26,27 @@ from typing import Any, Callable, Iterator
 from .durable import NAME_MAX, error_path, move_file, read_json, result_path
 
 log = logging.getLogger(__name__)
+UNSURE = "unsure"  # the class folder of inputs whose top-1 score is below the source's min_score
 TAG_DIGITS = (8, 16, 64)
 MAX_COUNTER = 99
 MAX_EXT = 10  # a longer "extension" is part of the name (``report.final-version``), the tag goes at the end
+
+
+def label_folder(label: str) -> str:
+    """A label as one safe folder name: ``/``, ``\\``, NUL and other control characters become ``_``, so do
+    leading dots (no ``..``, no hidden folder), an empty label is ``_``, and it is cut to a file name's length.
+    Labels come from the model's manifest, yet the manifest is a file anyone may have written."""
+    name = "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in label)
+    stripped = name.lstrip(".")
+    name = "_" * (len(name) - len(stripped)) + stripped or "_"
+    # Cut on a character boundary; a lone surrogate (JSON allows them) cannot be a UTF-8 name and becomes "?".
+    return name.encode("utf-8", "replace")[:NAME_MAX].decode("utf-8", "ignore") or "_"
+
+
+def sorted_dir(done_dir: Path, label: str) -> Path:
+    """``done_dir`` with its ``{label}`` filled in (one folder per class), or as it is without one."""
+    text = str(done_dir)
+    return Path(text.format(label=label_folder(label))) if "{label}" in text else done_dir
 
 
 def suffixed(rel: str, tag: str) -> str:

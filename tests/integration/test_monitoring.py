@@ -69,6 +69,35 @@ def test_promtool_accepts_the_rules(prometheus_bin):
     assert f"SUCCESS: {len(alert_rules())} rules found" in done.stdout
 
 
+def test_the_one_class_alert_fires_for_a_class_taking_over_and_not_for_a_mix_or_a_trickle(prometheus_bin, tmp_path):
+    """promtool's rule unit test on made-up series: a source where one class is 10 of 11 results fires; one
+    with three classes in turn, and one with too few results, do not."""
+    def series(source: str, label: str, per_min: int) -> dict[str, str]:
+        return {"series": f'edge_infer_predictions_total{{job="edge-infer",instance="pi",source="{source}",'
+                          f'label="{label}"}}', "values": f"0+{per_min}x120"}
+    tests = {"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [series("jammed", "invoice", 10), series("jammed", "letter", 1),
+                         *(series("mixed", c, 3) for c in ("invoice", "letter", "receipt")),
+                         series("quiet", "invoice", 0)],
+        "alert_rule_test": [{"eval_time": "90m", "alertname": "EdgeInferOneClassDominates", "exp_alerts": [{
+            "exp_labels": {"severity": "warning", "job": "edge-infer", "instance": "pi", "source": "jammed",
+                           "label": "invoice"},
+            "exp_annotations": _one_class_annotations()}]}]}]}
+    path = tmp_path / "test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run([prometheus_bin[1], "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _one_class_annotations() -> dict[str, str]:
+    """The alert's annotations as Prometheus renders them for the "jammed" source of the test above."""
+    rule = next(r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+                if r["alert"] == "EdgeInferOneClassDominates")
+    return {"summary": "jammed on pi: invoice is 90.91% of the last hour's results",
+            "description": rule["annotations"]["description"].replace("{{ $labels.label }}", "invoice")}
+
+
 def test_the_dashboard_is_built_for_a_fleet():
     dash = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in dash["templating"]["list"]}
@@ -140,7 +169,8 @@ def test_a_real_prometheus_gets_data_for_every_dashboard_query_and_evaluates_eve
                 "failed_dir": "failed"},
                {"name": "nodev", "type": "camera", "url": "/dev/video63", "fps": 2, "reconnect_min_s": 0.2,
                 "reconnect_max_s": 1}]  # a camera that is down: its alert must be true
-    cfg = write_config(tmp_path, sources, metrics={"port": daemon_port})
+    # The stock model's 1000 classes counted by label, so that the Classes panels have data too.
+    cfg = write_config(tmp_path, sources, metrics={"port": daemon_port, "max_label_classes": 1000})
     (tmp_path / "prom").mkdir()
     with daemon(cfg), prometheus(prometheus_bin[0], tmp_path / "prom", daemon_port) as port:
         wait_for(lambda: values(query(port, 'edge_infer_ready{job="edge-infer"}')) == [1.0], 60, "daemon scraped")
@@ -166,7 +196,8 @@ def test_a_real_prometheus_gets_data_for_every_dashboard_query_and_evaluates_eve
             assert result["status"] == "success", (name, expr, result.get("error"))
             if values(result):
                 true_now.add(name)
-        # One camera is down and 1 of 7 inputs failed; everything else is healthy.
+        # One camera is down and 1 of 7 inputs failed; everything else is healthy (6 results are too few
+        # for EdgeInferOneClassDominates, whatever their classes).
         assert true_now == {"EdgeInferCameraDown", "EdgeInferFailuresRising"}
 
         # The rule engine itself evaluates every rule without error, and holds the same two as pending.

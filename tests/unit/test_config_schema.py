@@ -19,7 +19,11 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 NOT_KEYS = {(AppConfig, "path")}  # the file the config came from, set by load_config
 # Values the schema cannot make up: required keys, and keys with a pattern.
 GIVEN = {
-    "sources": [{"name": "drops", "type": "folder", "path": "in", "done_dir": "done", "failed_dir": "failed"},
+    # {label} needs after: move, and min_score needs {label}: each source's after or min_score is left default.
+    "sources": [{"name": "drops", "type": "folder", "path": "in", "done_dir": "done/{label}", "failed_dir": "failed",
+                 "after": "move"},
+                {"name": "plain", "type": "folder", "path": "in2", "done_dir": "done2", "failed_dir": "failed2",
+                 "min_score": 0.0},
                 {"name": "cam0", "type": "camera", "url": "rtsp://127.0.0.1:8554/cam", "video_size": "640x480"}],
     "output": {"dir": "results", "mqtt": {"host": "broker"}},
 }
@@ -154,7 +158,7 @@ def test_a_dataclass_field_with_no_setting_is_refused_not_skipped(tmp_path):
 def test_a_folder_source_read_with_the_defaults(tmp_path):
     """The generic reader gives what the dataclass would: the defaults where a key is left out."""
     cfg = parse_config(GIVEN, tmp_path)
-    assert cfg.sources[0] == FolderSource(name="drops", path=tmp_path / "in", done_dir=tmp_path / "done",
+    assert cfg.sources[0] == FolderSource(name="drops", path=tmp_path / "in", done_dir=tmp_path / "done" / "{label}",
                                           failed_dir=tmp_path / "failed")
 
 

@@ -18,6 +18,8 @@ CONTRACT = {
     "edge_infer_last_success_timestamp_seconds": "gauge",
     "edge_infer_ready": "gauge",
     "edge_infer_errors_total": "counter",
+    # Results by class (README.md "Sorting a scanner folder into 3 classes").
+    "edge_infer_predictions_total": "counter",
     # The fleet sink (README.md "Fleets").
     "edge_infer_mqtt_published_total": "counter",
     "edge_infer_mqtt_acked_total": "counter",
