@@ -1,11 +1,13 @@
-"""Fine-tuning on CPU: the pretrained early layers frozen and run once per view, the tail and a new head trained.
+"""Fine-tuning on CPU: the pretrained layers frozen and run once per view, a new classifier (and optionally
+the last layers) trained on their cached output.
 
-Why this shape (measured on the 7-group set, two cores; see README "Your own classes"):
+Why this shape (measured on the 7-group set, two cores; see README "Your own classes" and the defaults'
+comments in ``settings.py``):
 - The frozen layers are most of the compute (~0.15 s per 224 x 224 view on two shared cores); their output
   is cached per view, so each epoch only runs the trained tail on 7 x 7 activations.
-- First the new classifier alone on the pooled features (cheap, many epochs), then the tail and the
-  classifier together at a lower rate: the tail starts from a head that already fits, so the first
-  gradients do not wreck the pretrained tail.
+- First the new classifier alone on the pooled features (cheap, many epochs), then, with
+  ``train_layers`` > 0, the tail and the classifier together at a lower rate: the tail starts from a head
+  that already fits, so the first gradients do not wreck the pretrained tail.
 - BatchNorm stays in eval mode: with a handful of images per class, batch statistics would be noise;
   its affine weights still train.
 - Class imbalance: the loss weighs each class by 1 / its share of the training images.
@@ -17,6 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..errors import ExportError
 from ..tools.progress import Progress
 from .settings import FineTuneSettings
 
@@ -53,6 +56,8 @@ def fine_tune(model, chunks: Iterable[np.ndarray], n_chunks: int, labels: np.nda
 
     torch.manual_seed(settings.seed)
     num_classes = model.classifier[-1].out_features
+    if settings.train_layers > len(model.features):
+        raise ExportError(f"--train-layers {settings.train_layers}: the network has {len(model.features)} layers")
     cut = len(model.features) - settings.train_layers
     frozen, tail = model.features[:cut], model.features[cut:]
     model.eval()
