@@ -112,10 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-layers", type=int, default=ft.train_layers,
                    help="trained layers at the end of the network besides the classifier "
                         f"(default {ft.train_layers}; 0: the classifier only)")
-    s.add_argument("--epochs", type=int, default=ft.tail_epochs,
-                   help=f"epochs of training those layers (default {ft.tail_epochs})")
-    s.add_argument("--head-epochs", type=int, default=ft.head_epochs,
-                   help=f"epochs of the classifier alone first (default {ft.head_epochs})")
+    s.add_argument("--epochs", type=int, default=ft.head_epochs,
+                   help=f"epochs of training the classifier (default {ft.head_epochs})")
+    s.add_argument("--tail-epochs", type=int, default=ft.tail_epochs,
+                   help=f"then epochs of training --train-layers with it (default {ft.tail_epochs})")
     s.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     s.add_argument("--min-agreement", type=float, default=0.90,
                    help="fail (exit 3) when int8 top-1 agrees with fp32 on fewer held-out images (default 0.90)")
@@ -299,11 +299,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.views < 1:
         raise ExportError(f"--views must be >= 1, got {args.views}")
     for name, value in (("--train-layers", args.train_layers), ("--epochs", args.epochs),
-                        ("--head-epochs", args.head_epochs)):
+                        ("--tail-epochs", args.tail_epochs)):
         if value < 0:
             raise ExportError(f"{name} must be >= 0, got {value}")
-    finetune = FineTuneSettings(views=args.views, train_layers=args.train_layers, tail_epochs=args.epochs,
-                                head_epochs=args.head_epochs, seed=args.seed, threads=args.threads)
+    finetune = FineTuneSettings(views=args.views, train_layers=args.train_layers, tail_epochs=args.tail_epochs,
+                                head_epochs=args.epochs, seed=args.seed, threads=args.threads)
     opts = TrainOptions(data=args.data, out=args.out, weights=args.weights, width_mult=args.width_mult,
                         seed=args.seed, held_out=args.held_out, finetune=finetune, min_agreement=args.min_agreement)
     report = run_training(opts)

@@ -42,7 +42,7 @@ def tiny(torch_module, tmp_path_factory):
 
 def train_args(d, out, *extra, data=None):
     return ["train", "--data", str(data or d / "data"), "--out", str(out), "--weights", str(d / "weights.pth"),
-            "--width-mult", "0.35", "--views", "2", "--head-epochs", "10", "--train-layers", "1", "--epochs", "2",
+            "--width-mult", "0.35", "--views", "2", "--epochs", "10", "--train-layers", "1", "--tail-epochs", "2",
             "--min-agreement", "0", *extra]
 
 
@@ -69,6 +69,7 @@ def test_end_to_end(tiny, tmp_path, capsys):
                            "red": {"train": 5, "held_out": 2, "skipped": 1}}
     assert t["split"] == {"seed": 0, "held_out_fraction": 0.25, "method": "stratified"}
     assert t["settings"]["views"] == 2 and t["settings"]["train_layers"] == 1 and t["settings"]["tail_epochs"] == 2
+    assert t["settings"]["head_epochs"] == 10
     assert t["outcome"]["tail_loss"] is not None  # the last layer was trained too
     assert set(t["accuracy"]) == {"fp32", "int8"} and 0 <= t["accuracy"]["int8"] <= 1
     assert set(t["per_class_recall"]["int8"]) == set(CLASSES)
