@@ -97,3 +97,25 @@ def rtsp() -> None:
     reason = rtsp_available()
     if reason:
         skip_unless_ci(reason)
+
+
+@pytest.fixture(scope="session")
+def coarse7_data(shared, tmp_path_factory) -> Path:
+    """The 7-group dataset (a folder per group of the shared photos), built once per session."""
+    from tests.support.coarse7 import build_coarse7
+
+    data = tmp_path_factory.mktemp("coarse7") / "data"
+    build_coarse7(shared, data)
+    return data
+
+
+@pytest.fixture(scope="session")
+def coarse7_model(coarse7_data, torch_module, tmp_path_factory) -> Path:
+    """``edge-infer train`` on the 7-group set from the shared weights, once per session: the model folder
+    OUT (model.onnx + model.json int8, fp32/, selftest/, confusion.png). Takes a few minutes: slow tests only."""
+    from edge_infer.cli import main
+
+    out = tmp_path_factory.mktemp("coarse7-model")
+    code = main(["train", "--data", str(coarse7_data), "--out", str(out), "--weights", str(WEIGHTS)])
+    assert code == 0, f"edge-infer train exited {code}"
+    return out

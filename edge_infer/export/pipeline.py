@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from ..errors import ExportError, VerificationError
 from ..model.manifest import FORMAT_VERSION, MODEL_NAME, load_manifest, default_model_path, sha256_file, write_manifest
@@ -67,7 +69,7 @@ class ExportReport:
 
 def run_export(opts: ExportOptions) -> ExportReport:
     out = opts.out.resolve()
-    _check_writable(out)
+    check_writable(out)
     class_names = _class_names(opts.class_names)
     truth = read_labels_csv(opts.labels_csv) if opts.labels_csv else None
     model, impl, weights_sha = load_network(opts.weights, opts.width_mult, num_classes=len(class_names))
@@ -76,42 +78,17 @@ def run_export(opts: ExportOptions) -> ExportReport:
     calib = load_images(calib_files, spec, "calibration")
     check = load_images(verify_files, spec, "preparing verification")
 
-    fp32 = out / "fp32" / MODEL_NAME
-    int8 = out / MODEL_NAME
-    fp32.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edge-infer-export-") as tmp:
-        export_onnx(model, fp32, spec.crop, opts.opset)
-        diff = compare_with_torch(model, fp32, check.tensors[:8])
-        log.info("ONNX fp32 matches torch (max |diff| %.2e)", diff)
-        quantize(fp32, int8, calib.tensors, opts.quant, Path(tmp))
+    fp32, int8, diff = export_models(model, out, spec, opts.opset, calib.tensors, check.tensors, opts.quant)
     verification = verify(fp32, int8, check, truth)
     latency = model_only({"fp32": fp32, "int8": int8}, check.tensors[:8], batches=(1,), threads=(1,),
                          rounds=10, min_burst_s=0.2) if opts.bench else []
-
-    common = {
-        "format_version": FORMAT_VERSION, "name": "mobilenet_v2",
-        "architecture": {"family": "MobileNetV2", "width_mult": opts.width_mult,
-                         "num_classes": len(class_names), "implementation": impl},
-        "opset": opts.opset,
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, spec.crop, spec.crop], "dtype": "float32",
-                  "layout": "NCHW"},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(class_names)], "kind": "logits"},
-        "preprocess": spec.to_dict(),
-        "source_weights": {"file": "torchvision:IMAGENET1K_V1" if opts.weights == "torchvision"
-                           else Path(opts.weights).name, "sha256": weights_sha},
-        "calibration": {"images": len(calib), "skipped": len(calib.skipped), "every": opts.calib_every},
-        "tools": _tool_versions(),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "labels": class_names,
-    }
+    weights_file = "torchvision:IMAGENET1K_V1" if opts.weights == "torchvision" else Path(opts.weights).name
+    common = common_manifest(spec, opts.opset, opts.width_mult, impl, class_names, weights_file, weights_sha,
+                             {"images": len(calib), "skipped": len(calib.skipped), "every": opts.calib_every})
     passed = verification.agreement_top1 >= opts.min_agreement
-    write_manifest(fp32, {**common, "precision": "fp32", "sha256": sha256_file(fp32)})
-    write_manifest(int8, {**common, "precision": "int8", "sha256": sha256_file(int8),
-                          "quantization": opts.quant.to_dict(),
-                          "verification": {**verification.to_dict(), "min_agreement": opts.min_agreement,
-                                           "passed": passed,
-                                           "latency_ms_batch1": {r.name: round(r.best_ms_per_image, 3)
-                                                                 for r in latency}}})
+    write_manifests(fp32, int8, common, opts.quant,
+                    {**verification.to_dict(), "min_agreement": opts.min_agreement, "passed": passed,
+                     "latency_ms_batch1": {r.name: round(r.best_ms_per_image, 3) for r in latency}})
     if opts.torchscript or opts.ops_yaml:
         from .torchscript import write_torchscript
 
@@ -125,7 +102,49 @@ def run_export(opts: ExportOptions) -> ExportReport:
     return report
 
 
-def _check_writable(out: Path) -> None:
+def export_models(model, out: Path, spec: PreprocessSpec, opset: int, calib: np.ndarray, check: np.ndarray,  # type: ignore[no-untyped-def]
+                  quant: QuantSettings) -> tuple[Path, Path, float]:
+    """The steps ``export`` and ``train`` share: torch -> ``out/fp32/model.onnx`` (checked against torch on
+    ``check``) -> ``out/model.onnx`` calibrated on ``calib``. Returns (fp32, int8, max |torch - ONNX|)."""
+    fp32 = out / "fp32" / MODEL_NAME
+    int8 = out / MODEL_NAME
+    fp32.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edge-infer-export-") as tmp:
+        export_onnx(model, fp32, spec.crop, opset)
+        diff = compare_with_torch(model, fp32, check[:8])
+        log.info("ONNX fp32 matches torch (max |diff| %.2e)", diff)
+        quantize(fp32, int8, calib, quant, Path(tmp))
+    return fp32, int8, diff
+
+
+def common_manifest(spec: PreprocessSpec, opset: int, width_mult: float, impl: str, class_names: list[str],
+                    weights_file: str, weights_sha: str | None, calibration: dict[str, Any]) -> dict[str, Any]:
+    """What both manifests (fp32 and int8) say."""
+    return {
+        "format_version": FORMAT_VERSION, "name": "mobilenet_v2",
+        "architecture": {"family": "MobileNetV2", "width_mult": width_mult,
+                         "num_classes": len(class_names), "implementation": impl},
+        "opset": opset,
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, spec.crop, spec.crop], "dtype": "float32",
+                  "layout": "NCHW"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(class_names)], "kind": "logits"},
+        "preprocess": spec.to_dict(),
+        "source_weights": {"file": weights_file, "sha256": weights_sha},
+        "calibration": calibration,
+        "tools": _tool_versions(),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "labels": class_names,
+    }
+
+
+def write_manifests(fp32: Path, int8: Path, common: dict[str, Any], quant: QuantSettings,
+                    verification: dict[str, Any], **int8_extra: Any) -> None:
+    write_manifest(fp32, {**common, "precision": "fp32", "sha256": sha256_file(fp32)})
+    write_manifest(int8, {**common, "precision": "int8", "sha256": sha256_file(int8),
+                          "quantization": quant.to_dict(), "verification": verification, **int8_extra})
+
+
+def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
