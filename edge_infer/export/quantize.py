@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExportError
+from .bias_correction import correct_biases
 from .onnx_export import INPUT_NAME
+from .rounding import round_weights
 
 log = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -44,6 +46,8 @@ class QuantSettings:
     exclude_nodes: tuple[str, ...] = ()
     float_logits: bool = True  # the classifier's output stays float (see the module docstring)
     calib_batch: int = 1  # histogram calibrators need equal-sized batches; 1 always divides
+    weight_rounding: bool = True  # per-layer rounding for the calibration inputs (rounding.py)
+    bias_correction: bool = True  # see bias_correction.py and the module docstring
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,4 +102,8 @@ def quantize(fp32_path: Path, out_path: Path, calib: np.ndarray, settings: Quant
         nodes_to_exclude=list(settings.exclude_nodes),
         extra_options=extra,
     )
+    if settings.weight_rounding:
+        round_weights(pre, out_path, calib)
+    if settings.bias_correction:
+        correct_biases(pre, out_path, calib)
     pre.unlink(missing_ok=True)
