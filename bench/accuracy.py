@@ -75,6 +75,8 @@ def main() -> int:
                     help="evaluate on this many variants of every photo instead (4: 800 images from 200)")
     ap.add_argument("--exclude-calibration", action="store_true",
                     help="with --variants: leave out the calibration photos' variants too")
+    ap.add_argument("--limit", type=int, help="only the first N images (emulation is slow)")
+    ap.add_argument("--save-logits", type=Path, metavar="DIR", help="write DIR/NAME.npy for each model")
     ap.add_argument("--model", action="append", required=True, metavar="NAME=PATH")
     args = ap.parse_args()
     truth = read_labels_csv(args.labels_csv or args.images / "labels.csv")
@@ -86,6 +88,8 @@ def main() -> int:
     else:
         images = load_images(held_out, PreprocessSpec(), "preparing")
         what = "held-out photos"
+    if args.limit:
+        images = ImageSet(images.tensors[:args.limit], images.names[:args.limit])
     y = np.array([truth[n] for n in images.names])
     first = None
     print(f"machine {platform.machine()}, {len(y)} {what}")
@@ -93,8 +97,12 @@ def main() -> int:
     for spec in args.model:
         name, _, path = spec.partition("=")
         s = make_ort_session(path)
-        pred = np.concatenate([s.run(None, {s.get_inputs()[0].name: images.tensors[i:i + 1]})[0].reshape(1, -1)
-                               for i in range(len(y))]).argmax(1)
+        logits = np.concatenate([s.run(None, {s.get_inputs()[0].name: images.tensors[i:i + 1]})[0].reshape(1, -1)
+                                 for i in range(len(y))])
+        if args.save_logits:
+            args.save_logits.mkdir(parents=True, exist_ok=True)
+            np.save(args.save_logits / f"{name}.npy", logits)
+        pred = logits.argmax(1)
         first = pred if first is None else first
         print(f"{name:<12} {100 * (pred == y).mean():>6.2f}% {100 * (pred == first).mean():>27.2f}%")
     return 0
