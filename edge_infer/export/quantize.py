@@ -11,6 +11,12 @@ Why these settings (measured; see README "Model" and the export's closing table)
   would otherwise stretch the 8-bit step for everyone (measured best among 99.9 .. 99.999 and min/max).
 - The classifier's output (the logits) stays float: quantizing it to 8 bits over its whole range makes
   close top-1 decisions flip; the Gemm's weights and inputs are still int8.
+- Then, on the same calibration images: each Conv's int8 weights are re-rounded (one step up or down from
+  nearest, within the layer's range) to minimise its output error for the inputs the int8 model feeds it
+  (rounding.py), and the mean shift each layer's rounding leaves is folded into its bias
+  (bias_correction.py). Scales, zero points and the graph stay onnxruntime's: same speed, same 7-bit
+  safety. On 800 held-out variants of the shared photos this halves the int8 loss (fp32 76.75%, int8
+  75.62% -> 76.25%; README "Accuracy and speed"). ``train`` gets it too: it calls ``quantize``.
 Measured by emulating a CPU without VNNI (``qemu-x86_64 -cpu Haswell``): see tools/quant_check.sh.
 """
 from __future__ import annotations
@@ -23,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExportError
+from .bias_correction import correct_biases
 from .onnx_export import INPUT_NAME
+from .rounding import round_weights
 
 log = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -44,6 +52,8 @@ class QuantSettings:
     exclude_nodes: tuple[str, ...] = ()
     float_logits: bool = True  # the classifier's output stays float (see the module docstring)
     calib_batch: int = 1  # histogram calibrators need equal-sized batches; 1 always divides
+    weight_rounding: bool = True  # per-layer rounding for the calibration inputs (rounding.py)
+    bias_correction: bool = True  # see bias_correction.py and the module docstring
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,4 +108,8 @@ def quantize(fp32_path: Path, out_path: Path, calib: np.ndarray, settings: Quant
         nodes_to_exclude=list(settings.exclude_nodes),
         extra_options=extra,
     )
+    if settings.weight_rounding:
+        round_weights(pre, out_path, calib)
+    if settings.bias_correction:
+        correct_biases(pre, out_path, calib)
     pre.unlink(missing_ok=True)
