@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_export import INPUT_NAME
+from .onnx_export import INPUT_NAME, session_with_outputs
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +93,7 @@ def _output_shift(node, dw: np.ndarray, x_mean: np.ndarray) -> np.ndarray:  # ty
 
 def _channel_means(model, tensors: list[str], calib: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     """Mean of each named tensor per channel (axis 1) over the images and positions."""
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for name in tensors:
-        if name not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=name))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    s = session_with_outputs(model, tensors)
     sums = {t: 0.0 for t in tensors}
     for i in range(len(calib)):
         for t, r in zip(tensors, s.run(tensors, {INPUT_NAME: calib[i:i + 1]})):

@@ -46,3 +46,20 @@ def compare_with_torch(model, path: Path, batch: np.ndarray, atol: float = 1e-3)
     if diff > atol:
         raise ExportError(f"onnxruntime output differs from torch's by {diff:.2e} (allowed {atol:.0e})")
     return diff
+
+
+def session_with_outputs(model, names: list[str], threads: int = 2):  # type: ignore[no-untyped-def]
+    """An onnxruntime session of ``model`` (an in-memory ModelProto, left unchanged) that also returns the
+    named intermediate tensors: what the int8 model really feeds each layer, for rounding and bias correction."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            m.graph.output.append(onnx.ValueInfoProto(name=name))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_export import INPUT_NAME
+from .onnx_export import INPUT_NAME, session_with_outputs
 
 log = logging.getLogger(__name__)
 MAX_POSITIONS = 4096  # per image and layer: every k-th output position beyond that (big early maps)
@@ -126,22 +126,12 @@ def patches(x: np.ndarray, kernel: tuple[int, int], geometry: dict) -> np.ndarra
 
 def _patch_covariances(model, convs: list, calib: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     """E[patch patch^T] of each conv's input, per group, as the int8 model computes it."""
-    import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
 
     init = {i.name: i for i in model.graph.initializer}
     produced = {o: n for n in model.graph.node for o in n.output}
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
     inputs = sorted({n.input[0] for n in convs})
-    have = {o.name for o in m.graph.output}
-    for name in inputs:
-        if name not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=name))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    s = session_with_outputs(model, inputs)
     kernels = {n.output[0]: numpy_helper.to_array(init[produced[n.input[1]].input[0]]).shape[2:] for n in convs}
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}

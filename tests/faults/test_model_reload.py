@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from edge_infer.model.selftest import self_test
 from edge_infer.model.session import ModelSession
 from tests.conftest import write_images
 from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
-from tests.integration.daemon_util import daemon, free_port, http_status
+from tests.integration.daemon_util import daemon, free_port, http_status, install_model, scrape
 
 onnx = pytest.importorskip("onnx", reason="making replacement models needs the onnx package (the export extra)")
 
@@ -85,13 +84,6 @@ def _drop_and_read_model(root: Path, name: str) -> str:
                     30, f"result for {name}")["model"]["sha256"]
 
 
-def _install(model_dir: Path, src_dir: Path) -> str:
-    """Replace the model the way an operator would: each file copied beside, then renamed over."""
-    for name in ("model.json", "model.onnx"):
-        shutil.copy(src_dir / name, model_dir / f"{name}.new")
-        os.replace(model_dir / f"{name}.new", model_dir / name)
-    return sha256_file(model_dir / "model.onnx")
-
 
 def test_a_changed_model_file_is_swapped_in_only_when_its_self_test_passes(tmp_path):
     model_dir = tmp_path / "model"
@@ -112,7 +104,7 @@ def test_a_changed_model_file_is_swapped_in_only_when_its_self_test_passes(tmp_p
         assert info(first_sha) == 1 and reloads("ok") == 0
 
         # A good model (the shipped file, a different sha256): swapped in between two batches.
-        new_sha = _install(model_dir, default_model_path().parent)
+        new_sha = install_model(model_dir, default_model_path().parent)
         assert new_sha != first_sha
         wait_for(lambda: reloads("ok") == 1, 30, "the good model to be swapped in")
         # Every inference thread swaps: photos one after another are taken by whichever thread waits first,
@@ -135,14 +127,14 @@ def test_sighup_reloads_at_once_and_a_model_that_does_not_load_leaves_the_old_on
 
         make_model(model_dir, "corrupt")
         proc.send_signal(signal.SIGHUP)  # at once: no waiting for the file watcher's settle time
-        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="failed"} 1.0' in _metrics(port), 30,
+        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="failed"} 1.0' in scrape(port), 30,
                  "the refused reload to be counted")
         assert _drop_and_read_model(tmp_path, "b.jpg") == first_sha
         assert http_status(port, "/readyz") == 200 and http_status(port, "/healthz") == 200
 
-        new_sha = _install(model_dir, default_model_path().parent)
+        new_sha = install_model(model_dir, default_model_path().parent)
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="ok"} 1.0' in _metrics(port), 30,
+        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="ok"} 1.0' in scrape(port), 30,
                  "the good model to be swapped in")
         assert _drop_and_read_model(tmp_path, "c.jpg") == new_sha
         proc.send_signal(signal.SIGTERM)
@@ -150,10 +142,3 @@ def test_sighup_reloads_at_once_and_a_model_that_does_not_load_leaves_the_old_on
     assert proc.returncode == 0
     assert "model reload (SIGHUP) refused, the current model keeps serving: cannot load model" in out
     assert "model reloaded (SIGHUP): mobilenet_v2" in out and "top-1 right on 8 of 8" in out
-
-
-def _metrics(port: int) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()

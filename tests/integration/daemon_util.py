@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,3 +118,22 @@ def daemon(cfg: Path, env_extra: dict[str, str] | None = None,
     finally:
         if log is not None:
             out.close()
+
+
+def scrape(port: int) -> str:
+    """The daemon's /metrics text."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def install_model(model_dir: Path, src_dir: Path) -> str:
+    """Replace the model as an operator would: the self-test folder (when there is one) first, then each model
+    file copied beside and renamed over. Returns the new model's sha256."""
+    from edge_infer.model.manifest import sha256_file
+
+    if (src_dir / "selftest").is_dir():
+        shutil.copytree(src_dir / "selftest", model_dir / "selftest", dirs_exist_ok=True)
+    for name in ("model.json", "model.onnx"):
+        shutil.copy(src_dir / name, model_dir / f"{name}.new")
+        os.replace(model_dir / f"{name}.new", model_dir / name)
+    return sha256_file(model_dir / "model.onnx")

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,8 @@ from edge_infer.model.postprocess import top_k
 from edge_infer.model.preprocess import prepare
 from edge_infer.model.selftest import SAMPLES_DIR, self_test
 from edge_infer.model.session import ModelSession
-from tests.integration.daemon_util import ROOT, daemon, free_port, http_status, read_result, wait_for, write_config
+from tests.integration.daemon_util import ROOT, daemon, free_port, http_status, install_model, read_result, scrape
+from tests.integration.daemon_util import wait_for, write_config
 
 pytest.importorskip("onnx", reason="making the 3-class model needs the onnx package (the export extra)")
 from tests.support.other_labels import LABELS, make_three_class_model, photo  # noqa: E402
@@ -77,18 +77,6 @@ def test_classify_runs_a_model_with_other_labels(three):
     assert {r["model"]["name"] for r in rows} == {"three_things"}
 
 
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def _install(model_dir: Path, src_dir: Path) -> None:
-    """As an operator would: the self-test folder first, then each model file copied beside and renamed over."""
-    if (src_dir / "selftest").is_dir():
-        shutil.copytree(src_dir / "selftest", model_dir / "selftest", dirs_exist_ok=True)
-    for name in ("model.json", "model.onnx"):
-        shutil.copy(src_dir / name, model_dir / f"{name}.new")
-        os.replace(model_dir / f"{name}.new", model_dir / name)
 
 
 def _drop(root: Path, src: Path, name: str) -> None:
@@ -100,7 +88,7 @@ def _drop(root: Path, src: Path, name: str) -> None:
 def test_a_daemon_swaps_in_a_model_of_its_own_classes_counts_and_sorts_by_them(three, three_bare, tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    _install(model_dir, default_model_path().parent)  # the stock model, at a path that can be replaced
+    install_model(model_dir, default_model_path().parent)  # the stock model, at a path that can be replaced
     (tmp_path / "inbox").mkdir()
     port = free_port()
     sources = [{"name": "drops", "type": "folder", "path": "inbox", "after": "move", "done_dir": "var/done/{label}",
@@ -113,19 +101,19 @@ def test_a_daemon_swaps_in_a_model_of_its_own_classes_counts_and_sorts_by_them(t
         _drop(tmp_path, photo("zebra"), "first.jpg")
         wait_for(lambda: (tmp_path / "var" / "done" / "zebra" / "first.jpg").exists(), 30, "first.jpg in done/zebra")
         assert read_result(tmp_path, "first.jpg")["predictions"][0]["label"] == "zebra"  # ImageNet's own name
-        assert "edge_infer_predictions_total{" not in _metrics(port)
+        assert "edge_infer_predictions_total{" not in scrape(port)
 
         # Other labels and no photos of its own: refused, the stock model serves on.
-        _install(model_dir, three_bare)
+        install_model(model_dir, three_bare)
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="failed"} 1.0' in _metrics(port), 30, "refusal")
-        assert 'name="mobilenet_v2"' in _metrics(port)
+        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="failed"} 1.0' in scrape(port), 30, "refusal")
+        assert 'name="mobilenet_v2"' in scrape(port)
 
         # With its own self-test photos: swapped in.
-        _install(model_dir, three)
+        install_model(model_dir, three)
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="ok"} 1.0' in _metrics(port), 30, "swap")
-        text = _metrics(port)
+        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="ok"} 1.0' in scrape(port), 30, "swap")
+        text = scrape(port)
         assert 'edge_infer_model_info{name="three_things"' in text and 'name="mobilenet_v2"' not in text
 
         # New photos get the new labels and land in done/<label>/; a score under min_score in done/unsure/.
@@ -145,12 +133,12 @@ def test_a_daemon_swaps_in_a_model_of_its_own_classes_counts_and_sorts_by_them(t
 
         # The same bytes again under the same name: a duplicate, found by its earlier result and filed with it.
         _drop(tmp_path, photo("zebra"), "stripes.jpg")
-        wait_for(lambda: 'edge_infer_images_total{outcome="duplicate",source="drops"} 1.0' in _metrics(port), 30,
+        wait_for(lambda: 'edge_infer_images_total{outcome="duplicate",source="drops"} 1.0' in scrape(port), 30,
                  "the duplicate")
         wait_for(lambda: not (tmp_path / "inbox" / "stripes.jpg").exists(), 30, "the duplicate acknowledged")
         assert sorted(os.listdir(tmp_path / "var" / "done" / "zebra")) == ["first.jpg", "stripes.jpg"]
 
-        text = _metrics(port)
+        text = scrape(port)
         for label in LABELS:
             n = sum(1 for w in want.values() if w[0] == label)
             assert f'edge_infer_predictions_total{{label="{label}",source="drops"}} {float(n)}' in text, label

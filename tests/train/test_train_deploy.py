@@ -7,29 +7,17 @@ import json
 import os
 import shutil
 import signal
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from edge_infer.model.manifest import default_model_path, sha256_file
-from tests.integration.daemon_util import daemon, free_port, http_status, read_result, wait_for, write_config
+from tests.integration.daemon_util import daemon, free_port, http_status, install_model, read_result, scrape
+from tests.integration.daemon_util import wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def _install(model_dir: Path, src_dir: Path) -> None:
-    """As an operator would: the self-test photos first, then each file copied beside and renamed over."""
-    if (src_dir / "selftest").is_dir():
-        shutil.copytree(src_dir / "selftest", model_dir / "selftest", dirs_exist_ok=True)
-    for name in ("model.json", "model.onnx"):
-        shutil.copy(src_dir / name, model_dir / f"{name}.new")
-        os.replace(model_dir / f"{name}.new", model_dir / name)
 
 
 def _drop(root: Path, photo: Path, name: str) -> dict:
@@ -47,7 +35,7 @@ def test_a_daemon_on_the_stock_model_swaps_in_the_trained_one_on_sighup_and_sort
     groups = trained["labels"]
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    _install(model_dir, default_model_path().parent)
+    install_model(model_dir, default_model_path().parent)
     (tmp_path / "inbox").mkdir()
     port = free_port()
     cfg = write_config(
@@ -66,9 +54,9 @@ def test_a_daemon_on_the_stock_model_swaps_in_the_trained_one_on_sighup_and_sort
         assert imagenet_label not in groups  # the stock model speaks ImageNet
         assert (tmp_path / "done" / imagenet_label / "before.jpg").is_file()
 
-        _install(model_dir, coarse7_model)
+        install_model(model_dir, coarse7_model)
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="ok"} 1.0' in _metrics(port), 60,
+        wait_for(lambda: 'edge_infer_model_reloads_total{outcome="ok"} 1.0' in scrape(port), 60,
                  "the trained model to be swapped in")
         right = 0
         for i, (group, photo) in enumerate(sorted(held_out.items())):
@@ -81,7 +69,7 @@ def test_a_daemon_on_the_stock_model_swaps_in_the_trained_one_on_sighup_and_sort
             right += top1 == group
         # The self-test required these to be right (all but its allowed misses).
         assert right >= len(held_out) - 1, right
-        metrics = _metrics(port)
+        metrics = scrape(port)
         assert any(f'edge_infer_predictions_total{{label="{g}",source="drops"}}' in metrics
                    or f'edge_infer_predictions_total{{source="drops",label="{g}"}}' in metrics for g in groups)
         proc.send_signal(signal.SIGTERM)
