@@ -94,9 +94,7 @@ class InferenceStage(Stage):
         # Same preprocessing (the self-test checks it), so the batch buffer and the crops in flight still fit.
         self.session = new
         self.model_ref = model_ref(new.manifest.name, new.sha256, new.precision)
-        self._state.serving = new
-        self._metrics.set_model(new.manifest.name, new.sha256, new.precision)
-        self._metrics.set_labels(new.manifest.labels)  # each thread sets the same: the first one changes them
+        self._state.serving = new  # the metrics already name it: App._offer set them for every thread at once
 
     def run(self) -> None:
         while self.should_keep_running():
