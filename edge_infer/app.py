@@ -41,6 +41,7 @@ from .pipeline.state import PipelineState
 from .pipeline.tensor_pool import TensorPool
 from .pipeline.workers import PreprocessWorker
 from .pipeline.writer import ResultWriter, SourceRoute
+from .sinks.durable import make_dirs
 from .sinks.jsonl import JsonlSink
 from .sinks.mqtt import CLOSE_S, MqttPublisher, MqttSink, device_name, read_password
 from .sinks.spool import Spool
@@ -132,7 +133,7 @@ class App:
         limit = memory_limit_bytes()
         if limit is not None:
             self.metrics.set_memory_limit(limit)
-        c.output.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(c.output.dir)  # durably: a power cut must not take back the folder with the results in it
         self.journal.open()
         self.parked.load()
         self.state = PipelineState(jobs=self.jobs, serving=session)

@@ -29,6 +29,7 @@ from ..ops.faults import Faults
 from ..sinks.durable import TMP_DIR, clear_tmp, error_path, read_json, result_path, write_json_group
 from ..sinks.filing import UNSURE, choose, drop_interrupted_failure, file_input, sorted_dir
 from ..sinks.jsonl import JsonlSink
+from .ack_sync import AckSync
 from .fs_errors import blocked_kind, describe, raise_unless_own
 from .jobs import Job
 from .inflight import InflightJournal
@@ -89,6 +90,7 @@ class ResultWriter(Stage):
         self._parked = parked if parked is not None else ParkedInputs(output_dir / PARKED_NAME)
         self._faults = faults
         self._sync_pool: ThreadPoolExecutor | None = None  # group commit's fdatasyncs, while run() runs
+        self._acks = AckSync()  # the acknowledgements' folders, synced at most once a second
         self.blocked_reason: str | None = None  # set while the disk refuses writes: one line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
 
@@ -110,6 +112,7 @@ class ResultWriter(Stage):
                 try:
                     group = _jobs(self._finished.get(timeout=self.poll_s))
                 except queue.Empty:
+                    self._acks.flush()
                     continue
                 group += self._more(len(group))
                 self.in_hand = group  # should this thread die, what it has not acknowledged is given back
@@ -117,7 +120,9 @@ class ResultWriter(Stage):
                 for job in group:
                     self._commit_with_retry(job)
                 self.in_hand = []
+                self._acks.flush()
         finally:
+            self._acks.flush(force=True)  # a clean stop leaves every acknowledgement durable
             self._sync_pool.shutdown(wait=False, cancel_futures=True)  # idle: each group waits for its syncs
             self._sync_pool = None
             for sink in self._camera_sinks.values():
@@ -359,14 +364,15 @@ class ResultWriter(Stage):
             if job.predictions:
                 self._metrics.predicted(job.source, str(job.predictions[0]["label"]))
 
-    @staticmethod
-    def _acknowledge(job: Job, route: SourceRoute, dest_dir: Path | None, force_move: bool = False) -> None:
+    def _acknowledge(self, job: Job, route: SourceRoute, dest_dir: Path | None, force_move: bool = False) -> None:
         assert job.path is not None
         try:
             if force_move or route.after == "move":
                 assert dest_dir is not None
-                file_input(job.path, dest_dir, job.stored_as or job.rel, job.rel, job.sha256)
+                self._acks.acknowledged(job.path, file_input(job.path, dest_dir, job.stored_as or job.rel,
+                                                             job.rel, job.sha256))
             elif route.after == "delete":
                 job.path.unlink()
+                self._acks.acknowledged(job.path, None)
         except FileNotFoundError:
             log.info("%s/%s was gone before it could be acknowledged", job.source, job.rel)

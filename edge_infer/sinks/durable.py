@@ -87,6 +87,20 @@ def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
     fsync_dir(path.parent)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """``path`` replaced by ``data`` durably, through ``<path>.tmp`` beside it (one fixed name: a crash leaves
+    at most that one file, overwritten next time): for small state files that are rewritten in place."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def write_json_group(records: list[tuple[Path, Any, Path]], pool: Executor | None = None) -> None:
     """Commit several ``(path, obj, root)`` records as ``write_json_atomic`` does each one, syncing only
     our own files: every temporary file is written, each one fdatasynced (from ``pool``'s threads when

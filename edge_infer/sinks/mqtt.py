@@ -251,6 +251,7 @@ class MqttPublisher(Stage):
         client = self._client
         assert client is not None
         rc = client.loop(LOOP_S)  # reads PUBACKs (-> _on_publish), keeps the connection alive
+        self._spool.flush_ack()
         if rc != mqtt.MQTT_ERR_SUCCESS or not self.connected:
             self._lost(mqtt.error_string(rc))
             return

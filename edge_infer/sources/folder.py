@@ -30,6 +30,7 @@ from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
 from ..pipeline.parked import ParkedInputs
 from ..pipeline.state import PipelineState
+from ..sinks.durable import make_dirs
 from .inotify import OverflowEvent
 from .leases import held_open_for_writing
 
@@ -183,7 +184,7 @@ class FolderSource(Stage):
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)  # durably: a producer's synced arrival must not vanish with an unsynced folder
         self._watch()  # watching before the scan: a file arriving in between is seen by one or both
         found = self.scan()
         log.info("source %s: watching %s (%s), %d file(s) already there", self.config.name, self.root,

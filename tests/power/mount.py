@@ -85,11 +85,12 @@ class Mount:
         assert self.proc is not None
         subprocess.run(["umount", "-l", str(self.mountpoint)], check=False, capture_output=True)
         try:
-            self.proc.wait(COMMAND_TIMEOUT_S * 4)
+            self.proc.wait(COMMAND_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-            raise
+            raise RuntimeError(f"cutfs did not exit {COMMAND_TIMEOUT_S:.0f} s after the unmount of {self.mountpoint}: "
+                               "a process still holds a file open on it (a lazy unmount waits for the last one)")
         finally:
             self.proc = None
         if os.path.exists(self.control):

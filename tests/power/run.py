@@ -44,6 +44,7 @@ from tests.power.mount import Mount, unavailable
 
 SOURCE = "drops"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+BROKEN_EVERY = 8  # one input in 8 is a photo cut short, so that the failure path is cut too
 READY_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 300.0
 
@@ -58,7 +59,8 @@ class Tally:
 
 class Inputs:
     """Inputs made from the photos on demand, each with bytes of its own (a trailer after the image, which
-    decoders ignore): a result's ``input_sha256`` then names exactly one input."""
+    decoders ignore): a result's ``input_sha256`` then names exactly one input. One in ``BROKEN_EVERY`` is
+    a photo cut short, whose end is a failure record and a move to failed/."""
 
     def __init__(self, photos: Path) -> None:
         self.photos = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -72,8 +74,12 @@ class Inputs:
         with self.lock:
             i = len(self.data)
             p = self.photos[i % len(self.photos)]
-            name = f"p{i:05d}-{p.stem}{p.suffix.lower()}"
-            self.data[name] = p.read_bytes() + f"\nedge-infer power input {i}\n".encode()
+            raw = p.read_bytes()
+            if i % BROKEN_EVERY == BROKEN_EVERY - 1:  # a photo cut short: its end is a failure record in failed/
+                raw, name = raw[:len(raw) // 3], f"p{i:05d}-truncated-{p.stem}{p.suffix.lower()}"
+            else:
+                name = f"p{i:05d}-{p.stem}{p.suffix.lower()}"
+            self.data[name] = raw + f"\nedge-infer power input {i}\n".encode()
             self.by_sha[hashlib.sha256(self.data[name]).hexdigest()] = name
             return name
 
@@ -336,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(cfg, work / "daemon.log", args.broken)
     mount = Mount(disk, mnt, log=work / "cutfs.log")
     mount.start()
-    for d in ("inbox", "incoming"):
+    for d in ("inbox", "done", "failed", "incoming"):
         (mnt / d).mkdir(exist_ok=True)
-    mount.command("sync")  # the device as installed: its inbox exists; the daemon makes everything else
+    mount.command("sync")  # the device as installed: its folders exist but results/, which the daemon makes
     producer = Producer(mnt, inputs, rng, args.burst)
     expected: set[str] = set()
     t_start = time.monotonic()

@@ -28,7 +28,7 @@ def write(path: Path, data: bytes, sync: bool = False) -> None:
 
 
 def power_cycle(m: Mount) -> dict[str, bytes | str]:
-    """Cut, let the disk come back, and read it: {relative path: bytes, or "dir"}."""
+    """Cut (if not yet), let the disk come back, and read it: {relative path: bytes, or "dir"}."""
     m.cut()
     m.unmount()
     return {p.relative_to(m.disk).as_posix(): ("dir" if p.is_dir() else p.read_bytes())
