@@ -235,7 +235,9 @@ def test_a_full_spool_holds_inputs_back_until_the_broker_returns(tmp_path):
             shutil.copy(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: run.sample("edge_infer_mqtt_spool_full") == 1, 60, "the spool full")
         held = wait_for(lambda: sorted(p.name for p in (tmp_path / "inbox").iterdir()), 10, "inputs held")
-        assert held and run.app.writer.blocked_reason.startswith("output blocked (spool_full): MQTT spool full")
+        # The metric is set as the spool refuses, the writer's reason a moment later, as the refusal reaches it.
+        reason = wait_for(lambda: run.app.writer.blocked_reason, 10, "the writer's blocked reason")
+        assert held and reason.startswith("output blocked (spool_full): MQTT spool full")
         assert run.sample("edge_infer_output_blocked", reason="spool_full") == 1
         assert run.sample("edge_infer_mqtt_spool_bytes") <= SPOOL_BYTES
         assert run.sample("edge_infer_mqtt_dropped_total") == 0
