@@ -227,7 +227,9 @@ class CutFS(mfusepy.Operations):
             return
         self.ids.pop(st.st_ino, None)
         f = self.files.get(ident)
-        if f is not None and self.refs.get(ident, 0) and (f.clean or f.prefix is not None):
+        # Named by a durable entry, or by a rename that a later folder sync may still make durable.
+        named = self.refs.get(ident, 0) or any(r[4] == ident for r in self.renames)
+        if f is not None and named and (f.clean or f.prefix is not None):
             fd = os.open(backing_path, os.O_RDONLY)
             try:
                 self._save(ident, fd, os.fstat(fd).st_size if f.clean else f.prefix or 0)

@@ -421,9 +421,13 @@ def main(argv: list[str] | None = None) -> int:
             repeats = sum(c - 1 for c in collector.shas.values())
             print(f"mqtt: {len(collector.shas)} inputs delivered, {repeats} repeats, {len(missing_mqtt)} missing")
         duplicates = sum(max(0, len(v) - 1) for v in tally.versions.values())
-        stats = json.loads((work / "cutfs.log").read_text().strip().splitlines()[-1].split("cutfs: ", 1)[1])
-        print(f"syncs seen by cutfs in the last mount: {stats['fdatasync']} fdatasync, {stats['fsync']} fsync, "
-              f"{stats['fsyncdir']} folder fsync")
+        redone_failures = sum(max(0, len(v) - 1) for n, v in tally.versions.items() if "-truncated-" in n)
+        print(f"duplicates: {duplicates - redone_failures} results and {redone_failures} failure records computed "
+              "again after a cut took back the first")
+        mounts = [json.loads(line.split("cutfs: ", 1)[1]) for line in (work / "cutfs.log").read_text().splitlines()
+                  if line.startswith("cutfs: {")]
+        print(f"syncs seen by cutfs over {len(mounts)} mounts: " + ", ".join(
+            f"{sum(m[k] for m in mounts)} {k}" for k in ("fdatasync", "fsync", "fsyncdir")))
         for line in [*list(tally.torn.values())[:10], *list(tally.unsafe_acks.values())[:10], *tally.notes]:
             print("  " + line)
         for what, names in (("lost", lost), ("with more than one record", extra), ("still in the inbox", stuck),
