@@ -9,8 +9,7 @@ records plus at most one torn one at the tail, which ``open`` detects by length 
 damaged record further in (``spool_records`` finds them) is skipped and counted (``corrupt``); the records
 after it are kept, and the seqs it held count as acknowledged, so that nothing waits for them. The ack file
 is written lazily (at most every ``ack_flush_s``, and on close), and synced: after a crash or a power cut it
-may lag by that much, which resends a few acknowledged messages (MQTT QoS 1 allows duplicates) but never
-skips one.
+may lag by that much, which resends a few acknowledged messages (QoS 1 allows duplicates), never skips one.
 """
 from __future__ import annotations
 
@@ -62,6 +61,7 @@ class Spool:
         self._acked_ahead: set[int] = set()  # acknowledged out of order, beyond the contiguous prefix
         self._ack_written_at = 0.0
         self._written_ack = -1
+        self._ack_failing = False  # the last ack write failed (logged once until one succeeds)
         self._fd: int | None = None
         self._cursor = (-1, 0, 0)  # (segment first seq, byte offset, seq there) where the last read ended
         self.dropped = 0  # records evicted unacknowledged (drop_oldest)
@@ -270,8 +270,7 @@ class Spool:
             self._segments.pop(0).path.unlink(missing_ok=True)  # left from before a restart, all delivered
 
     def flush_ack(self) -> None:
-        """Write the ack if it moved and ``ack_flush_s`` has passed: called by the reader between reads, so that
-        the last acknowledgements of a burst do not wait for the next burst's to reach the disk."""
+        """The ack, if it moved and ``ack_flush_s`` has passed: the reader's call between reads, for a burst's last."""
         with self._lock:
             self._write_ack()
 
@@ -279,10 +278,14 @@ class Spool:
         now = time.monotonic()
         if self.ack == self._written_ack or (not force and now - self._ack_written_at < self._ack_flush_s):
             return
-        # Synced: unsynced, a power cut took back every ack since the last sync that happened by chance and all of
-        # that was resent (tests/power/run.py --mqtt --cuts 15: 5 repeats per result; with ack_sync.py, 1).
-        replace_file(self.folder / "ack", f"{self.ack}\n".encode())
-        self._ack_written_at, self._written_ack = now, self.ack
+        try:  # synced: else a power cut takes back every ack since the last chance sync (all of that is resent)
+            replace_file(self.folder / "ack", f"{self.ack}\n".encode())
+        except OSError as e:  # a full or failing disk: retried at the next flush; a restart resends a little more
+            if not self._ack_failing:
+                log.warning("cannot write the MQTT spool's ack: %s", e.strerror or e)
+            self._ack_failing, self._ack_written_at = True, now
+            return
+        self._ack_failing, self._ack_written_at, self._written_ack = False, now, self.ack
 
     # -- closing --------------------------------------------------------------------------------------------
     def _close_fd(self) -> None:

@@ -261,3 +261,23 @@ def test_segments_of_the_old_format_are_read_after_an_upgrade(tmp_path):
     assert drain(s) == [msg(i) for i in range(42, 49)]
     s.close()
     assert not list(tmp_path.glob("seg-*"))  # read once, then gone like any delivered segment
+
+
+def test_an_ack_that_cannot_be_written_is_retried_and_never_raises(tmp_path, monkeypatch):
+    from edge_infer.sinks import spool as spool_module
+
+    s = Spool(tmp_path, 1 << 20, ack_flush_s=0.0)
+    for i in range(3):
+        s.append(f"r{i}".encode())
+    real = spool_module.replace_file
+
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "replace_file", full)
+    s.acknowledge(0)  # the broker's PUBACK must not fail because the disk is full
+    s.flush_ack()
+    assert not (tmp_path / "ack").exists() and s.ack == 1
+    monkeypatch.setattr(spool_module, "replace_file", real)
+    s.flush_ack()  # space again: the ack is written at the next flush
+    assert (tmp_path / "ack").read_text() == "1\n"
