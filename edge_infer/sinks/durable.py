@@ -89,7 +89,8 @@ def write_json_atomic(path: Path, obj: Any, root: Path) -> None:
 
 def replace_file(path: Path, data: bytes) -> None:
     """``path`` replaced by ``data`` durably, through ``<path>.tmp`` beside it (one fixed name: a crash leaves
-    at most that one file, overwritten next time): for small state files that are rewritten in place."""
+    at most that one file, overwritten next time): after this ``path`` holds ``data``, or (a crash meanwhile)
+    what it held before, never a mix. For files rewritten whole: the spool's ack, a recovered segment."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:

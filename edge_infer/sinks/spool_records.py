@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .durable import fsync_dir
+from .durable import fsync_dir, replace_file
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def recover(path: Path, first: int, next_first: int | None) -> Recovered:
     if corrupt or damaged:
         log.error("spool: %s: skipped %d damaged byte(s), %d record(s) lost; the %d whole one(s) kept", path,
                   len(data) - sum(e - s for _, s, e in kept), corrupt, len(kept))
-        _rewrite(path, b"".join(data[s:e] for _, s, e in kept))
+        replace_file(path, b"".join(data[s:e] for _, s, e in kept))
     elif pos < len(data):
         log.warning("spool: %s: cut %d byte(s) of a torn record at its end", path, len(data) - pos)
         os.truncate(path, pos)
@@ -113,22 +113,7 @@ def _convert(path: Path, data: bytes, first: int) -> Recovered:
         log.warning("spool: %s: cut %d byte(s) of a torn or corrupt record at its end", path, len(data) - pos)
     new = path.with_suffix(SUFFIX)
     body = b"".join(pack(first + i, p) for i, p in enumerate(payloads))
-    _rewrite(new, body)
+    replace_file(new, body)
     path.unlink()
     fsync_dir(path.parent)
     return Recovered(new, len(body), list(range(first, first + len(payloads))))
-
-
-def _rewrite(path: Path, body: bytes) -> None:
-    """``path`` holds ``body`` after this, or (a crash meanwhile) what it held before: never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
