@@ -145,15 +145,7 @@ class CutFS(mfusepy.Operations):
         st = st or os.lstat(backing_path)
         ident = self.ids.get(st.st_ino)
         if ident is None:  # made behind our back (the backing folder is ours alone): never durable
-            ident = self._new_id()
-            self.ids[st.st_ino] = ident
-            self.kind[ident] = _kind(st.st_mode)
-            if self.kind[ident] == "f":
-                self.files[ident] = FileState(clean=False, prefix=0)
-            elif self.kind[ident] == "d":
-                self._set_durable(ident, {})
-            elif self.kind[ident] == "l":
-                self.targets[ident] = os.readlink(backing_path)
+            ident = self._created(backing_path, st)
         return ident
 
     def _live(self, path: str | None) -> str:
@@ -170,8 +162,9 @@ class CutFS(mfusepy.Operations):
     def _dir_id(self, backing_path: str) -> int:
         return self._id_of(os.path.dirname(backing_path.rstrip("/")) or "/")
 
-    def _created(self, backing_path: str) -> int:
-        st = os.lstat(backing_path)
+    def _created(self, backing_path: str | Path, st: os.stat_result | None = None) -> int:
+        """A new object, nothing of it durable yet: a file's durable content is empty, a folder's has no entry."""
+        st = st or os.lstat(backing_path)
         ident = self._new_id()
         self.ids[st.st_ino] = ident
         self.kind[ident] = _kind(st.st_mode)
