@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from edge_infer.sinks.durable import fsync_dir
+from tests.integration.daemon_util import free_port, http_status, write_config
 from tests.power.mount import Mount, unavailable
 
 SOURCE = "drops"
@@ -127,19 +129,11 @@ class Producer:
                         f.flush()
                         os.fsync(f.fileno())
                     os.rename(staged, self.mnt / "inbox" / name)
-                _fsync(self.mnt / "inbox")
+                fsync_dir(self.mnt / "inbox")
             except OSError:
                 return  # the power is off: these are not (all) delivered; the next round tries again
             self.durable.update(names)
             self.retry = []
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -188,39 +182,19 @@ class Daemon:
         return rc
 
 
-def http_ok(port: int, path: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_config(work: Path, mnt: Path, port: int, mqtt_port: int | None) -> Path:
-    import yaml
-
-    cfg = {"sources": [{"name": SOURCE, "type": "folder", "path": str(mnt / "inbox"), "after": "move",
-                        "done_dir": str(mnt / "done"), "failed_dir": str(mnt / "failed")}],
-           "output": {"dir": str(mnt / "results")},
-           "metrics": {"host": "127.0.0.1", "port": port},
-           "pipeline": {"workers": 2}, "batch": {"max_size": 4, "max_wait_ms": 5},
-           "shutdown": {"drain_timeout_s": 20}}
+def write_power_config(work: Path, mnt: Path, port: int, mqtt_port: int | None) -> Path:
+    """The daemon's config (outside the cut disk, as the device's own would be): the whole store on it."""
+    output: dict = {"dir": str(mnt / "results")}
     if mqtt_port is not None:
-        cfg["output"]["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "device": "power", "reconnect_max_s": 1,
-                                 "connect_timeout_s": 5}
-    path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+        output["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "device": "power", "reconnect_max_s": 1,
+                          "connect_timeout_s": 5}
+    source = {"name": SOURCE, "type": "folder", "path": str(mnt / "inbox"), "after": "move",
+              "done_dir": str(mnt / "done"), "failed_dir": str(mnt / "failed")}
+    return write_config(work, [source], output=output, metrics={"port": port}, shutdown={"drain_timeout_s": 20})
+
+
+def http_ok(port: int, path: str) -> bool:
+    return http_status(port, path) == 200
 
 
 def read_tree(root: Path, sub: str) -> dict[str, bytes]:
@@ -338,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = Broker(work / "broker")
         broker.start()
         collector = Collector(broker.port)
-    cfg = write_config(work, mnt, port, broker.port if broker else None)
+    cfg = write_power_config(work, mnt, port, broker.port if broker else None)
     daemon = Daemon(cfg, work / "daemon.log", args.broken)
     mount = Mount(disk, mnt, log=work / "cutfs.log")
     mount.start()
