@@ -342,14 +342,15 @@ def main(argv: list[str] | None = None) -> int:
             for name, raws in verdict.records(disk, Tally(), "live").items():  # what had been computed
                 tally.versions.setdefault(name, set()).update(raws)
             mount.unmount()  # the disk as power returns
-            expected |= producer.durable | verdict.in_inbox(disk)
+            inbox = verdict.in_inbox(disk)
+            expected |= producer.durable | inbox
             records = verdict.records(disk, tally, f"cut {cut}")
             acked = verdict.acknowledged(disk, tally, f"cut {cut}")
             expected |= acked
             for name in acked - set(records):
                 tally.unsafe_acks.setdefault(name, f"cut {cut}: {name} acknowledged, its record lost")
             print(f"cut {cut:3d} at {at:5.2f} s ({phase}): {len(expected)} inputs so far, {len(records)} records, "
-                  f"{len(acked)} acknowledged, {len(verdict.in_inbox(disk))} in the inbox", flush=True)
+                  f"{len(acked)} acknowledged, {len(inbox)} in the inbox", flush=True)
             mount.start()
         # The last round: the arrivals the last cut cut short are made again, the daemon drains the inbox and
         # stops cleanly; then one more cut, which a clean stop must survive whole.
