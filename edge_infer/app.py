@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,15 +38,20 @@ from .pipeline.inflight import JOURNAL_NAME, InflightJournal
 from .pipeline.jobs import Job
 from .pipeline.parked import PARKED_NAME, ParkedInputs
 from .pipeline.plan import plan_threads
+from .pipeline.region_watch import RegionWatch
 from .pipeline.state import PipelineState
 from .pipeline.tensor_pool import TensorPool
 from .pipeline.workers import PreprocessWorker
 from .pipeline.writer import ResultWriter, SourceRoute
 from .sinks.durable import make_dirs
+from .sinks.homeassistant import discovery_messages, state_topics
 from .sinks.jsonl import JsonlSink
-from .sinks.mqtt import CLOSE_S, MqttPublisher, MqttSink, device_name, read_password
+from .sinks.mqtt import CLOSE_S, MqttPublisher
+from .sinks.mqtt_sink import MqttSink, device_name, read_password
+from .sinks.samples import SampleStore
 from .sinks.spool import Spool
 from .sources.folder import FolderSource
+from .sources.regions import RegionCrop, region_crops
 
 if TYPE_CHECKING:
     from .sources.camera import CameraSource as CameraStage
@@ -201,17 +207,17 @@ class App:
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done,
                                                src.root, src.config.min_score) for src in self.sources}
         cams = [s for s in c.sources if isinstance(s, CameraSource)]
+        crops = self._region_crops(cams, session)
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}
-        # Results name the model that made them; error results, the one serving now (a reload may swap it).
-        self.writer = ResultWriter(finished=self.finished, output_dir=c.output.dir, routes=routes,
-                                   metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=self._build_mqtt(),
-                                   journal=self.journal, parked=self.parked, faults=self.faults)
+        mqtt = self._build_mqtt()
         lanes = self.plan.inference_threads
         # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
-        # worker, one per camera.
+        # worker, one per camera region (or whole frame).
         crop = m.preprocess.crop
-        pool = TensorPool((lanes + 1) * c.batch.max_size + self.plan.workers + len(cams), (crop, crop, 3), np.uint8)
+        pool = TensorPool((lanes + 1) * c.batch.max_size + self.plan.workers + sum(max(1, len(cam.regions))
+                                                                                    for cam in cams),
+                          (crop, crop, 3), np.uint8)
         self.pool = pool  # a dead stage's tensors go back to it
         self.inference = [InferenceStage(session=session, prepared=self.prepared, finished=self.finished,
                                          metrics=self.metrics, top=c.model.top_k, max_size=c.batch.max_size,
@@ -229,7 +235,34 @@ class App:
             from .sources.camera import CameraSource as CameraStage  # PyAV loads only when a camera is configured
 
             self.cameras = [CameraStage(config=cam, prepared=self.prepared, pool=pool, spec=m.preprocess,
-                                        metrics=self.metrics, max_pixels=c.pipeline.max_pixels) for cam in cams]
+                                        metrics=self.metrics, max_pixels=c.pipeline.max_pixels,
+                                        regions=crops[cam.name]) for cam in cams]
+        watches = {cam.config.name: self._region_watch(cam, sinks[cam.config.name], mqtt)
+                   for cam in self.cameras if cam.config.regions}
+        # Results name the model that made them; error results, the one serving now (a reload may swap it).
+        self.writer = ResultWriter(finished=self.finished, output_dir=c.output.dir, routes=routes,
+                                   metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=mqtt,
+                                   journal=self.journal, parked=self.parked, faults=self.faults, regions=watches)
+
+    def _region_crops(self, cams: list[CameraSource], serving: ModelSession) -> dict[str, tuple[RegionCrop, ...]]:
+        """Each camera's regions with their own models loaded (once per file) and checked against them."""
+        loaded: dict[Path, ModelSession] = {}
+
+        def load(path: Path) -> ModelSession:
+            if path not in loaded:
+                loaded[path] = ModelSession.load(path, SessionOptions(intra_op_threads=self.plan.intra_op))
+                loaded[path].warm_up(self.config.batch.max_size)
+            return loaded[path]
+
+        return {cam.name: region_crops(cam, serving, load) for cam in cams}
+
+    def _region_watch(self, cam: "CameraStage", sink: JsonlSink, mqtt: MqttSink | None) -> RegionWatch:
+        cfg = cam.config
+        samples = None if cfg.samples_dir is None else SampleStore(
+            cfg.samples_dir, max_files=cfg.samples_max_files, max_bytes=cfg.samples_max_bytes,
+            per_hour={r.name: r.samples_per_hour for r in cfg.regions})
+        return RegionWatch(camera=cfg, sink=sink, mqtt=mqtt, metrics=self.metrics, samples=samples,
+                           last_frame=lambda: cam.last_frame_at)
 
     def _build_mqtt(self) -> MqttSink | None:
         cfg, out = self.config.output.mqtt, self.config.output.dir
@@ -238,8 +271,10 @@ class App:
         device = device_name(cfg)
         self.spool = Spool(cfg.spool_dir or out / ".mqtt-spool", cfg.spool_max_bytes, cfg.on_full)
         self.metrics.mqtt_spool_bytes.set(self.spool.disk_bytes)
+        cams = [s for s in self.config.sources if isinstance(s, CameraSource)]
         self.publisher = MqttPublisher(cfg=cfg, device=device, spool=self.spool, metrics=self.metrics,
-                                       password=read_password(cfg))
+                                       password=read_password(cfg), discovery=discovery_messages(cfg, device, cams),
+                                       state_topics=tuple(state_topics(cfg, device, cams)))
         return MqttSink(cfg=cfg, device=device, spool=self.spool, metrics=self.metrics)
 
     # -- main loop ------------------------------------------------------------------------------------------

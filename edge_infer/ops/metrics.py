@@ -88,6 +88,10 @@ class Metrics:
         self.last_success_timestamp_seconds = Gauge("edge_infer_last_success_timestamp_seconds",
                                                     "Unix time of the last ok result.", ["source"],
                                                     registry=registry)
+        self.region_state = Gauge("edge_infer_region_state", "1 for a camera region's current state.",
+                                  ["source", "region", "state"], registry=registry)
+        self.region_state_changes_total = Counter("edge_infer_region_state_changes", "Confirmed changes of a "
+                                                  "camera region's state.", ["source", "region"], registry=registry)
         self.ready = Gauge("edge_infer_ready", "1 when /readyz answers 200.", registry=registry)
         self.errors_total = Counter("edge_infer_errors", "Failed inputs, by error kind.",
                                     ["source", "kind"], registry=registry)
@@ -269,6 +273,23 @@ class Metrics:
 
     def set_camera_up(self, source: str, up: bool) -> None:
         self.camera_up.labels(source).set(1 if up else 0)
+
+    def init_region(self, source: str, region: str, states: tuple[str, ...]) -> None:
+        """Every declared state at 0, ``unknown`` at 1, and the change counter at 0."""
+        for state in states:
+            self.region_state.labels(source, region, state).set(0)
+        self.region_state.labels(source, region, "unknown").set(1)
+        self.region_state_changes_total.labels(source, region)
+
+    def region_changed(self, source: str, region: str, state: str, previous: str, declared: bool) -> None:
+        # The previous state at 0 if declared, else removed (1000 classes would leave 1000 series behind).
+        if declared or previous == "unknown":
+            self.region_state.labels(source, region, previous).set(0)
+        else:  # set to 1 by the change to it
+            self.region_state.remove(source, region, previous)
+        self.region_state.labels(source, region, state).set(1)
+        if state != "unknown":
+            self.region_state_changes_total.labels(source, region).inc()
 
     def camera_reconnected(self, source: str) -> None:
         self.camera_reconnects_total.labels(source).inc()

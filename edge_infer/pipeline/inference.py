@@ -106,8 +106,8 @@ class InferenceStage(Stage):
                     self._trim()
                 continue
             batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s, self._state.more_coming)
-            # Camera tickets become the newest frame of their camera.
-            batch = [j for j in (t.take() if t.take else t for t in batch) if j is not None]
+            # Camera tickets become the newest frame of their camera: a job for each of its regions.
+            batch = [j for t in batch for j in ((t.take() or []) if t.take else [t])]
             if not batch:
                 continue
             self.in_hand = batch  # given back should this thread die before handing it on
@@ -129,7 +129,20 @@ class InferenceStage(Stage):
         self._trimmed_at = time.monotonic()
 
     def _infer(self, batch: list[Job]) -> None:
-        spec = self.session.manifest.preprocess
+        """Each model's jobs (camera regions may have their own) in runs of at most ``max_size``: a camera
+        frame with regions brings several jobs at once."""
+        by_model: dict[int, list[Job]] = {}
+        for job in batch:
+            by_model.setdefault(id(job.session), []).append(job)
+        for jobs in by_model.values():
+            session = jobs[0].session or self.session
+            ref = self.model_ref if session is self.session else model_ref(session.manifest.name, session.sha256,
+                                                                             session.precision)
+            for i in range(0, len(jobs), self._max_size):
+                self._run(session, ref, jobs[i:i + self._max_size])
+
+    def _run(self, session: ModelSession, ref: dict[str, str], batch: list[Job]) -> None:
+        spec = session.manifest.preprocess
         for i, job in enumerate(batch):
             normalise(job.tensor, spec, out=self._batch[i])  # ~0.1 ms, in place into the batch
             self._pool.release(job.tensor)  # consumed: a worker may refill it now
@@ -138,7 +151,7 @@ class InferenceStage(Stage):
         t0 = time.monotonic()
         try:
             with self._state.inferring.held():  # the writer waits for a running batch to commit it with its group
-                logits = self.session.run(x)
+                logits = session.run(x)
         except Exception as e:  # noqa: BLE001 - an onnxruntime failure fails this batch, not the daemon
             log.exception("inference failed for a batch of %d", len(batch))
             for j in batch:
@@ -148,10 +161,10 @@ class InferenceStage(Stage):
             elapsed = time.monotonic() - t0
         self._metrics.observe_batch(len(batch))
         self._metrics.observe_stage("inference", elapsed)
-        labels = self.session.manifest.labels
+        labels = session.manifest.labels
         for job, preds in zip(batch, top_k(logits, self._top, labels)):
             job.predictions = preds
-            job.model = self.model_ref
+            job.model = ref
             job.timings["inference"] = elapsed
 
     def _put(self, batch: list[Job]) -> None:

@@ -34,8 +34,12 @@ class Job:
     identity: tuple[int, ...] | None = None  # (st_dev, st_ino, st_size, st_mtime_ns) of the file as opened
     spooled: bool = False  # the record is in the MQTT spool (output.mqtt): never added twice
     frame: dict[str, Any] | None = None  # camera frames: timestamp, seq, media time
-    # A camera's claim ticket: the batcher calls it for the newest frame (None: nothing left to take).
-    take: Callable[[], "Job | None"] | None = None
+    # A camera's claim ticket: the batcher calls it for the newest frame, one job per region of it (None:
+    # nothing left to take).
+    take: Callable[[], "list[Job] | None"] | None = None
+    region: str | None = None  # a camera region's crop (sources[].regions[].name)
+    session: Any = None  # the region's own model (a ModelSession); None: the daemon's serving model
+    crop: Any = None  # the region's crop as a PIL image, kept until the writer for samples_dir
     predictions: list[dict[str, Any]] | None = None
     model: dict[str, str] | None = None  # the model that made ``predictions`` (a reload may swap it)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage

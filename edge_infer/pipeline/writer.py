@@ -38,7 +38,8 @@ from .records import error_result, frame_result, ok_result
 from .state import PipelineState
 
 if TYPE_CHECKING:
-    from ..sinks.mqtt import MqttSink
+    from ..sinks.mqtt_sink import MqttSink
+    from .region_watch import RegionWatch
 
 log = logging.getLogger(__name__)
 GROUP_MAX = 32  # records made durable together at most (two batches' worth, and a bounded retry set)
@@ -79,10 +80,11 @@ class ResultWriter(Stage):
                  metrics: Metrics, state: PipelineState, camera_sinks: dict[str, JsonlSink] | None = None,
                  mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S,
                  journal: InflightJournal | None = None, parked: ParkedInputs | None = None,
-                 faults: Faults = Faults()) -> None:
+                 faults: Faults = Faults(), regions: dict[str, RegionWatch] | None = None) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
         self._camera_sinks = camera_sinks or {}
+        self._regions = regions or {}  # per camera with regions: their states, changes and samples
         self._mqtt = mqtt
         self._metrics, self._state = metrics, state
         self._group_wait_s = group_wait_s
@@ -105,8 +107,12 @@ class ResultWriter(Stage):
             if n:
                 log.info("removed %d temporary file(s) left under %s by an interrupted run", n, root)
         self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="writer-sync")
+        for watch in self._regions.values():
+            watch.start()
         try:
             while self.should_keep_running():
+                for watch in self._regions.values():
+                    watch.tick()
                 # One more try for each parked input that is due: never holding the others, never blocking.
                 self._parked.retry_due(self._settle, lambda job: self._observe(job, 0.0), self._routes)
                 try:
@@ -333,10 +339,16 @@ class ResultWriter(Stage):
         """A camera frame: one line in its camera's JSON Lines file; there is no input to acknowledge."""
         t0 = time.monotonic()
         assert job.frame is not None
-        line = frame_result(self._record(job), job.frame)
-        self._camera_sinks[job.source].append(line)
-        if self._mqtt is not None:
-            self._mqtt.add_frame(line)
+        watch = self._regions.get(job.source)
+        if watch is None or watch.camera.every_frame:
+            line = frame_result(self._record(job), job.frame)
+            if job.region is not None:
+                line["region"] = job.region
+            self._camera_sinks[job.source].append(line)
+            if self._mqtt is not None:
+                self._mqtt.add_frame(line)
+        if watch is not None:
+            watch.observe(job)
         self._observe(job, time.monotonic() - t0)
 
     def _spool(self, job: Job, record_path: Path) -> None:

@@ -10,105 +10,26 @@ and resends from the oldest unacknowledged message: QoS 1 may deliver twice (the
 from __future__ import annotations
 
 import logging
-import re
-import socket
-import struct
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import MqttConfig
-from ..errors import ConfigError
 from ..lifecycle import Stage, backoff_s
 from ..ops.metrics import Metrics
-from .durable import encode_json
+from .homeassistant import RetainedTopics
 from .mqtt_client_id import MACHINE_ID_FILES, default_client_id
-from .spool import Spool, SpoolFull
+from .mqtt_sink import decode
+from .spool import Spool
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
-_TOPIC_LEN = struct.Struct("<H")
 STATUS_ONLINE, STATUS_OFFLINE = b"online", b"offline"
 LOOP_S = 0.1  # paho's select timeout: how soon a new spooled result is noticed when the link is idle
 CLOSE_S = 2.0  # at shutdown: waiting for the broker to take the offline status
 RECONNECT_MIN_S = 0.5  # the first reconnect waits this; then doubling, jittered, up to reconnect_max_s
-
-
-def device_name(cfg: MqttConfig) -> str:
-    """The configured device, or the host name made safe as one topic level."""
-    return cfg.device or re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "unnamed"
-
-
-def read_password(cfg: MqttConfig) -> str | None:
-    if cfg.password_file is None:
-        return None
-    try:
-        return cfg.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("output.mqtt.password_file", f"cannot read {cfg.password_file}: "
-                                                       f"{getattr(e, 'strerror', None) or e}") from e
-
-
-def encode(topic: str, obj: dict[str, Any]) -> bytes:
-    """A spool record: the topic, then the payload, encoded as the result file is (a name that is not UTF-8
-    included). The topic is ours (device and source names), always UTF-8."""
-    t = topic.encode("utf-8")
-    return _TOPIC_LEN.pack(len(t)) + t + encode_json(obj, end="")
-
-
-def decode(record: bytes) -> tuple[str, bytes]:
-    (n,) = _TOPIC_LEN.unpack_from(record)
-    return record[2:2 + n].decode("utf-8"), record[2 + n:]
-
-
-class MqttSink:
-    """The writer's side: one result -> one spool record on its source's topic."""
-
-    def __init__(self, *, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics) -> None:
-        self._cfg, self._device, self._spool, self._metrics = cfg, device, spool, metrics
-        self._refusing = False  # camera frames are being refused by a full spool (logged once per episode)
-        metrics.mqtt_spool_corrupt_total.inc(spool.corrupt)  # found as the spool was opened
-
-    def add(self, obj: dict[str, Any]) -> None:
-        """A folder input's result, durably. Raises ``SpoolFull`` (hold the input) or ``OSError``."""
-        try:
-            self._append(obj, durable=True)
-        except SpoolFull:
-            self._metrics.mqtt_spool_full.set(1)
-            raise
-        self._metrics.mqtt_spool_full.set(0)
-
-    def add_frame(self, obj: dict[str, Any]) -> None:
-        """A camera frame's result: not fsynced (like its JSON Lines), and dropped, counted, when the spool is full.
-
-        A camera cannot be held back the way a folder can, so blocking would only stall the folders too.
-        """
-        try:
-            self._append(obj, durable=False)
-        except SpoolFull as e:
-            self._metrics.mqtt_dropped_total.inc()
-            if not self._refusing:
-                log.error("camera results not sent over MQTT: %s", e.strerror)
-            self._refusing = True
-            return
-        self._refusing = False
-
-    def _append(self, obj: dict[str, Any], durable: bool) -> None:
-        topic = self._cfg.topic.format(device=self._device, source=obj["source"])
-        record = encode(topic, {**obj, "device": self._device})  # a fleet's collector sees whose it is
-        if not self._spool.fits(len(record)):  # could never be spooled: holding the input would block for good
-            self._metrics.mqtt_dropped_total.inc()
-            log.error("a %d-byte result for %s does not fit output.mqtt.spool_max_bytes; not sent over MQTT",
-                      len(record), topic)
-            return
-        dropped = self._spool.append(record, durable=durable)
-        if dropped:
-            self._metrics.mqtt_dropped_total.inc(dropped)
-            log.error("MQTT spool full: dropped the %d oldest unsent result(s) (on_full: drop_oldest)", dropped)
-        self._metrics.mqtt_spooled_total.inc()
-        self._metrics.mqtt_spool_bytes.set(self._spool.disk_bytes)
 
 
 class MqttPublisher(Stage):
@@ -117,7 +38,11 @@ class MqttPublisher(Stage):
     kind = "publisher"  # restartable: each connection resends from the spool's first unacknowledged record
 
     def __init__(self, *, cfg: MqttConfig, device: str, spool: Spool, metrics: Metrics,
-                 password: str | None = None, machine_id_files: tuple[Path, ...] = MACHINE_ID_FILES) -> None:
+                 password: str | None = None, machine_id_files: tuple[Path, ...] = MACHINE_ID_FILES,
+                 discovery: dict[str, bytes] | None = None, state_topics: tuple[str, ...] = ()) -> None:
+        """``discovery``: retained messages published at each connection (Home Assistant's discovery
+        configs); ``state_topics``: the retained topics the spool's records keep current. Together they are
+        what this device owns; anything it published before and no longer owns is cleared."""
         super().__init__("mqtt")
         self._cfg, self._spool, self._metrics, self._password = cfg, spool, metrics, password
         self.client_id = cfg.client_id or default_client_id(device, spool.folder, machine_id_files)
@@ -127,6 +52,12 @@ class MqttPublisher(Stage):
         self._inflight: dict[int, int] = {}  # paho message id -> spool seq
         self._early: set[int] = set()  # QoS 0 counts as acknowledged once sent, which may be inside publish()
         self._status_mid = -1  # the online/offline status message: not a spooled result
+        self._discovery = discovery or {}
+        self._owned = set(self._discovery) | set(state_topics)
+        self._retained = RetainedTopics(spool.folder)
+        self._side_mids: set[int] = set()  # discovery and clearing messages: not spooled results either
+        self._cleared: set[str] = set()  # retained topics no longer owned: their spooled records are skipped
+        self._announcing: list[Any] = []  # their publications; retained.json is rewritten once all are done
         self._next = 0  # the next spool seq to send
         self._drain_until = 0.0
         self._down_reported = False
@@ -203,6 +134,7 @@ class MqttPublisher(Stage):
             client.disconnect()
             return False
         self._status_mid = client.publish(self._status_topic, STATUS_ONLINE, qos=1, retain=True).mid
+        self._announce(client)
         self._client, self._inflight, self._early = client, {}, set()
         self._next = self._spool.ack  # resend everything not acknowledged, in order
         self.connected, self._down_reported = True, False
@@ -210,6 +142,27 @@ class MqttPublisher(Stage):
         log.info("MQTT connected to %s:%d as %s; %d result(s) waiting in the spool", c.host, c.port,
                  self.client_id, self._spool.pending)
         return True
+
+    def _announce(self, client: mqtt.Client) -> None:
+        """Discovery configs, and an empty retained message (MQTT's delete) on each topic published before
+        and no longer owned: a region removed from the config, or discovery turned off."""
+        published = self._retained.load()
+        self._cleared = published - self._owned
+        infos = [client.publish(t, b"", qos=1, retain=True) for t in sorted(self._cleared)]
+        infos += [client.publish(t, p, qos=1, retain=True) for t, p in self._discovery.items()]
+        self._side_mids = {i.mid for i in infos}
+        self._announcing = infos if published != self._owned else []
+        if self._cleared:
+            log.info("MQTT: clearing %d retained topic(s) of regions no longer configured", len(self._cleared))
+
+    def _announced(self) -> None:
+        if not self._announcing or not all(i.is_published() for i in self._announcing):
+            return
+        self._announcing = []
+        try:
+            self._retained.save(self._owned)
+        except OSError as e:  # cleared again at the next connection
+            log.warning("cannot write %s: %s", self._retained.path, e.strerror or e)
 
     def _report_down(self, message: str, *args: Any) -> None:
         # Once per outage at warning level: a device offline for a day must not fill its journal.
@@ -231,7 +184,8 @@ class MqttPublisher(Stage):
         self.connected = False
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        if mid == self._status_mid:
+        if mid == self._status_mid or mid in self._side_mids:
+            self._side_mids.discard(mid)
             return
         seq = self._inflight.pop(mid, None)
         if seq is None:
@@ -252,13 +206,18 @@ class MqttPublisher(Stage):
         assert client is not None
         rc = client.loop(LOOP_S)  # reads PUBACKs (-> _on_publish), keeps the connection alive
         self._spool.flush_ack()
+        self._announced()
         if rc != mqtt.MQTT_ERR_SUCCESS or not self.connected:
             self._lost(mqtt.error_string(rc))
             return
         free = self._cfg.max_inflight - len(self._inflight)
         for seq, record in self._spool.read(self._next, free) if free > 0 else ():
-            topic, payload = decode(record)
-            info = client.publish(topic, payload, qos=self._cfg.qos)
+            topic, payload, retain = decode(record)
+            if retain and topic in self._cleared:  # spooled before its region left the config
+                self._next = seq + 1
+                self._acknowledged(seq)
+                continue
+            info = client.publish(topic, payload, qos=self._cfg.qos, retain=retain)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 self._lost(mqtt.error_string(info.rc))
                 return

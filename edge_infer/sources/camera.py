@@ -25,6 +25,7 @@ from ..model.preprocess import PreprocessSpec, crop_image
 from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
 from ..pipeline.tensor_pool import TensorPool
+from .regions import RegionCrop
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,13 @@ class CameraSource(Stage):
     kind = "camera"
 
     def __init__(self, *, config: CameraConfig, prepared: "queue.Queue[Job]", pool: TensorPool,
-                 spec: PreprocessSpec, metrics: Metrics, max_pixels: int = 50_000_000) -> None:
+                 spec: PreprocessSpec, metrics: Metrics, max_pixels: int = 50_000_000,
+                 regions: tuple[RegionCrop, ...] = ()) -> None:
         super().__init__(f"camera-{config.name}")
         self.config = config
+        self._regions = regions
+        self._keep_crops = config.samples_dir is not None
+        self.last_frame_at = time.monotonic()  # of the last decoded frame: regions go unknown when it is old
         self._max_pixels = max_pixels
         self._prepared, self._pool, self._spec, self._metrics = prepared, pool, spec, metrics
         self.is_file = "://" not in config.url and not config.url.startswith("/dev/")
@@ -81,7 +86,8 @@ class CameraSource(Stage):
         self.failures = 0  # failed connections in a row: what the reconnect backoff grows with
         self._last_hash = b""
         self._slot_lock = threading.Lock()
-        self._slot: Job | None = None  # the newest sampled frame the batcher has not taken yet
+        self._slot: list[Job] | None = None  # the newest sampled frame the batcher has not taken yet (a job for
+        # each region, or one for the whole frame)
         self._announced = False  # a claim ticket for the slot is in the batcher's queue
         self._same_since = 0.0
 
@@ -142,7 +148,7 @@ class CameraSource(Stage):
                 for frame in packet.decode():
                     self._check_size(frame.width, frame.height)  # a stream may change size midway
                     now = time.monotonic()
-                    last_frame = now
+                    last_frame = self.last_frame_at = now
                     good_from = now if good_from is None else good_from
                     if self.failures and now - good_from >= self.config.reconnect_max_s:
                         # Frames for as long as the longest wait: a good connection, so the next outage is
@@ -173,6 +179,8 @@ class CameraSource(Stage):
         the same bound as for files, against a stream that would have every frame decoded at that size."""
         if width * height > self._max_pixels:
             raise ValueError(f"frames of {width}x{height} exceed pipeline.max_pixels ({self._max_pixels})")
+        for region in self._regions:
+            region.box(width, height)  # a crop outside the frame: refused as the stream opens, naming its key
 
     # -- sampling -------------------------------------------------------------------------------------------
     def _sample(self, frame: Any, media: float | None) -> None:
@@ -180,47 +188,81 @@ class CameraSource(Stage):
         self._check_frozen(frame)
         with self._slot_lock:
             # The batcher has not taken the previous sample yet: the new frame replaces it (drop oldest),
-            # reusing its tensor, so a camera never has more than one frame in the pipeline.
+            # reusing its tensors, so a camera never has more than one frame in the pipeline.
             old, self._slot = self._slot, None
         if old is not None:
             self._metrics.frame_dropped(name, "superseded")
-            tensor = old.tensor
+            tensors = [j.tensor for j in old]
         else:
-            tensor = self._pool.acquire(0)  # never wait: a busy daemon drops camera frames, not folder files
-            if tensor is None:
+            tensors = self._acquire(max(1, len(self._regions)))
+            if tensors is None:
                 self._metrics.frame_dropped(name, "pipeline_full")
                 return
         t0 = time.monotonic()
         try:
-            prepared = crop_image(frame.to_image(), self._spec, out=tensor)
+            jobs = self._prepare(frame.to_image(), tensors)
         except (ValueError, OSError) as e:
-            self._pool.release(tensor)
+            for tensor in tensors:
+                self._pool.release(tensor)
             self._metrics.frame_dropped(name, "decode")
             log.warning("camera %s: cannot convert a frame: %s", name, e)
             return
         self.seq += 1
         captured = time.time()
-        job = Job(source=name, rel=f"{name}#{self.seq}", path=None, detected_at=captured)
-        job.frame = {"timestamp": dt.datetime.fromtimestamp(captured, dt.timezone.utc)
-                     .isoformat(timespec="milliseconds").replace("+00:00", "Z"), "seq": self.seq}
+        stamp = {"timestamp": dt.datetime.fromtimestamp(captured, dt.timezone.utc)
+                 .isoformat(timespec="milliseconds").replace("+00:00", "Z"), "seq": self.seq}
         if media is not None:
-            job.frame["media_time_s"] = round(media, 3)
-        job.tensor, job.width, job.height = tensor, prepared.width, prepared.height
-        job.timings["preprocess"] = time.monotonic() - t0
+            stamp["media_time_s"] = round(media, 3)
+        elapsed = time.monotonic() - t0
+        for job in jobs:
+            job.rel = f"{name}/{job.region}#{self.seq}" if job.region else f"{name}#{self.seq}"
+            job.detected_at, job.frame = captured, dict(stamp)
+            job.timings["preprocess"] = elapsed
         with self._slot_lock:
-            self._slot = job
+            self._slot = jobs
             announce = not self._announced
             self._announced = True
         if announce:
             # The batcher gets a claim ticket, not the frame: it takes whatever is newest when it gets there.
             self._prepared.put(Job(source=name, rel="", path=None, take=self.take))
 
-    def take(self) -> Job | None:
-        """The newest sampled frame, handed to the batcher (None if it was already taken)."""
+    def _acquire(self, n: int) -> list[Any] | None:
+        """``n`` free tensors, or None (and none taken): never wait, a busy daemon drops camera frames."""
+        tensors = []
+        for _ in range(n):
+            tensor = self._pool.acquire(0)
+            if tensor is None:
+                for t in tensors:
+                    self._pool.release(t)
+                return None
+            tensors.append(tensor)
+        return tensors
+
+    def _prepare(self, image: Any, tensors: list[Any]) -> list[Job]:
+        """The frame into ``tensors``: each region's crop, cut before resizing so that a small region keeps
+        its detail, through the preprocessing of its own model; or the whole frame."""
+        name = self.config.name
+        if not self._regions:
+            prepared = crop_image(image, self._spec, out=tensors[0])
+            job = Job(source=name, rel="", path=None)
+            job.tensor, job.width, job.height = tensors[0], prepared.width, prepared.height
+            return [job]
+        jobs = []
+        for region, tensor in zip(self._regions, tensors):
+            part = image.crop(region.box(image.width, image.height))
+            prepared = crop_image(part, region.spec, out=tensor)
+            job = Job(source=name, rel="", path=None, region=region.config.name, session=region.session,
+                      crop=part if self._keep_crops else None)
+            job.tensor, job.width, job.height = tensor, prepared.width, prepared.height
+            jobs.append(job)
+        return jobs
+
+    def take(self) -> list[Job] | None:
+        """The newest sampled frame's jobs, handed to the batcher (None if they were already taken)."""
         with self._slot_lock:
-            job, self._slot = self._slot, None
+            jobs, self._slot = self._slot, None
             self._announced = False
-        return job
+        return jobs
 
     def _check_frozen(self, frame: Any) -> None:
         digest = hashlib.blake2b(frame.planes[0], digest_size=16).digest()

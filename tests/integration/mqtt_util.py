@@ -112,16 +112,18 @@ class Broker:
 
 
 class Subscriber:
-    """A persistent QoS 1 session on ``edge-infer/#``: what a fleet's collector looks like."""
+    """A persistent QoS 1 session on ``edge-infer/#`` (or ``topics``): what a fleet's collector looks like;
+    ``clean``: a fresh session, which is sent the retained messages as it subscribes."""
 
     def __init__(self, port: int, tls: dict[str, Path] | None = None,
-                 login: tuple[str, str] | None = None, client_id: str = "test-collector") -> None:
+                 login: tuple[str, str] | None = None, client_id: str = "test-collector",
+                 topics: tuple[str, ...] = ("edge-infer/#",), clean: bool = False) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool, int]] = []  # topic, payload, retain flag, QoS
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False)
+                                  clean_session=clean)
         self.client.reconnect_delay_set(0.2, 1)
         if login:
             self.client.username_pw_set(*login)
@@ -129,7 +131,7 @@ class Subscriber:
             self.client.tls_set(ca_certs=str(tls["ca"]), certfile=str(tls["client_cert"]),
                                 keyfile=str(tls["client_key"]))
         self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, *_: c.subscribe("edge-infer/#", qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._on_message
         self.port = port

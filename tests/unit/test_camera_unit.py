@@ -63,7 +63,7 @@ def test_a_camera_keeps_only_its_newest_frame_waiting(tmp_path, pyav):
     for f in frames:
         source._sample(f, None)
     assert prepared.qsize() == 1 and pool_free(pool) == 1  # one ticket, one tensor in use
-    job = prepared.get_nowait().take()
+    (job,) = prepared.get_nowait().take()
     assert job.frame["seq"] == 2 and job.tensor.mean() > 150  # the newest frame
     assert source.take() is None
     dropped = registry.get_sample_value("edge_infer_frames_dropped_total", {"source": "c", "reason": "superseded"})

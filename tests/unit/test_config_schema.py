@@ -12,11 +12,12 @@ from typing import Any, Iterator, Literal, Optional, Union, get_args, get_origin
 
 import pytest
 
-from edge_infer.config import AppConfig, FolderSource, parse_config
+from edge_infer.config import AppConfig, FolderSource, Region, parse_config
 from edge_infer.config_reader import Rule, Section, read, setting
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-NOT_KEYS = {(AppConfig, "path")}  # the file the config came from, set by load_config
+# The file the config came from, set by load_config; where a region was read from, to name it in later errors.
+NOT_KEYS = {(AppConfig, "path"), (Region, "key")}
 # Values the schema cannot make up: required keys, and keys with a pattern.
 GIVEN = {
     # {label} needs after: move, and min_score needs {label}: each source's after or min_score is left default.
@@ -24,8 +25,11 @@ GIVEN = {
                  "after": "move"},
                 {"name": "plain", "type": "folder", "path": "in2", "done_dir": "done2", "failed_dir": "failed2",
                  "min_score": 0.0},
-                {"name": "cam0", "type": "camera", "url": "rtsp://127.0.0.1:8554/cam", "video_size": "640x480"}],
-    "output": {"dir": "results", "mqtt": {"host": "broker"}},
+                {"name": "cam0", "type": "camera", "url": "rtsp://127.0.0.1:8554/cam", "video_size": "640x480",
+                 "frames": "all", "regions": [{"name": "door", "crop": [0, 0.25, 0.5, 1], "states": ["open", "shut"],
+                                               "threshold": 0.7, "sample_below": 0.9,
+                                               "model": {"path": "door.onnx"}}]}],
+    "output": {"dir": "results", "mqtt": {"host": "broker", "discovery_prefix": "ha"}},
 }
 
 
@@ -88,9 +92,11 @@ def _filled(cls: type, given: dict[str, Any], base: Path, prefix: str = "") -> t
         subs, sep = _sections(hint)
         if (cls, f.name) in NOT_KEYS:
             continue
-        if sep == "[].":  # the sources: each item's type says which section it is
-            by_type = {get_args(get_type_hints(c)["type"])[0]: c for c in subs}
-            items = [_filled(by_type[item["type"]], item, base, f"{key}[{i}].") for i, item in enumerate(given[f.name])]
+        if sep == "[].":  # the sources: each item's type says which section it is (a region has one kind)
+            by_type = {get_args(get_type_hints(c)["type"])[0] if "type" in get_type_hints(c) else None: c
+                       for c in subs}
+            items = [_filled(by_type[item.get("type")], item, base, f"{key}[{i}].")
+                     for i, item in enumerate(given.get(f.name, []))]
             doc[f.name] = [d for d, _ in items]
             for _, w in items:
                 want.update(w)

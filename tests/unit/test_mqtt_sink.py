@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from edge_infer.config import MqttConfig
 from edge_infer.ops.metrics import Metrics
 from edge_infer.sinks.durable import encode_json
-from edge_infer.sinks.mqtt import MqttSink, decode, encode
+from edge_infer.sinks.mqtt_sink import MqttSink, decode, encode, encode_raw
 from edge_infer.sinks.mqtt_client_id import default_client_id
 from edge_infer.sinks.spool import Spool
 
@@ -20,12 +20,32 @@ CFG = MqttConfig(host="127.0.0.1")
 def test_a_name_that_is_not_utf8_is_encoded_as_in_its_result_file():
     name = os.fsdecode(b"caf\xe9-\xff.jpg")  # lone surrogates, as Python holds a name that is not UTF-8
     obj = {"source": "drops", "input": name, "status": "ok"}
-    topic, payload = decode(encode("edge-infer/d/drops/results", obj))
-    assert topic == "edge-infer/d/drops/results"
+    topic, payload, retain = decode(encode("edge-infer/d/drops/results", obj))
+    assert topic == "edge-infer/d/drops/results" and not retain
     assert payload + b"\n" == encode_json(obj)  # one encoder for the files and MQTT
     assert os.fsencode(json.loads(payload)["input"]) == b"caf\xe9-\xff.jpg"
     plain = {"source": "drops", "input": "café.jpg"}  # UTF-8 names stay as they are, not escaped
     assert decode(encode("t", plain))[1] == "{\"source\": \"drops\", \"input\": \"café.jpg\"}".encode()
+
+
+def test_a_record_keeps_its_retain_flag_and_one_written_before_the_flag_reads_as_not_retained():
+    topic, payload, retain = decode(encode_raw("edge-infer/d/cam/door/state", b"open", retain=True))
+    assert (topic, payload, retain) == ("edge-infer/d/cam/door/state", b"open", True)
+    old = len(b"t").to_bytes(2, "little") + b"t" + b"{}"  # the layout before the flag existed
+    assert decode(old) == ("t", b"{}", False)
+
+
+def test_region_states_are_retained_and_events_are_not(tmp_path):
+    spool = Spool(tmp_path, 1 << 20)
+    sink = MqttSink(cfg=CFG, device="d1", spool=spool, metrics=Metrics(CollectorRegistry()))
+    sink.add_state("cam0", "door", "open")
+    sink.add_event({"source": "cam0", "region": "door", "state": "open", "previous": "unknown"})
+    (_, state), (_, event) = spool.read(0, 10)
+    assert decode(state) == ("edge-infer/d1/cam0/door/state", b"open", True)
+    topic, payload, retain = decode(event)
+    assert topic == "edge-infer/d1/cam0/door/events" and not retain
+    assert json.loads(payload) == {"source": "cam0", "region": "door", "state": "open", "previous": "unknown",
+                                   "device": "d1"}
 
 
 def test_each_payload_names_its_device(tmp_path):
@@ -34,8 +54,8 @@ def test_each_payload_names_its_device(tmp_path):
     sink.add({"source": "drops", "input": "a.jpg", "status": "ok"})
     sink.add_frame({"source": "cam0", "frame": {"seq": 1}, "status": "ok"})
     got = [decode(r) for _, r in spool.read(0, 10)]
-    assert [t for t, _ in got] == ["edge-infer/shop-door-3/drops/results", "edge-infer/shop-door-3/cam0/results"]
-    assert [json.loads(p)["device"] for _, p in got] == ["shop-door-3", "shop-door-3"]
+    assert [t for t, _, _ in got] == ["edge-infer/shop-door-3/drops/results", "edge-infer/shop-door-3/cam0/results"]
+    assert [json.loads(p)["device"] for _, p, _ in got] == ["shop-door-3", "shop-door-3"]
     spool.close()
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_infer.sources.region_state import UNKNOWN, RegionState
+from edge_infer.pipeline.region_state import UNKNOWN, RegionState
 
 
 def feed(rs: RegionState, frames: list[tuple[str, float]]) -> list[tuple[str, str, int]]:
@@ -67,3 +67,20 @@ def test_an_event_has_the_issues_fields():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         RegionState("cam", "r", **kwargs)
+
+
+def test_with_states_declared_another_label_counts_as_a_frame_below_the_threshold():
+    r = RegionState("cam", "door", confirm_frames=2, states=("open", "closed"))
+    assert r.observe("open", 0.9, {}, "t") is None
+    assert r.observe("tabby", 0.99, {}, "t") is None  # breaks the run, like a frame below the threshold
+    assert r.observe("open", 0.9, {}, "t") is None
+    assert r.observe("open", 0.9, {}, "t").state == "open"
+
+
+def test_started_marks_the_first_frame_of_a_run_towards_a_new_state():
+    r = RegionState("cam", "door", confirm_frames=3)
+    seen = []
+    for label in ("open", "open", "open", "open", "closed", "closed", "open"):
+        r.observe(label, 0.9, {}, "t")
+        seen.append(r.started)
+    assert seen == [True, False, False, False, True, False, False]

@@ -9,8 +9,10 @@
 - The state is ``unknown`` until the first confirmation, and again when the camera goes down (``down``),
   which is announced too, so that whoever shows the state stops showing a stale one.
 
-Pure logic, no clock and no I/O: the camera source feeds it frames, the writer publishes what it returns.
-Not yet wired into the camera source (issue 18 is open): this is its first piece, landed with its tests.
+- With ``states`` declared, a frame whose top-1 is none of them counts as a frame below the threshold.
+
+Pure logic, no clock and no I/O: ``pipeline/region_watch.py`` feeds it each region's frames in order and
+publishes what it returns.
 """
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ class RegionState:
     region: str
     threshold: float = 0.8
     confirm_frames: int = 3
+    states: tuple[str, ...] = ()  # empty: every label is a state
     state: str = UNKNOWN
+    started: bool = False  # the last frame observed began a run towards a new state (samples keep it)
     _candidate: str | None = field(default=None, repr=False)
     _run: int = field(default=0, repr=False)
 
@@ -56,7 +60,8 @@ class RegionState:
 
     def observe(self, label: str, score: float, frame: dict[str, Any], at: str) -> Change | None:
         """One frame's top-1; the change it confirms, if any."""
-        if score < self.threshold:
+        self.started = False
+        if score < self.threshold or (self.states and label not in self.states):
             self._candidate, self._run = None, 0
             return None
         if label == self.state:
@@ -65,7 +70,7 @@ class RegionState:
         if label == self._candidate:
             self._run += 1
         else:
-            self._candidate, self._run = label, 1
+            self._candidate, self._run, self.started = label, 1, True
         if self._run < self.confirm_frames:
             return None
         change = Change(self.source, self.region, label, self.state, score, frame, at)
