@@ -7,7 +7,7 @@ drift falls on both), each for ``--seconds`` after its first frames. Per run: ca
 time of the daemon's whole process tree (decoders included) per sampled frame, and the peak PSS of the tree.
 The best run of each side is reported (the least disturbed by whatever else the machine was doing).
 
-    python bench/camera_regions.py --images ../shared/images/imagenet-samples --rounds 3
+    python bench/camera_regions.py --images ../shared/images/imagenet-samples --rounds 3 [--own-model]
 """
 from __future__ import annotations
 
@@ -38,10 +38,12 @@ def metric(port: int, name: str) -> float:
                    if line.startswith(name + "{") or line.startswith(name + " "))
 
 
-def run_once(work: Path, url: str, regions: bool, fps: float, seconds: float) -> dict[str, float]:
+def run_once(work: Path, url: str, regions: bool, fps: float, seconds: float,
+             own_model: Path | None = None) -> dict[str, float]:
     port = free_port()
+    crops = [{**r, "model": {"path": str(own_model)}} if own_model else r for r in REGIONS]
     cam = {"name": "cam0", "type": "camera", "url": url, "fps": fps, "frames": "all",
-           **({"regions": REGIONS} if regions else {})}
+           **({"regions": crops} if regions else {})}
     cfg = {"sources": [cam], "output": {"dir": str(work / ("results-r" if regions else "results"))},
            "metrics": {"port": port}, "logging": {"level": "warning"}}
     (work / "config.yaml").write_text(json.dumps(cfg))
@@ -77,18 +79,26 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--fps", type=float, default=5)
     ap.add_argument("--count", type=int, default=20, help="photos in the looping stream")
+    ap.add_argument("--own-model", action="store_true",
+                    help="the regions name their own model (a copy of the embedded one): one more session")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-infer-regions-") as tmp:
         work = Path(tmp)
         (work / "photos").mkdir()
         for p in sorted(args.images.glob("*.JPEG"))[:args.count]:
             shutil.copy(p, work / "photos" / p.name)
+        own = None
+        if args.own_model:
+            from edge_infer.model.manifest import default_model_path
+
+            shutil.copytree(default_model_path().parent, work / "own-model")
+            own = work / "own-model" / "model.onnx"
         runs: dict[str, list[dict[str, float]]] = {"whole frame": [], "two regions": []}
         with start_rtsp_server(work / "photos", seconds_per_image=0.5, fps=25) as server:
             for i in range(args.rounds):
                 order = [False, True] if i % 2 == 0 else [True, False]
                 for regions in order:
-                    r = run_once(work, server.url, regions, args.fps, args.seconds)
+                    r = run_once(work, server.url, regions, args.fps, args.seconds, own)
                     side = "two regions" if regions else "whole frame"
                     runs[side].append(r)
                     print(f"round {i + 1} {side:>12}: {r['frames']:.0f} frames ({r['fps']:.2f}/s), "
