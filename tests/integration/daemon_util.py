@@ -46,6 +46,15 @@ def write_config(root: Path, sources: list[dict[str, Any]] | None = None, **sect
     return path
 
 
+def jsonl_rows(root: Path, source: str) -> list[dict]:
+    """Every line of a camera's JSON Lines files under ``<root>/results/<source>/``, oldest file first."""
+    folder = root / "results" / source
+    rows = []
+    for f in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
+        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return rows
+
+
 class RunningApp:
     """An ``App`` serving on a background thread, stopped (and checked to stop) on exit."""
 

@@ -10,19 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES
-from tests.integration.daemon_util import RunningApp, wait_for, write_config
+from tests.integration.daemon_util import RunningApp, jsonl_rows, wait_for, write_config
 
 # Photos the model gets right with confidence, 4:3 like the 640x480 stream.
 PHOTOS = {"n01440764_tench.JPEG": 0, "n01558993_robin.JPEG": 15, "n01601694_water_ouzel.JPEG": 20}
 pytestmark = pytest.mark.usefixtures("pyav")
-
-
-def jsonl_rows(root: Path, source: str) -> list[dict]:
-    folder = root / "results" / source
-    rows = []
-    for f in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
-        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return rows
 
 
 def camera(name: str, url: str, **kw) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES
-from tests.integration.daemon_util import RunningApp, wait_for, write_config
+from tests.integration.daemon_util import RunningApp, jsonl_rows, wait_for, write_config
 
 pytestmark = pytest.mark.usefixtures("pyav")
 A, B, STILL = "n01440764_tench.JPEG", "n01558993_robin.JPEG", "n01601694_water_ouzel.JPEG"
@@ -50,16 +50,8 @@ def write_video(path: Path, script: list[tuple[str, int]]) -> None:
             out.mux(packet)
 
 
-def lines(root: Path, source: str) -> list[dict]:
-    folder = root / "results" / source
-    out = []
-    for f in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
-        out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return out
-
-
 def events(root: Path, source: str, region: str) -> list[dict]:
-    return [e for e in lines(root, source) if "state" in e and e["region"] == region]
+    return [e for e in jsonl_rows(root, source) if "state" in e and e["region"] == region]
 
 
 def camera(url: str, **kw) -> dict:
@@ -97,7 +89,7 @@ def test_a_region_confirms_one_change_per_switch_and_none_for_spliced_frames(tmp
     bins = events(tmp_path, "cam", "bins")
     assert [(e["previous"], e["state"]) for e in bins] == [("unknown", "water ouzel"), ("water ouzel", "unknown")]
     # frames: changes (the default with regions): no per-frame lines at all.
-    assert all("state" in line for line in lines(tmp_path, "cam"))
+    assert all("state" in line for line in jsonl_rows(tmp_path, "cam"))
     # Samples: the folder-per-class layout train reads, at most samples_max_files per region.
     for region in ("door", "bins"):
         kept = sorted(samples.glob(f"{region}/*/*.jpg"))
@@ -120,7 +112,7 @@ def test_every_frame_is_written_with_frames_all(tmp_path, shared):
         wait_for(lambda: run.sample("edge_infer_camera_up", source="cam") == 0
                  and run.sample("edge_infer_camera_reconnects_total", source="cam") is not None, 30, "ended")
         wait_for(lambda: len(events(tmp_path, "cam", "door")) == 1, 10, "door confirmed")
-    rows = [r for r in lines(tmp_path, "cam") if "status" in r]
+    rows = [r for r in jsonl_rows(tmp_path, "cam") if "status" in r]
     by_region = {region: [r for r in rows if r["region"] == region] for region in ("door", "bins")}
     assert len(by_region["door"]) >= 10 and len(by_region["bins"]) == len(by_region["door"])
     assert {r["predictions"][0]["label"] for r in by_region["door"]} == {"tench"}
@@ -156,6 +148,7 @@ def _serving():
     return ModelSession.load(None)
 
 
+@pytest.mark.slow
 def test_rtsp_scenes_switch_once_per_scene(tmp_path, shared, rtsp):
     """The RTSP server shows each photo of a folder for seconds_per_image, in a loop: two scenes, so every
     switch is one change, and none while a scene holds."""
@@ -187,6 +180,7 @@ def test_rtsp_scenes_switch_once_per_scene(tmp_path, shared, rtsp):
     shutil.rmtree(photos)
 
 
+@pytest.mark.slow
 def test_states_are_retained_and_home_assistant_discovers_and_forgets_the_regions(tmp_path, shared):
     pytest.importorskip("paho.mqtt", reason="needs paho-mqtt: pip install -e '.[mqtt,dev]'")
     from tests.integration.mqtt_util import Broker, Subscriber
