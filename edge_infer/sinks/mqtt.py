@@ -58,6 +58,7 @@ class MqttPublisher(Stage):
         self._side_mids: set[int] = set()  # discovery and clearing messages: not spooled results either
         self._cleared: set[str] = set()  # retained topics no longer owned: their spooled records are skipped
         self._announcing: list[Any] = []  # their publications; retained.json is rewritten once all are done
+        self._reannounce = False  # Home Assistant came online: announce again from the publishing thread
         self._next = 0  # the next spool seq to send
         self._drain_until = 0.0
         self._down_reported = False
@@ -110,6 +111,7 @@ class MqttPublisher(Stage):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _connect(self) -> bool:
@@ -135,6 +137,8 @@ class MqttPublisher(Stage):
             return False
         self._status_mid = client.publish(self._status_topic, STATUS_ONLINE, qos=1, retain=True).mid
         self._announce(client)
+        if self._discovery:  # Home Assistant says "online" as it (re)starts: announce again then, as it asks
+            client.subscribe(f"{self._cfg.discovery_prefix}/status", qos=1)
         self._client, self._inflight, self._early = client, {}, set()
         self._next = self._spool.ack  # resend everything not acknowledged, in order
         self.connected, self._down_reported = True, False
@@ -177,6 +181,10 @@ class MqttPublisher(Stage):
         self._client, self.connected = None, False
         self._metrics.mqtt_connected.set(0)
 
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if message.topic == f"{self._cfg.discovery_prefix}/status" and message.payload == b"online":
+            self._reannounce = True
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connack = reason_code
 
@@ -206,6 +214,9 @@ class MqttPublisher(Stage):
         assert client is not None
         rc = client.loop(LOOP_S)  # reads PUBACKs (-> _on_publish), keeps the connection alive
         self._spool.flush_ack()
+        if self._reannounce:
+            self._reannounce = False
+            self._announce(client)
         self._announced()
         if rc != mqtt.MQTT_ERR_SUCCESS or not self.connected:
             self._lost(mqtt.error_string(rc))

@@ -205,6 +205,10 @@ def test_states_are_retained_and_home_assistant_discovers_and_forgets_the_region
                 assert late.received(door_state)[0][:2] == (b"tench", True)
                 assert late.received(bins_state)[0][:2] == (b"water ouzel", True)
                 payload, retained, _ = late.received(door_config)[0]
+            # Home Assistant restarting says "online" on its status topic: the configs are announced again.
+            before = len(sub.received(door_config))
+            sub.client.publish("homeassistant/status", b"online", qos=1)
+            wait_for(lambda: len(sub.received(door_config)) > before, 10, "the configs announced again")
         assert retained
         sensor = json.loads(payload)
         assert sensor["state_topic"] == door_state and sensor["unique_id"] == "edge_infer_pi1_cam_door"
