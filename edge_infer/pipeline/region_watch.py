@@ -35,11 +35,16 @@ class RegionWatch:
         self.states = {r.name: RegionState(camera.name, r.name, r.threshold, r.confirm_frames, r.states)
                        for r in camera.regions}
         self._last_seq = {r.name: 0 for r in camera.regions}
+        self._started = False
         self._seen: set[str] = set()  # regions with a classified frame this run (the first is a sample)
         self.changes: list[Change] = []  # this run's, newest last (bounded: for status and tests)
 
     def start(self) -> None:
-        """Every region starts unknown: a retained state left by the previous run is not trusted."""
+        """Every region starts unknown: a retained state left by the previous run is not trusted. Once: a
+        writer restarted in place after it died carries on with the states it had."""
+        if self._started:
+            return
+        self._started = True
         for r in self.camera.regions:
             self._metrics.init_region(self.camera.name, r.name, r.states)
             if self._mqtt is not None:
