@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_infer.tools.procfs import tree_cpu_seconds, tree_pss_mb  # noqa: E402
-from tests.support.rtsp import free_port, start_rtsp_server  # noqa: E402
+from edge_infer.tools.procfs import tree_cpu_seconds, tree_pss_mb
+from tests.support.rtsp import free_port, start_rtsp_server
 
 REGIONS = [{"name": "left", "crop": [0, 0, 0.5, 1]}, {"name": "right", "crop": [320, 0, 640, 480]}]
 
@@ -35,7 +35,7 @@ def metric(port: int, name: str) -> float:
     """The sum of a metric's samples (every label set)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
-                   if line.startswith(name + "{") or line.startswith(name + " "))
+                   if line.startswith((name + "{", name + " ")))
 
 
 def run_once(work: Path, url: str, regions: bool, fps: float, seconds: float,

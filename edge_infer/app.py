@@ -256,7 +256,7 @@ class App:
 
         return {cam.name: region_crops(cam, serving, load) for cam in cams}
 
-    def _region_watch(self, cam: "CameraStage", sink: JsonlSink, mqtt: MqttSink | None) -> RegionWatch:
+    def _region_watch(self, cam: CameraStage, sink: JsonlSink, mqtt: MqttSink | None) -> RegionWatch:
         cfg = cam.config
         samples = None if cfg.samples_dir is None else SampleStore(
             cfg.samples_dir, max_files=cfg.samples_max_files, max_bytes=cfg.samples_max_bytes,

@@ -62,7 +62,7 @@ def test_a_camera_down_for_stall_after_s_makes_the_region_unknown_once():
 
 
 def test_a_restarted_writer_keeps_the_states_it_had():
-    w, sink, registry = watch([0.0])
+    w, _, registry = watch([0.0])
     w.observe(frame(1, "shut"))
     w.observe(frame(2, "shut"))
     w.start()  # the writer's run() again, after it died
