@@ -52,7 +52,7 @@ def test_a_daemon_on_the_stock_model_swaps_in_the_trained_one_on_sighup_and_sort
         before = _drop(tmp_path, next(iter(held_out.values())), "before.jpg")
         imagenet_label = before["predictions"][0]["label"]
         assert imagenet_label not in groups  # the stock model speaks ImageNet
-        assert (tmp_path / "done" / imagenet_label / "before.jpg").is_file()
+        wait_for((tmp_path / "done" / imagenet_label / "before.jpg").is_file, 10, "before.jpg moved")
 
         install_model(model_dir, coarse7_model)
         proc.send_signal(signal.SIGHUP)
