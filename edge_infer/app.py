@@ -210,7 +210,7 @@ class App:
         crops = self._region_crops(cams, session)
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}
-        mqtt = self._build_mqtt()
+        mqtt = self._build_mqtt(cams)
         lanes = self.plan.inference_threads
         # uint8 crops: a batch being collected by each inference thread and one more waiting, one per busy
         # worker, one per camera region (or whole frame).
@@ -264,14 +264,13 @@ class App:
         return RegionWatch(camera=cfg, sink=sink, mqtt=mqtt, metrics=self.metrics, samples=samples,
                            last_frame=lambda: cam.last_frame_at)
 
-    def _build_mqtt(self) -> MqttSink | None:
+    def _build_mqtt(self, cams: list[CameraSource]) -> MqttSink | None:
         cfg, out = self.config.output.mqtt, self.config.output.dir
         if cfg is None:
             return None
         device = device_name(cfg)
         self.spool = Spool(cfg.spool_dir or out / ".mqtt-spool", cfg.spool_max_bytes, cfg.on_full)
         self.metrics.mqtt_spool_bytes.set(self.spool.disk_bytes)
-        cams = [s for s in self.config.sources if isinstance(s, CameraSource)]
         self.publisher = MqttPublisher(cfg=cfg, device=device, spool=self.spool, metrics=self.metrics,
                                        password=read_password(cfg), discovery=discovery_messages(cfg, device, cams),
                                        state_topics=tuple(state_topics(cfg, device, cams)))

@@ -37,7 +37,6 @@ class RegionWatch:
         self._last_seq = {r.name: 0 for r in camera.regions}
         self._started = False
         self._seen: set[str] = set()  # regions with a classified frame this run (the first is a sample)
-        self.changes: list[Change] = []  # this run's, newest last (bounded: for status and tests)
 
     def start(self) -> None:
         """Every region starts unknown: a retained state left by the previous run is not trusted. Once: a
@@ -92,7 +91,6 @@ class RegionWatch:
         if change.state != UNKNOWN:
             log.info("camera %s: region %s is %s (was %s, score %.2f)", change.source, change.region, change.state,
                      change.previous, change.score or 0.0)
-        self.changes = [*self.changes[-99:], change]
         self._sink.append(event)
         self._metrics.region_changed(change.source, change.region, change.state, change.previous,
                                      declared=bool(self._regions[change.region].states))

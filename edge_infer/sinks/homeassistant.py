@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import CameraSource, MqttConfig
+from ..config import CameraSource, MqttConfig, Region
 from .durable import replace_file
+from .mqtt_sink import STATUS_OFFLINE, STATUS_ONLINE
 
 log = logging.getLogger(__name__)
 RETAINED_FILE = "retained.json"
-STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
 
 
 def _object_id(*parts: str) -> str:
@@ -35,19 +35,18 @@ def state_topics(cfg: MqttConfig, device: str, cameras: Iterable[CameraSource]) 
             for cam in cameras for r in cam.regions]
 
 
-def sensor_config(cfg: MqttConfig, device: str, camera: CameraSource, region_index: int) -> tuple[str, dict[str, Any]]:
+def sensor_config(cfg: MqttConfig, device: str, source: str, region: Region) -> tuple[str, dict[str, Any]]:
     """(discovery topic, payload) of one region's sensor, per Home Assistant's MQTT sensor schema."""
-    region = camera.regions[region_index]
-    topics = {"device": device, "source": camera.name, "region": region.name}
-    node = _object_id(device, camera.name, region.name)
+    topics = {"device": device, "source": source, "region": region.name}
+    node = _object_id(device, source, region.name)
     payload: dict[str, Any] = {
-        "name": f"{camera.name} {region.name}",
-        "unique_id": _object_id("edge_infer", device, camera.name, region.name),
+        "name": f"{source} {region.name}",
+        "unique_id": _object_id("edge_infer", device, source, region.name),
         "state_topic": cfg.state_topic.format(**topics),
         "json_attributes_topic": cfg.events_topic.format(**topics),  # score, previous, frame, at of the last change
         "availability_topic": cfg.status_topic.format(device=device),
-        "payload_available": STATUS_ONLINE,
-        "payload_not_available": STATUS_OFFLINE,
+        "payload_available": STATUS_ONLINE.decode(),
+        "payload_not_available": STATUS_OFFLINE.decode(),
         "icon": "mdi:cctv",
         "device": {"identifiers": [_object_id("edge_infer", device)], "name": device,
                    "manufacturer": "edge-infer", "model": "edge-infer", "sw_version": __version__},
@@ -65,8 +64,8 @@ def discovery_messages(cfg: MqttConfig, device: str, cameras: Iterable[CameraSou
         return {}
     out: dict[str, bytes] = {}
     for cam in cameras:
-        for i in range(len(cam.regions)):
-            topic, payload = sensor_config(cfg, device, cam, i)
+        for region in cam.regions:
+            topic, payload = sensor_config(cfg, device, cam.name, region)
             out[topic] = json.dumps(payload, sort_keys=True).encode("utf-8")
     return out
 

@@ -19,14 +19,13 @@ from ..lifecycle import Stage, backoff_s
 from ..ops.metrics import Metrics
 from .homeassistant import RetainedTopics
 from .mqtt_client_id import MACHINE_ID_FILES, default_client_id
-from .mqtt_sink import decode
+from .mqtt_sink import STATUS_OFFLINE, STATUS_ONLINE, decode
 from .spool import Spool
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
-STATUS_ONLINE, STATUS_OFFLINE = b"online", b"offline"
 LOOP_S = 0.1  # paho's select timeout: how soon a new spooled result is noticed when the link is idle
 CLOSE_S = 2.0  # at shutdown: waiting for the broker to take the offline status
 RECONNECT_MIN_S = 0.5  # the first reconnect waits this; then doubling, jittered, up to reconnect_max_s

@@ -20,6 +20,7 @@ from .spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
 _TOPIC_LEN = struct.Struct("<H")
+STATUS_ONLINE, STATUS_OFFLINE = b"online", b"offline"  # the retained status topic's payloads (and last will)
 RETAIN_BIT = 0x8000  # in the topic's length (topics are far shorter): a record written before it has it clear
 
 
