@@ -11,6 +11,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
+from .folder_metrics import FolderMetrics
+
 log = logging.getLogger(__name__)
 
 # superseded: a newer frame replaced one still waiting for the batcher (drop oldest); pipeline_full: no free
@@ -100,9 +102,7 @@ class Metrics:
                                            ["outcome"], registry=registry)
         for outcome in RELOAD_OUTCOMES:
             self.model_reloads_total.labels(outcome)
-        self.watch_overflows_total = Counter("edge_infer_watch_overflows", "inotify queue overflows (events "
-                                             "lost), each followed by a rescan of the folder.", ["source"],
-                                             registry=registry)
+        self.folders = FolderMetrics(registry)  # what the folder sources see of their file systems
         self.output_blocked = Gauge("edge_infer_output_blocked", "1 while results cannot be written, by reason; "
                                     "inputs wait meanwhile.", ["reason"], registry=registry)
         for reason in BLOCKED_REASONS:
@@ -163,7 +163,7 @@ class Metrics:
             self.errors_total.labels(name, error_kind)
         self.last_success_timestamp_seconds.labels(name)
         if kind == "folder":
-            self.watch_overflows_total.labels(name)
+            self.folders.watch_overflows_total.labels(name)
             self.inputs_parked.labels(name)
         self.end_to_end_seconds.labels(name)
         with self._model_lock:
@@ -259,7 +259,7 @@ class Metrics:
         self.ready.set(1 if ready else 0)
 
     def watch_overflowed(self, source: str) -> None:
-        self.watch_overflows_total.labels(source).inc()
+        self.folders.watch_overflows_total.labels(source).inc()
 
     def set_output_blocked(self, reason: str | None) -> None:
         """``reason`` (one of BLOCKED_REASONS) while the writer is blocked, None once it writes again."""
