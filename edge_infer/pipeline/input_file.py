@@ -72,3 +72,16 @@ def read_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> byt
         return read_open(fd, st.st_size, max_bytes)
     finally:
         os.close(fd)
+
+
+def still_there(path: Path, identity: tuple[int, ...] | None) -> bool:
+    """Whether ``path`` still names the file that was read as ``identity`` (device and inode first): an input
+    processed in place (see sources/claims.py) is acknowledged only then, since a newer file at its path is a
+    new input with a record of its own."""
+    if identity is None:
+        return True  # never opened (refused before that): what is there is what was refused
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True  # the acknowledgement itself reports it gone
+    return (st.st_dev, st.st_ino) == identity[:2]

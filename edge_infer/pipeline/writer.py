@@ -33,6 +33,7 @@ from .ack_sync import AckSync
 from .fs_errors import blocked_kind, describe, raise_unless_own
 from .jobs import Job
 from .inflight import InflightJournal
+from .input_file import still_there
 from .parked import PARKED_NAME, Parked, ParkedInputs
 from .records import error_result, frame_result, ok_result
 from .state import PipelineState
@@ -62,6 +63,17 @@ class SourceRoute:
 def _timings_ms(job: Job) -> dict[str, float]:
     """The result's ``timings_ms``: the stages a job went through, in milliseconds."""
     return {k: 1000 * job.timings.get(k, 0.0) for k in ("queue", "preprocess", "inference")}
+
+
+def _one_per_name(jobs: list[Job]) -> list[list[Job]]:
+    """``jobs`` in groups in which no two have the same name, in order."""
+    groups: list[list[Job]] = []
+    for job in jobs:
+        group = next((g for g in groups if all((j.source, j.rel) != (job.source, job.rel) for j in g)), None)
+        if group is None:
+            groups.append(group := [])
+        group.append(job)
+    return groups
 
 
 def _jobs(item: "Job | list[Job]") -> list[Job]:
@@ -306,7 +318,14 @@ class ResultWriter(Stage):
         return sorted_dir(route.done_dir, UNSURE if unsure else str(top.get("label", UNSURE)))
 
     def _write_records(self, jobs: list[Job]) -> None:
-        """Commit the result or failure record of each folder job, durably, as one group."""
+        """Commit the result or failure record of each folder job, durably, as one group; inputs of the same
+        name (a newer file at a path whose older one is in flight) in groups of their own, one after the other:
+        each chooses its name from what is on disk, and two choosing at once would choose the same one."""
+        names = {(job.source, job.rel) for job in jobs}
+        if len(names) < len(jobs):
+            for group in _one_per_name(jobs):
+                self._write_records(group)
+            return
         for job in jobs:
             job.stored_as = job.stored_as or self._file_name(job)
         records = [(self._record_path(job), self._record(job),
@@ -378,6 +397,10 @@ class ResultWriter(Stage):
 
     def _acknowledge(self, job: Job, route: SourceRoute, dest_dir: Path | None, force_move: bool = False) -> None:
         assert job.path is not None
+        if not still_there(job.path, job.identity):  # an input processed in place, replaced since it was read
+            log.info("%s/%s was replaced by a newer file since it was read: its record stands, the newer file "
+                     "is a new input", job.source, job.rel)
+            return
         try:
             if force_move or route.after == "move":
                 assert dest_dir is not None

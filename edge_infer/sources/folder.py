@@ -4,9 +4,12 @@ inotify (watchdog's InotifyObserver with full move events) tells us when a file 
 handle was closed (``closed``) or a finished file was renamed or moved in (``moved``). We never act on
 ``modified``, which fires many times while a file is written. Files found by a scan (start-up, a folder
 moved in, a rescan after the kernel's event queue overflowed) have sent no such event: they are complete
-once no process holds them open for writing (a file lease tells, see writers.py), or, where the kernel
+once no process holds them open for writing (a file lease tells, see leases.py), or, where the kernel
 cannot say, once their size and mtime have been still for ``settle_s``. The polling observer (network
 mounts, whose remote writers no local check can see) always waits for ``settle_s``.
+
+Each input is claimed as it is handed over (claims.py): renamed into the inbox's own hidden folder, so
+that what is acknowledged is the file that was read, whatever its path names by then.
 
 Symbolic links, FIFOs, sockets and devices are inputs too: they are never followed or opened for reading,
 and end in the failed folder (the worker refuses them), so nothing lands in the inbox without a record.
@@ -21,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent,
-                             FileSystemEvent, FileSystemEventHandler)
+from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent,
+                             FileMovedEvent, FileSystemEvent)
 
 from ..config import FolderSource as FolderSourceConfig
 from ..lifecycle import Stage
@@ -31,50 +34,12 @@ from ..pipeline.jobs import Job
 from ..pipeline.parked import ParkedInputs
 from ..pipeline.state import PipelineState
 from ..sinks.durable import make_dirs
+from .claims import Claims
+from .folder_events import Handler, is_transient
 from .inotify import OverflowEvent
 from .leases import held_open_for_writing
 
 log = logging.getLogger(__name__)
-TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", "~")
-
-
-def is_transient(rel: str) -> bool:
-    """Names still being written by their producer: hidden anywhere in the path, or a temporary suffix."""
-    parts = rel.split("/")
-    return any(p.startswith(".") for p in parts) or parts[-1].endswith(TEMP_SUFFIXES)
-
-
-def _is_regular(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return True  # gone: nothing to do, and a regular file would be acted on at its close anyway
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, source: "FolderSource") -> None:
-        self.source = source
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        src = os.fsdecode(event.src_path)
-        if isinstance(event, FileClosedEvent):
-            self.source.candidate(src, settled=True)
-        elif isinstance(event, FileMovedEvent) and event.dest_path:
-            self.source.candidate(os.fsdecode(event.dest_path), settled=True)
-        elif isinstance(event, DirMovedEvent) and event.dest_path:
-            self.source.scan(Path(os.fsdecode(event.dest_path)))  # a whole folder moved in
-        elif isinstance(event, DirCreatedEvent):
-            # Files written into a new folder before its inotify watch existed send no events of their own.
-            self.source.scan(Path(src))
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)) and self.source.polling:
-            self.source.candidate(src, settled=False)  # polling sees no closes: wait for stillness
-        elif isinstance(event, FileCreatedEvent) and not _is_regular(src):
-            self.source.candidate(src, settled=True)  # a symlink or FIFO is never closed after writing
-
-    def on_overflow(self, event: OverflowEvent) -> None:
-        self.source.overflowed()
-
-
 class FolderSource(Stage):
     """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
 
@@ -88,7 +53,10 @@ class FolderSource(Stage):
         self.polling = config.polling
         self._jobs = jobs
         self._lock = threading.Lock()
-        self._ready: dict[str, float] = {}  # abs path -> detected_at, in arrival order
+        self._ready: dict[str, tuple[str, float]] = {}  # abs path -> (rel, detected_at), in arrival order
+        # Taken (claimed, see claims.py) and waiting for room in the job queue, before anything ready.
+        self._held: dict[str, tuple[str, float]] = {}
+        self._claims = Claims(self.root) if config.after != "keep" else None  # keep: never moved
         self._settling: dict[str, tuple[int, float, float]] = {}  # abs path -> (size, mtime, still since)
         self._in_flight: set[str] = set()
         self._observer = None
@@ -105,7 +73,7 @@ class FolderSource(Stage):
         if rel is None or is_transient(rel) or (self._parked is not None and self._parked.skip(path)):
             return
         with self._lock:
-            if path in self._in_flight or path in self._ready:
+            if path in self._in_flight or path in self._ready or path in self._held:
                 return
             if not settled:
                 if path not in self._settling:
@@ -117,7 +85,7 @@ class FolderSource(Stage):
                 # input already done: done() comes after the move, so a file not in flight and not here
                 # is finished. Offering it would fail it as vanished.
                 return
-            self._ready[path] = time.time()
+            self._ready[path] = (rel, time.time())
             self._wake.set()  # this stage's thread takes over whatever the hand-over below leaves
         # Handed over on the calling (observer) thread: a lone photo skips one thread wake-up on its way.
         self._dispatch(block=False)
@@ -175,22 +143,36 @@ class FolderSource(Stage):
                     del self._settling[path]
                 elif not stat.S_ISREG(st.st_mode):
                     del self._settling[path]
-                    self._ready[path] = time.time()  # refused by the worker, with a failure record
+                    self._ready[path] = (self._rel(path) or "", time.time())  # refused by the worker
                 elif (st.st_size, st.st_mtime_ns) != (size, mtime) or writer:
                     self._settling[path] = (st.st_size, st.st_mtime_ns, now)  # still being written
                 elif (writer is False and not self.polling) or now - since >= self.config.settle_s:
                     del self._settling[path]
-                    self._ready[path] = time.time()
+                    self._ready[path] = (self._rel(path) or "", time.time())
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
         make_dirs(self.root)  # durably: a producer's synced arrival must not vanish with an unsynced folder
+        if self._claims is not None:
+            self._claims.prepare()
+            self._finish_claims()
         self._watch()  # watching before the scan: a file arriving in between is seen by one or both
         found = self.scan()
         log.info("source %s: watching %s (%s), %d file(s) already there", self.config.name, self.root,
                  "polling" if self.polling else "inotify", found)
         super().start()
         self.armed.set()
+
+    def _finish_claims(self) -> None:
+        """Claims an earlier run left (it stopped, crashed or lost power with them in flight) come first."""
+        assert self._claims is not None
+        left = [(p, rel) for p, rel in self._claims.left() if self._parked is None or not self._parked.skip(p)]
+        with self._lock:
+            for path, rel in left:
+                self._held[path] = (rel, time.time())
+        if left:
+            log.info("source %s: %d input(s) claimed by an earlier run are finished first", self.config.name,
+                     len(left))
 
     def _watch(self) -> None:
         from watchdog.observers.polling import PollingObserver
@@ -207,7 +189,7 @@ class FolderSource(Stage):
             self._observer = OverflowAwareObserver()
             # Created: only to see symlinks and FIFOs arrive (recursive watches ask the kernel for it anyway).
             wanted += [FileClosedEvent, FileCreatedEvent, OverflowEvent]
-        self._observer.schedule(_Handler(self), str(self.root), recursive=self.config.recursive,
+        self._observer.schedule(Handler(self), str(self.root), recursive=self.config.recursive,
                                 event_filter=wanted)
         self._observer.start()
 
@@ -237,9 +219,10 @@ class FolderSource(Stage):
             if path not in self._in_flight:
                 return False
             self._in_flight.discard(path)
+            self._held[path] = (job.rel, job.detected_at)  # taken already: offered again as it is
         if self._state is not None:
             self._state.in_flight.add(-1)
-        self.candidate(path, settled=True)
+        self._wake.set()
         return True
 
     def run(self) -> None:
@@ -257,23 +240,35 @@ class FolderSource(Stage):
         try:
             while self.should_keep_running():
                 with self._lock:
-                    if not self._ready:
+                    taken = self._take()
+                    if taken is None:
                         return
-                    path, detected = next(iter(self._ready.items()))
-                job = Job(source=self.config.name, rel=self._rel(path) or "", path=Path(path), detected_at=detected)
+                    path, (rel, detected) = taken
+                job = Job(source=self.config.name, rel=rel, path=Path(path), detected_at=detected)
                 try:
                     self._jobs.put(job, block, self.poll_s)
                 except queue.Full:
                     if not block:
                         return
-                    continue  # backpressure: the file stays ready and is offered again; stop is checked
+                    continue  # backpressure: the input stays taken and is offered again; stop is checked
                 with self._lock:
-                    self._ready.pop(path, None)
+                    self._held.pop(path, None)
                     self._in_flight.add(path)
                 if self._state is not None:
                     self._state.in_flight.add(1)
         finally:
             self._dispatching.release()
+
+    def _take(self) -> tuple[str, tuple[str, float]] | None:
+        """The next input, claimed (under ``_lock``: an event for its path that comes after the claim is a
+        new file's, and must find the path free); None when nothing is ready."""
+        while not self._held and self._ready:
+            path, (rel, detected) = next(iter(self._ready.items()))
+            del self._ready[path]
+            taken = self._claims.claim(path, rel) if self._claims is not None else path
+            if taken is not None:  # None: nothing there any more (its new name, if any, is seen anew)
+                self._held[taken] = (rel, detected)
+        return next(iter(self._held.items()), None)
 
     def done(self, job: Job) -> None:
         """The job is acknowledged (result durable, input moved/deleted/kept): forget it."""

@@ -29,7 +29,9 @@ from .result_watch import ResultWatch
 @dataclass(frozen=True)
 class DaemonSettings:
     """The settings a sweep varies (``--daemon batch=8,wait=10,threads=0,workers=0,lanes=0,decoders=thread``);
-    0 = the daemon's default. ``lanes`` is ``pipeline.inference_threads``, ``decoders`` ``pipeline.decoders``."""
+    0 = the daemon's default. ``lanes`` is ``pipeline.inference_threads``, ``decoders`` ``pipeline.decoders``;
+    ``code``: another checkout of edge-infer to run the daemon from (a previous main, side by side with
+    this one in the same interleaved run)."""
 
     batch: int = BatchConfig.max_size  # the daemon's own defaults, so that a plain bench measures them
     wait_ms: float = BatchConfig.max_wait_ms
@@ -37,11 +39,13 @@ class DaemonSettings:
     workers: int = 0
     lanes: int = 0
     decoders: str = PipelineConfig.decoders
+    code: str = ""
 
     @classmethod
     def parse(cls, text: str) -> "DaemonSettings":
         keys = {"batch": "batch", "wait": "wait_ms", "threads": "threads", "workers": "workers", "lanes": "lanes",
-                "decoders": "decoders"}
+                "decoders": "decoders", "code": "code"}
+        text_keys = ("decoders", "code")
         values: dict[str, object] = {}
         for part in filter(None, text.split(",")):
             k, _, v = part.partition("=")
@@ -49,13 +53,16 @@ class DaemonSettings:
             if k not in keys or not v or (k == "decoders" and v not in ("process", "thread")):
                 raise ValueError("expected e.g. batch=8,wait=10,threads=0,workers=0,lanes=0,decoders=thread, "
                                  f"got {text!r}")
-            values[keys[k]] = v if k == "decoders" else float(v) if k == "wait" else int(float(v))
+            if k == "code" and not (Path(v) / "edge_infer" / "__init__.py").is_file():
+                raise ValueError(f"code={v}: not a checkout of edge-infer (no edge_infer/__init__.py)")
+            values[keys[k]] = v if k in text_keys else float(v) if k == "wait" else int(float(v))
         return cls(**values)  # type: ignore[arg-type]
 
     @property
     def label(self) -> str:
         return (f"daemon b{self.batch} w{self.wait_ms:g} t{self.threads} p{self.workers} l{self.lanes}"
-                + ("" if self.decoders == "process" else f" {self.decoders}"))
+                + ("" if self.decoders == "process" else f" {self.decoders}")
+                + (f" code={Path(self.code).name}" if self.code else ""))
 
 
 class Daemon:
@@ -81,8 +88,9 @@ class Daemon:
         # block the daemon's logging (and the daemon) once it holds 64 KB.
         self.log = work / "daemon.log"
         with open(self.log, "wb") as log:
+            env = {**os.environ, "PYTHONPATH": str(Path(settings.code).resolve())} if settings.code else None
             self.proc = subprocess.Popen([sys.executable, "-m", "edge_infer", "run", "-c", str(work / "config.yaml")],
-                                         stdout=subprocess.DEVNULL, stderr=log, cwd=work)
+                                         stdout=subprocess.DEVNULL, stderr=log, cwd=work, env=env)
         deadline = time.monotonic() + 120
         while not self._ready():
             if time.monotonic() > deadline or self.proc.poll() is not None:

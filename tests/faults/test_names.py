@@ -139,7 +139,8 @@ def test_a_kill_between_a_suffixed_result_and_its_move_is_a_duplicate_at_the_res
         _rename_in(staging, inbox, b, "IMG_0001.JPG")
         assert proc.wait(60) == -9, "the daemon did not die after the commit"
     results = tmp_path / "results" / "drops"
-    assert set(_stored(results)) == {"IMG_0001.JPG", tag} and (inbox / "IMG_0001.JPG").read_bytes() == b
+    claimed = list((inbox / ".edge-infer" / "claimed").iterdir())  # it waits in its claim
+    assert set(_stored(results)) == {"IMG_0001.JPG", tag} and [c.read_bytes() for c in claimed] == [b]
     written = (results / f"{tag}.json").read_bytes()
     with daemon(cfg, log=tmp_path / "daemon.log") as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")

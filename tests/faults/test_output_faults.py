@@ -13,7 +13,7 @@ from pathlib import Path
 from edge_infer.ops.systemd import Notifier
 from tests.conftest import write_images
 from tests.faults.conftest import files_under, remount
-from tests.integration.daemon_util import RunningApp, wait_for, write_config
+from tests.integration.daemon_util import RunningApp, wait_for, waiting, write_config
 
 
 def fill(folder: Path) -> Path:
@@ -59,14 +59,14 @@ def test_a_full_output_disk_holds_inputs_reports_and_resumes_by_itself(tmp_path,
     with RunningApp(cfg, notifier=Notifier(path)) as run:
         filler = fill(out)
         for p in imgs:
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: blocked(run, "enospc") == 1, 30, "output_blocked{reason=enospc} 1")
         assert run.get("/readyz")[0] == 503 and run.get("/healthz")[0] == 200
         wait_for(lambda: run.sample("edge_infer_ready") == 0, 5, "edge_infer_ready 0")
         assert any("output blocked (enospc)" in line for line in wait_for(lambda: status_lines(sock), 15,
                                                                             "a STATUS= line"))
         # Nothing acknowledged, nothing failed: every input still waits in the inbox.
-        assert files_under(tmp_path / "inbox") == {p.name for p in imgs} and not files_under(tmp_path / "done")
+        assert waiting(tmp_path / "inbox") == {p.name for p in imgs} and not files_under(tmp_path / "done")
         assert run.sample("edge_infer_images_total", source="drops", outcome="failed") == 0
         filler.unlink()  # space comes back
         wait_for(lambda: len(files_under(tmp_path / "done")) == len(imgs), 60, "all done after space returned")
@@ -82,14 +82,14 @@ def test_a_read_only_output_disk_holds_inputs_and_resumes_when_writable(tmp_path
     cfg = write_config(tmp_path, output={"dir": str(out)})
     imgs = write_images(tmp_path / "staging", 8)
     with RunningApp(cfg) as run:
-        shutil.copy(imgs[0], tmp_path / "inbox" / imgs[0].name)
+        shutil.copyfile(imgs[0], tmp_path / "inbox" / imgs[0].name)
         wait_for(lambda: files_under(tmp_path / "done") == {imgs[0].name}, what="first input done")
         remount(out, "ro")
         for p in imgs[1:]:
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: blocked(run, "readonly") == 1, 30, "output_blocked{reason=readonly} 1")
         assert run.get("/readyz")[0] == 503
-        assert files_under(tmp_path / "inbox") == {p.name for p in imgs[1:]}
+        assert waiting(tmp_path / "inbox") == {p.name for p in imgs[1:]}
         remount(out, "rw")
         wait_for(lambda: len(files_under(tmp_path / "done")) == len(imgs), 60, "all done once writable")
         assert blocked(run, "readonly") == 0 and run.get("/readyz")[0] == 200
@@ -101,13 +101,13 @@ def test_deleted_output_and_failed_folders_are_recreated_and_a_blocked_one_resum
     cfg = write_config(tmp_path)
     imgs = write_images(tmp_path / "staging", 6)
     with RunningApp(cfg) as run:
-        shutil.copy(imgs[0], tmp_path / "inbox" / imgs[0].name)
+        shutil.copyfile(imgs[0], tmp_path / "inbox" / imgs[0].name)
         (tmp_path / "inbox" / "bad.jpg").write_bytes(b"not an image")
         wait_for(lambda: len(files_under(tmp_path / "done")) == 1 and (tmp_path / "failed" / "bad.jpg").exists(),
                  what="first ok and first failure")
         shutil.rmtree(tmp_path / "results")
         shutil.rmtree(tmp_path / "failed")
-        shutil.copy(imgs[1], tmp_path / "inbox" / imgs[1].name)
+        shutil.copyfile(imgs[1], tmp_path / "inbox" / imgs[1].name)
         (tmp_path / "inbox" / "bad2.jpg").write_bytes(b"not an image either")
         wait_for(lambda: (tmp_path / "results" / "drops" / f"{imgs[1].name}.json").exists()
                  and (tmp_path / "failed" / "bad2.jpg.error.json").exists(), what="folders recreated")
@@ -115,9 +115,9 @@ def test_deleted_output_and_failed_folders_are_recreated_and_a_blocked_one_resum
         shutil.rmtree(tmp_path / "results")
         (tmp_path / "results").write_text("in the way")
         for p in imgs[2:]:
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: blocked(run, "missing") == 1, 30, "output_blocked{reason=missing} 1")
-        assert run.get("/readyz")[0] == 503 and files_under(tmp_path / "inbox") == {p.name for p in imgs[2:]}
+        assert run.get("/readyz")[0] == 503 and waiting(tmp_path / "inbox") == {p.name for p in imgs[2:]}
         (tmp_path / "results").unlink()
         wait_for(lambda: len(files_under(tmp_path / "done")) == len(imgs), 60, "all done")
         assert blocked(run, "missing") == 0 and run.get("/readyz")[0] == 200

@@ -10,7 +10,7 @@ import json
 import os
 
 from tests.conftest import write_images
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, waiting, write_config
 
 CRASH = {"EDGE_INFER_FAULTS": "crash_daemon_on=poison"}
 
@@ -42,7 +42,7 @@ def test_an_input_in_flight_at_two_deaths_in_a_row_is_quarantined_at_the_third_s
         wait_for(record.exists, 30, "poison's record")
     err = json.loads(record.read_text())["error"]
     assert err["kind"] == "crashed" and "2 crashes of the daemon in a row" in err["message"]
-    assert (tmp_path / "failed" / "poison.jpg").exists() and not list((tmp_path / "inbox").iterdir())
+    assert (tmp_path / "failed" / "poison.jpg").exists() and not waiting(tmp_path / "inbox")
     assert "quarantined" in (tmp_path / "daemon.log").read_text()
 
 

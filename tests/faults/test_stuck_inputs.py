@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import skip_unless_ci, write_images
 from tests.faults.conftest import files_under, metric
-from tests.integration.daemon_util import ROOT, free_port, http_status, wait_for, write_config
+from tests.integration.daemon_util import ROOT, free_port, http_status, wait_for, waiting, write_config
 
 DAEMON_UID = 65534
 OTHER_UID = 1001  # "a group member": another user of the daemon's group
@@ -96,7 +96,7 @@ def chattr(flag: str, path: Path) -> None:
 
 def _immutable(base: Path, photo: Path) -> tuple[str, Callable[[], None]]:
     target = base / "inbox" / "stuck.jpg"
-    shutil.copy(photo, target)
+    shutil.copyfile(photo, target)
     chattr("+i", target)
     return "stuck.jpg", lambda: chattr("-i", target)
 
@@ -104,7 +104,7 @@ def _immutable(base: Path, photo: Path) -> tuple[str, Callable[[], None]]:
 def _foreign_subfolder(base: Path, photo: Path) -> tuple[str, Callable[[], None]]:
     sub = base / "inbox" / "theirs"
     sub.mkdir()
-    shutil.copy(photo, sub / "stuck.jpg")
+    shutil.copyfile(photo, sub / "stuck.jpg")
     os.chown(sub / "stuck.jpg", OTHER_UID, DAEMON_UID)
     os.chown(sub, OTHER_UID, DAEMON_UID)
     sub.chmod(0o755)  # the group may read, not write: the daemon cannot move anything out of it
@@ -114,7 +114,7 @@ def _foreign_subfolder(base: Path, photo: Path) -> tuple[str, Callable[[], None]
 def _done_blocked(base: Path, photo: Path) -> tuple[str, Callable[[], None]]:
     (base / "inbox" / "sub").mkdir()
     os.chown(base / "inbox" / "sub", DAEMON_UID, DAEMON_UID)
-    shutil.copy(photo, base / "inbox" / "sub" / "stuck.jpg")
+    shutil.copyfile(photo, base / "inbox" / "sub" / "stuck.jpg")
     (base / "done" / "sub").write_text("a file where the folder done/sub must go")
     return "sub/stuck.jpg", lambda: (base / "done" / "sub").unlink()
 
@@ -162,7 +162,7 @@ def test_a_stuck_input_is_parked_alone_and_completes_once_fixed(base, kind):
         stop(proc)
     first = record.read_bytes()
     assert json.loads(first)["status"] == "ok"
-    assert (base / "inbox" / rel).exists() and not files_under(base / "failed")  # one record, no failure
+    assert rel in waiting(base / "inbox") and not files_under(base / "failed")  # one record, no failure
     said = f"{rel!r} is parked"
     assert log.read_text().count(said) == 1, "the stuck input is logged once"
 
@@ -174,14 +174,14 @@ def test_a_stuck_input_is_parked_alone_and_completes_once_fixed(base, kind):
         assert metric(port, parked) == 1
         assert metric(port, 'edge_infer_images_total{outcome="duplicate",source="drops"}') == 0
         assert metric(port, 'edge_infer_images_total{outcome="ok",source="drops"}') == 1
-        assert log.read_text().count(said) == 1 and (base / "inbox" / rel).exists()
+        assert log.read_text().count(said) == 1 and rel in waiting(base / "inbox")
 
         fix()  # the operator removes the obstacle: the input completes by itself, with the record it had
         wait_for(lambda: rel in files_under(base / "done"), 120, "the stuck input done once fixed")
         wait_for(lambda: metric(port, parked) == 0, 30, "nothing parked")
         assert http_status(port, "/readyz") == 200
         stop(proc)
-    assert record.read_bytes() == first and not (base / "inbox" / rel).exists()
+    assert record.read_bytes() == first and not rel in waiting(base / "inbox")
     assert not files_under(base / "failed") and stat.S_ISREG((base / "done" / rel).stat().st_mode)
 
 

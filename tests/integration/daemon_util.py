@@ -88,6 +88,19 @@ class RunningApp:
             return e.code, e.read().decode()
 
 
+def waiting(inbox: Path) -> set[str]:
+    """The inputs still in ``inbox``, where they were dropped or claimed by the daemon (a claim keeps the
+    name it came under, see edge_infer/sources/claims.py), by that name."""
+    from edge_infer.sources.claims import CLAIMED, OWN_DIR, decode
+
+    if not inbox.exists():
+        return set()
+    theirs = {p.relative_to(inbox).as_posix() for p in inbox.rglob("*")
+              if OWN_DIR not in p.relative_to(inbox).parts and (p.is_symlink() or not p.is_dir())}
+    claimed = inbox / OWN_DIR / CLAIMED
+    return theirs | ({decode(p.name) or p.name for p in claimed.iterdir()} if claimed.is_dir() else set())
+
+
 def read_result(root: Path, rel: str, source: str = "drops") -> dict[str, Any]:
     return json.loads((root / "results" / source / f"{rel}.json").read_text())
 

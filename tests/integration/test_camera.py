@@ -192,7 +192,7 @@ def test_cameras_and_folders_share_the_pipeline(tmp_path, photo_dir):
         with RunningApp(cfg) as run:
             wait_for(lambda: run.sample("edge_infer_camera_up", source="cam0") == 1, 20, "camera up")
             for p in write_images(tmp_path / "staging", 30, size=(800, 600)):
-                shutil.copy(p, tmp_path / "inbox" / p.name)
+                shutil.copyfile(p, tmp_path / "inbox" / p.name)
             wait_for(lambda: run.sample("edge_infer_images_total", source="drops", outcome="ok") == 30, 60,
                      "every folder file done while the camera streams")
             assert run.sample("edge_infer_images_total", source="cam0", outcome="ok") > 0

@@ -23,7 +23,7 @@ def test_files_dropped_in_get_results_and_move_to_done(tmp_path):
     with RunningApp(cfg) as run:
         imgs = write_images(tmp_path / "staging", 6)
         for p in imgs:
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: len(done_names(tmp_path)) == 6, what="6 inputs in done/")
         for p in imgs:
             r = read_result(tmp_path, p.name)
@@ -32,7 +32,9 @@ def test_files_dropped_in_get_results_and_move_to_done(tmp_path):
             assert len(r["predictions"]) == 5 and r["image"] == {"width": 320, "height": 240}
             assert r["model"]["precision"] == "int8" and r["finished_at"].endswith("Z")
             assert set(r["timings_ms"]) == {"queue", "preprocess", "inference"}
-        assert not list((tmp_path / "inbox").iterdir())
+        # Only the daemon's own (hidden) folder is left, with no claim in it.
+        assert [p.name for p in (tmp_path / "inbox").iterdir()] == [".edge-infer"]
+        assert not list((tmp_path / "inbox" / ".edge-infer" / "claimed").iterdir())
         assert run.sample("edge_infer_images_total", source="drops", outcome="ok") == 6
         assert run.sample("edge_infer_batch_size_count") >= 2  # 6 inputs, batches of at most 4
         assert run.get("/readyz")[0] == 200 and run.get("/healthz")[0] == 200
@@ -47,7 +49,7 @@ def test_real_photos_are_classified_correctly(tmp_path, shared):
     with RunningApp(cfg):
         (tmp_path / "inbox" / "sub dir").mkdir(parents=True)
         for p in photos:
-            shutil.copy(SAMPLES / p, tmp_path / "inbox" / "sub dir" / p)
+            shutil.copyfile(SAMPLES / p, tmp_path / "inbox" / "sub dir" / p)
         wait_for(lambda: len(done_names(tmp_path)) == len(photos), what="photos done")
     hits = [read_result(tmp_path, f"sub dir/{p}")["predictions"][0]["index"] == truth[p] for p in photos]
     assert sum(hits) >= len(photos) - 1
@@ -126,12 +128,13 @@ def test_names_still_being_written_are_left_alone_until_renamed(tmp_path):
     with RunningApp(cfg):
         inbox = tmp_path / "inbox"
         for n in ("a.jpg.part", "b.jpg.tmp", ".hidden.jpg", "c.jpg~", "d.jpg.crdownload"):
-            shutil.copy(src, inbox / n)
+            shutil.copyfile(src, inbox / n)
         (inbox / ".sync").mkdir()
-        shutil.copy(src, inbox / ".sync" / "e.jpg")
+        shutil.copyfile(src, inbox / ".sync" / "e.jpg")
         import time
         time.sleep(1.5)  # long enough for a settle-based pickup, had any been eligible
-        assert not done_names(tmp_path) and len(list(inbox.rglob("*"))) == 7
+        theirs = [p for p in inbox.rglob("*") if ".edge-infer" not in p.parts]  # not the daemon's own
+        assert not done_names(tmp_path) and len(theirs) == 7
         os.rename(inbox / "a.jpg.part", inbox / "a.jpg")
         wait_for(lambda: done_names(tmp_path) == {"a.jpg"}, what="renamed file processed")
 
@@ -166,11 +169,11 @@ def test_a_result_already_committed_is_acknowledged_without_recomputing(tmp_path
     cfg = write_config(tmp_path)
     src = write_images(tmp_path / "staging", 1)[0]
     with RunningApp(cfg):
-        shutil.copy(src, tmp_path / "inbox" / "x.jpg")
+        shutil.copyfile(src, tmp_path / "inbox" / "x.jpg")
         wait_for(lambda: done_names(tmp_path) == {"x.jpg"}, what="first pass")
     first = (tmp_path / "results" / "drops" / "x.jpg.json").read_bytes()
     # As after a crash between commit and acknowledgement: the same bytes are back in the inbox.
-    shutil.copy(src, tmp_path / "inbox" / "x.jpg")
+    shutil.copyfile(src, tmp_path / "inbox" / "x.jpg")
     with RunningApp(cfg) as run:
         wait_for(lambda: run.sample("edge_infer_images_total", source="drops", outcome="duplicate") == 1,
                  what="duplicate counted")
@@ -185,8 +188,8 @@ def test_after_delete_and_keep(tmp_path):
     cfg = write_config(tmp_path, sources)
     src = write_images(tmp_path / "staging", 1)[0]
     with RunningApp(cfg) as run:
-        shutil.copy(src, tmp_path / "in_del" / "a.jpg")
-        shutil.copy(src, tmp_path / "in_keep" / "b.jpg")
+        shutil.copyfile(src, tmp_path / "in_del" / "a.jpg")
+        shutil.copyfile(src, tmp_path / "in_keep" / "b.jpg")
         wait_for(lambda: run.sample("edge_infer_images_total", source="keep", outcome="ok") == 1
                  and run.sample("edge_infer_images_total", source="del", outcome="ok") == 1, what="both sources")
         wait_for(lambda: not (tmp_path / "in_del" / "a.jpg").exists(), what="deleted")
@@ -201,7 +204,7 @@ def test_polling_mode_for_network_mounts(tmp_path):
     cfg = write_config(tmp_path, sources)
     with RunningApp(cfg):
         for p in write_images(tmp_path / "staging", 3):
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: len(done_names(tmp_path)) == 3, what="polled files done")
     assert read_result(tmp_path, "img_000.jpg", "nfs")["status"] == "ok"
 
@@ -211,7 +214,7 @@ def test_backpressure_with_a_tiny_queue_loses_nothing(tmp_path):
     imgs = write_images(tmp_path / "staging", 40, size=(64, 48))
     with RunningApp(cfg) as run:
         for p in imgs:
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: len(done_names(tmp_path)) == 40, 60, what="40 done")
         assert run.sample("edge_infer_images_total", source="drops", outcome="ok") == 40
 
@@ -220,7 +223,7 @@ def test_stage_and_end_to_end_histograms_are_observed(tmp_path):
     cfg = write_config(tmp_path)
     with RunningApp(cfg) as run:
         for p in write_images(tmp_path / "staging", 2):
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: len(done_names(tmp_path)) == 2, what="done")
         for stage in ("queue", "preprocess", "inference", "write"):
             assert run.sample("edge_infer_stage_seconds_count", stage=stage) >= 1, stage

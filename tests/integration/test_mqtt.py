@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import ROOT, write_images
 from tests.integration import daemon_util
-from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
+from tests.integration.daemon_util import RunningApp, read_result, wait_for, waiting, write_config
 from tests.integration.mqtt_util import Broker, Subscriber, free_port, make_tls, mosquitto_path, openssl_or_skip
 
 TOPIC = "edge-infer/dev1/drops/results"
@@ -54,7 +54,7 @@ def sha(p: Path) -> str:
 def drop_in_order(tmp_path: Path, images: list[Path]) -> None:
     """Each input, once the previous one is acknowledged (in done/: its result is written and spooled)."""
     for p in images:
-        shutil.copy(p, tmp_path / "inbox" / p.name)
+        shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: (tmp_path / "done" / p.name).exists(), 60, f"{p.name} done")
 
 
@@ -64,7 +64,7 @@ def test_a_burst_arrives_with_retained_status_and_metrics(tmp_path):
         with RunningApp(mqtt_config(tmp_path, broker.port)) as run:
             wait_for(lambda: sub.last(STATUS) == b"online", 30, "online status")
             for p in imgs:
-                shutil.copy(p, tmp_path / "inbox" / p.name)
+                shutil.copyfile(p, tmp_path / "inbox" / p.name)
             wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 12, 60, "12 results over MQTT")
             wait_for(lambda: run.sample("edge_infer_mqtt_acked_total") == 12, 10, "12 acknowledged")
             assert run.sample("edge_infer_mqtt_spooled_total") == 12
@@ -84,7 +84,7 @@ def test_a_file_name_that_is_not_utf8_is_published(tmp_path):
     src = write_images(tmp_path / "staging", 1)[0]
     with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
         with RunningApp(mqtt_config(tmp_path, broker.port)):
-            shutil.copy(src, os.fsencode(tmp_path / "inbox") + b"/" + name)
+            shutil.copyfile(src, os.fsencode(tmp_path / "inbox") + b"/" + name)
             (got,) = wait_for(lambda: sub.results(TOPIC), 60, "the result over MQTT")
             wait_for(lambda: os.path.exists(os.fsencode(tmp_path / "done") + b"/" + name), 30, "the input done")
     assert os.fsencode(got["input"]) == name and got["status"] == "ok" and got["input_sha256"] == sha(src)
@@ -233,9 +233,9 @@ def test_a_full_spool_holds_inputs_back_until_the_broker_returns(tmp_path):
     imgs = write_images(tmp_path / "staging", 14)
     with offline_with_a_small_spool(tmp_path, "block") as (broker, sub, cfg), RunningApp(cfg) as run:
         for p in imgs:
-            shutil.copy(p, tmp_path / "inbox" / p.name)
+            shutil.copyfile(p, tmp_path / "inbox" / p.name)
         wait_for(lambda: run.sample("edge_infer_mqtt_spool_full") == 1, 60, "the spool full")
-        held = wait_for(lambda: sorted(p.name for p in (tmp_path / "inbox").iterdir()), 10, "inputs held")
+        held = wait_for(lambda: waiting(tmp_path / "inbox"), 10, "inputs held")
         # The metric is set as the spool refuses, the writer's reason a moment later, as the refusal reaches it.
         reason = wait_for(lambda: run.app.writer.blocked_reason, 10, "the writer's blocked reason")
         assert held and reason.startswith("output blocked (spool_full): MQTT spool full")
@@ -244,7 +244,7 @@ def test_a_full_spool_holds_inputs_back_until_the_broker_returns(tmp_path):
         assert run.sample("edge_infer_mqtt_dropped_total") == 0
         broker.start()
         wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 14, 90, "all 14 results")
-        wait_for(lambda: not list((tmp_path / "inbox").iterdir()), 30, "the inbox empty")
+        wait_for(lambda: not waiting(tmp_path / "inbox"), 30, "the inbox empty")
         assert run.sample("edge_infer_mqtt_spool_full") == 0
         assert run.sample("edge_infer_output_blocked", reason="spool_full") == 0
     assert set(sub.first_arrivals(TOPIC)) == {sha(p) for p in imgs}
@@ -305,7 +305,7 @@ def test_tls_with_a_client_certificate_from_a_test_ca(tmp_path):
                           cert_file=str(tls["client_cert"]), key_file=str(tls["client_key"]))
         with RunningApp(cfg) as run:
             for p in imgs:
-                shutil.copy(p, tmp_path / "inbox" / p.name)
+                shutil.copyfile(p, tmp_path / "inbox" / p.name)
             wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 3, 60, "3 results over TLS")
             assert run.sample("edge_infer_mqtt_connected") == 1
     assert set(sub.first_arrivals(TOPIC)) == {sha(p) for p in imgs}
@@ -318,7 +318,7 @@ def test_tls_refuses_a_broker_its_ca_did_not_sign(tmp_path):
         cfg = mqtt_config(tmp_path, broker.port, tls=True, ca_file=str(other["ca"]),
                           cert_file=str(other["client_cert"]), key_file=str(other["client_key"]))
         with RunningApp(cfg) as run:
-            shutil.copy(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
+            shutil.copyfile(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
             wait_for(lambda: (tmp_path / "done" / "a.jpg").exists(), 60, "the input done")
             time.sleep(2)  # a few connection attempts, each refused at the TLS handshake
             assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending == 1
@@ -335,7 +335,7 @@ def test_a_login_with_the_password_from_a_file_over_tls(tmp_path):
                           ca_file=str(tls["ca"]), cert_file=str(tls["client_cert"]), key_file=str(tls["client_key"]))
         with RunningApp(cfg) as run:
             for p in imgs:
-                shutil.copy(p, tmp_path / "inbox" / p.name)
+                shutil.copyfile(p, tmp_path / "inbox" / p.name)
             wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 2, 60, "2 results")
             assert run.sample("edge_infer_mqtt_connected") == 1
 
@@ -347,7 +347,7 @@ def test_a_wrong_password_is_refused_by_the_broker_and_results_wait(tmp_path):
         cfg = mqtt_config(tmp_path, broker.port, username="dev1", password_file="mqtt-password",
                           allow_insecure_login=True)
         with RunningApp(cfg) as run:
-            shutil.copy(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
+            shutil.copyfile(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
             wait_for(lambda: (tmp_path / "done" / "a.jpg").exists(), 60, "the input done")
             assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending == 1
 

@@ -75,7 +75,7 @@ def test_a_late_event_for_an_input_already_done_is_not_offered_again(tmp_path):
     with running(IdleThreadSource(config=_config(tmp_path), jobs=jobs)) as src:
         (tmp_path / "in" / "a.jpg").write_bytes(b"x")
         job = jobs.get(timeout=10)
-        (tmp_path / "in" / "a.jpg").rename(tmp_path / "a.jpg")  # acknowledged: moved to done...
+        job.path.rename(tmp_path / "a.jpg")  # acknowledged (the claimed file): moved to done...
         src.done(job)  # ...then forgotten, in the writer's order
         src.candidate(str(tmp_path / "in" / "a.jpg"), settled=True)  # the late report
         assert jobs.empty()
