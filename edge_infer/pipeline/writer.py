@@ -34,6 +34,7 @@ from .fs_errors import blocked_kind, describe, raise_unless_own
 from .jobs import Job
 from .inflight import InflightJournal
 from .parked import PARKED_NAME, Parked, ParkedInputs
+from .record_names import name_group
 from .records import error_result, frame_result, ok_result
 from .state import PipelineState
 
@@ -280,12 +281,12 @@ class ResultWriter(Stage):
             return error_path(self._routes[job.source].failed_dir, name)
         return result_path(self._output_dir, job.source, name)
 
-    def _file_name(self, job: Job) -> str:
+    def _file_name(self, job: Job, taken: set[Path]) -> str:
         """A name that holds nothing else for the job's record and input (sinks/filing.py)."""
         route = self._routes[job.source]
         dest_dir = route.failed_dir if job.error else self._done_dir(job) if route.after == "move" else None
         return choose(job.rel, job.sha256, lambda name: self._record_path(job, name), job.path, dest_dir,
-                      job.error.kind if job.error is not None else None)
+                      job.error.kind if job.error is not None else None, taken)
 
     def _done_dir(self, job: Job) -> Path | None:
         """Where an ok input is moved: the source's done_dir, its ``{label}`` filled in from the top-1 prediction
@@ -307,8 +308,7 @@ class ResultWriter(Stage):
 
     def _write_records(self, jobs: list[Job]) -> None:
         """Commit the result or failure record of each folder job, durably, as one group."""
-        for job in jobs:
-            job.stored_as = job.stored_as or self._file_name(job)
+        jobs = name_group(jobs, self._file_name, self._record_path)  # (those found there are kept)
         records = [(self._record_path(job), self._record(job),
                     self._routes[job.source].failed_dir if job.error is not None else self._output_dir)
                    for job in jobs]
