@@ -33,10 +33,10 @@ def name_group(jobs: list[Job], file_name: Callable[[Job, set[Path]], str],
 
 
 def adopt(job: Job, path: Path) -> bool:
-    """True when ``path`` (the record path chosen for ``job``) already holds a record of this input:
-    it is then the job's record, committed."""
+    """True when ``path`` (the record path chosen for ``job``) already holds a record of this input,
+    these very bytes (or, unread, none): it is then the job's record, committed."""
     record = read_json(path)
-    if record is None or record.get("input") != job.rel:
+    if record is None or (record.get("input"), record.get("input_sha256")) != (job.rel, job.sha256):
         return False
     job.record, job.committed = record, True
     log.info("%s/%r: its record from an earlier attempt stands, unchanged: %s",

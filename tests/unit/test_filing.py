@@ -223,3 +223,15 @@ def test_two_inputs_of_one_name_in_one_group_get_two_names_and_two_records(tmp_p
     assert sorted(r["input_sha256"] for r in results) == shas
     assert (tmp_path / "done" / first.stored_as).read_bytes() == a
     assert (tmp_path / "done" / second.stored_as).read_bytes() == b
+
+
+def test_only_a_record_of_the_same_input_and_bytes_is_taken_as_its_own(tmp_path):
+    from edge_infer.pipeline.record_names import adopt
+
+    path = tmp_path / "x.jpg.error.json"
+    path.write_text(json.dumps({"input": "x.jpg", "input_sha256": "a" * 64, "status": "failed"}))
+    for rel, sha in (("y.jpg", "a" * 64), ("x.jpg", "b" * 64), ("x.jpg", None)):
+        job = Job("s", rel, tmp_path / rel, sha256=sha)
+        assert not adopt(job, path) and not job.committed
+    job = Job("s", "x.jpg", tmp_path / "x.jpg", sha256="a" * 64)
+    assert adopt(job, path) and job.committed and job.record["input_sha256"] == "a" * 64
