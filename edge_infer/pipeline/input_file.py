@@ -18,7 +18,8 @@ def open_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> tup
 
     Only regular files are opened: by default a symbolic link is not followed (in a watched folder it could
     point anywhere, outside the configured folders), and a FIFO or device is never opened in blocking mode
-    (it could hang a worker). The caller closes the descriptor.
+    (it could hang a worker). A socket cannot be opened at all (ENXIO): ``unsupported`` too, not
+    ``io``. The caller closes the descriptor.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
@@ -30,6 +31,8 @@ def open_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> tup
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise InputError("unsupported", "a symbolic link (links are never followed)") from e
+        if e.errno == errno.ENXIO:  # open(2) of a Unix socket, or of a device without its driver
+            raise InputError("unsupported", f"not a regular file ({_what(path)})") from e
         if e.errno in TRANSIENT_ERRNOS:
             raise ResourceError(f"cannot open {path}: {e.strerror or e}") from e
         raise InputError("io", f"cannot read file: {e.strerror or e}") from e
@@ -45,6 +48,16 @@ def open_input(path: Path, max_bytes: int, follow_symlinks: bool = False) -> tup
         os.close(fd)
         raise
     return fd, st
+
+
+def _what(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "a socket or device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or device"
 
 
 def read_open(fd: int, size: int, max_bytes: int) -> bytes:

@@ -35,6 +35,7 @@ from .jobs import Job
 from .inflight import InflightJournal
 from .input_file import still_there
 from .parked import PARKED_NAME, Parked, ParkedInputs
+from .record_names import name_group
 from .records import error_result, frame_result, ok_result
 from .state import PipelineState
 
@@ -63,17 +64,6 @@ class SourceRoute:
 def _timings_ms(job: Job) -> dict[str, float]:
     """The result's ``timings_ms``: the stages a job went through, in milliseconds."""
     return {k: 1000 * job.timings.get(k, 0.0) for k in ("queue", "preprocess", "inference")}
-
-
-def _one_per_name(jobs: list[Job]) -> list[list[Job]]:
-    """``jobs`` in groups in which no two have the same name, in order."""
-    groups: list[list[Job]] = []
-    for job in jobs:
-        group = next((g for g in groups if all((j.source, j.rel) != (job.source, job.rel) for j in g)), None)
-        if group is None:
-            groups.append(group := [])
-        group.append(job)
-    return groups
 
 
 def _jobs(item: "Job | list[Job]") -> list[Job]:
@@ -292,12 +282,12 @@ class ResultWriter(Stage):
             return error_path(self._routes[job.source].failed_dir, name)
         return result_path(self._output_dir, job.source, name)
 
-    def _file_name(self, job: Job) -> str:
+    def _file_name(self, job: Job, taken: set[Path]) -> str:
         """A name that holds nothing else for the job's record and input (sinks/filing.py)."""
         route = self._routes[job.source]
         dest_dir = route.failed_dir if job.error else self._done_dir(job) if route.after == "move" else None
         return choose(job.rel, job.sha256, lambda name: self._record_path(job, name), job.path, dest_dir,
-                      job.error.kind if job.error is not None else None)
+                      job.error.kind if job.error is not None else None, taken)
 
     def _done_dir(self, job: Job) -> Path | None:
         """Where an ok input is moved: the source's done_dir, its ``{label}`` filled in from the top-1 prediction
@@ -318,16 +308,8 @@ class ResultWriter(Stage):
         return sorted_dir(route.done_dir, UNSURE if unsure else str(top.get("label", UNSURE)))
 
     def _write_records(self, jobs: list[Job]) -> None:
-        """Commit the result or failure record of each folder job, durably, as one group; inputs of the same
-        name (a newer file at a path whose older one is in flight) in groups of their own, one after the other:
-        each chooses its name from what is on disk, and two choosing at once would choose the same one."""
-        names = {(job.source, job.rel) for job in jobs}
-        if len(names) < len(jobs):
-            for group in _one_per_name(jobs):
-                self._write_records(group)
-            return
-        for job in jobs:
-            job.stored_as = job.stored_as or self._file_name(job)
+        """Commit the result or failure record of each folder job, durably, as one group."""
+        jobs = name_group(jobs, self._file_name, self._record_path)  # (those found there are kept)
         records = [(self._record_path(job), self._record(job),
                     self._routes[job.source].failed_dir if job.error is not None else self._output_dir)
                    for job in jobs]

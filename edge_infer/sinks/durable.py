@@ -17,8 +17,11 @@ from concurrent.futures import Executor, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from .name_cut import cut_name
+
 TMP_DIR = ".writing"  # not "*.tmp" itself: only leftover files should match that pattern
 NAME_MAX = 255  # bytes in one file name on Linux file systems
+ERROR_SUFFIX = ".error.json"  # a failure record's, after its input's name (in failed/, beside it)
 SYNC_TIMEOUT_S = 60.0  # a group's fdatasyncs: an SD card's worst flushes are seconds, not minutes
 
 
@@ -206,8 +209,8 @@ def record_name(name: str, suffix: str) -> str:
     if len(raw) <= NAME_MAX:
         return full
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
-    keep = os.fsencode(name)[:NAME_MAX - len(os.fsencode(suffix)) - len(digest) - 1]
-    return f"{os.fsdecode(keep)}~{digest}{suffix}"
+    keep = cut_name(name, NAME_MAX - len(os.fsencode(suffix)) - len(digest) - 1)
+    return f"{keep}~{digest}{suffix}"
 
 
 def _under(root: Path, rel: str, suffix: str) -> Path:
@@ -220,7 +223,7 @@ def result_path(output_dir: Path, source: str, rel: str) -> Path:
 
 
 def error_path(failed_dir: Path, rel: str) -> Path:
-    return _under(failed_dir, rel, ".error.json")
+    return _under(failed_dir, rel, ERROR_SUFFIX)
 
 
 def move_file(src: Path, dest: Path) -> None:

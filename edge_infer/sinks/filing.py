@@ -11,6 +11,11 @@ again and the input is a ``duplicate``, not a third copy. A suffixed name itself
 prefix collision, or someone else's file) gives way to 16, then all 64 digits, then ``<64 digits>-2``,
 ``-3``... An input whose bytes were never read (too large, not a regular file, quarantined) has no digest:
 it takes ``~2``, ``~3``...
+
+In the failed folder records and inputs lie side by side, so a name ending in ``.error.json`` is
+a record's there, never an input's: a failed input of such a name (a failure record moved back into
+the inbox with its input, to retry them) is filed suffixed, ``scan.jpg.error~1a2b3c4d.json``.
+Otherwise the retried input's next record would take the path where that file lies.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import stat
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .durable import NAME_MAX, error_path, move_file, read_json, result_path
+from .durable import ERROR_SUFFIX, NAME_MAX, error_path, move_file, read_json, result_path
+from .name_cut import cut_name
 
 log = logging.getLogger(__name__)
 UNSURE = "unsure"  # the class folder of inputs whose top-1 score is below the source's min_score
@@ -55,9 +61,8 @@ def suffixed(rel: str, tag: str) -> str:
     stem, dot, ext = name.rpartition(".")
     if not stem or len(ext) > MAX_EXT:
         stem, dot, ext = name, "", ""
-    tail = os.fsencode(f"~{tag}{dot}{ext}")
-    keep = os.fsencode(stem)[:NAME_MAX - len(tail)]
-    return f"{head}{sep}{os.fsdecode(keep + tail)}"
+    tail = f"~{tag}{dot}{ext}"
+    return f"{head}{sep}{cut_name(stem, NAME_MAX - len(os.fsencode(tail)))}{tail}"
 
 
 def names(rel: str, digest: str | None) -> Iterator[str]:
@@ -108,16 +113,23 @@ def same_content(a: Path, b: Path) -> bool:
 
 
 def choose(rel: str, digest: str | None, record_at: Callable[[str], Path], src: Path | None,
-           dest_dir: Path | None, kind: str | None = None) -> str:
+           dest_dir: Path | None, kind: str | None = None, taken: set[Path] | None = None) -> str:
     """The first of ``rel``'s names whose record path is free (or holds a record of these very bytes) and,
     when the input is to be moved into ``dest_dir``, whose path there is free or holds the same bytes.
+    A record found there is this input's from an earlier attempt: the caller keeps it as it is.
 
-    ``kind``: a failure's error kind. A failure of bytes never read (no digest) reuses a record of the same
-    name and kind whose input never reached ``dest_dir``: its own record from an interrupted attempt.
+    ``kind``: a failure's error kind (``dest_dir`` is the failed folder: no ``.error.json`` name).
+    A failure of bytes never read (no digest) reuses a record of the same name and kind whose input
+    never reached ``dest_dir``: its own record from an interrupted attempt. ``taken``: the record
+    and input paths chosen for the other inputs of a group commit, not yet on disk (two inputs of
+    one name in one group); this input's are added.
     """
     moving = dest_dir is not None and src is not None and os.path.lexists(src)
+    taken = taken if taken is not None else set()
     for name in names(rel, digest):
         path, dest = record_at(name), dest_dir / name if dest_dir is not None else None
+        if (kind is not None and name.endswith(ERROR_SUFFIX)) or path in taken or dest in taken:
+            continue
         if os.path.lexists(path):
             record = read_json(path) or {}
             if not (_same_bytes(record, rel, digest) or (
@@ -127,6 +139,7 @@ def choose(rel: str, digest: str | None, record_at: Callable[[str], Path], src: 
                 continue
         if moving and os.path.lexists(dest) and not same_content(src, dest):  # type: ignore[arg-type]
             continue
+        taken.update(p for p in (path, dest) if p is not None)
         return name
     raise FileExistsError(errno.EEXIST, f"all {MAX_COUNTER + 3} names for it are taken", str(record_at(rel)))
 
@@ -134,10 +147,12 @@ def choose(rel: str, digest: str | None, record_at: Callable[[str], Path], src: 
 def file_input(src: Path, dest_dir: Path, stored_as: str, rel: str, digest: str | None) -> Path:
     """Move ``src`` to ``dest_dir/stored_as`` without replacing anything: where those very bytes are already
     (a restart after a crash between the move and the next step), the newcomer is dropped; a name taken by
-    other bytes since it was chosen (something else writing into ``dest_dir``) gives way to the next one."""
+    other bytes since it was chosen (something else writing into ``dest_dir``) gives way to the next
+    one (never to a record's name: see the module's note)."""
     # Lazily: the chain holds ~100 names and all but the first are needed only after a clash (building them
     # all for every move cost ~0.5 ms of CPU per input).
-    for name in itertools.chain([stored_as], (n for n in names(rel, digest) if n != stored_as)):
+    others = (n for n in names(rel, digest) if n != stored_as and not n.endswith(ERROR_SUFFIX))
+    for name in itertools.chain([stored_as], others):
         dest = dest_dir / name
         try:
             move_file(src, dest)

@@ -8,9 +8,10 @@ import os
 import pytest
 
 from edge_infer.pipeline.jobs import Job
-from edge_infer.sinks import durable
+from edge_infer.sinks import durable, filing
 from edge_infer.sinks.durable import NAME_MAX, move_file, rename_noreplace
-from edge_infer.sinks.filing import names, suffixed
+from edge_infer.sinks.durable import record_name
+from edge_infer.sinks.filing import choose, names, suffixed
 from tests.conftest import write_images
 from tests.unit.test_workers_writer import make_worker, make_writer
 
@@ -146,8 +147,9 @@ def test_an_ok_result_keeps_the_failure_record_of_other_bytes_of_its_name(tmp_pa
     assert (tmp_path / "done" / "IMG_0001.JPG").read_bytes() == a
 
 
-def test_a_failure_of_unread_bytes_is_rewritten_in_place_after_an_interrupted_attempt(tmp_path):
-    """Too large to be read: no digest. A restart between its record and its move reuses that record."""
+def test_a_failure_of_unread_bytes_keeps_its_record_after_an_interrupted_attempt(tmp_path):
+    """Too large to be read: no digest. A restart between its record and its move finds that
+    record and keeps it as it is (a record once written never changes); the input joins it."""
     _drop(tmp_path, b"x" * 200, rel="big.jpg")  # read: decode error, in failed/
     path = tmp_path / "inbox" / "big.jpg"
     path.write_bytes(b"y" * 20_000_000)  # over make_worker's 10 MB: too_large, never read
@@ -155,10 +157,12 @@ def test_a_failure_of_unread_bytes_is_rewritten_in_place_after_an_interrupted_at
     make_worker(tmp_path).process(job)
     assert job.error.kind == "too_large" and job.sha256 is None
     make_writer(tmp_path)[0]._write_records([job])  # then the crash
+    written = (tmp_path / "failed" / "big~2.jpg.error.json").read_bytes()
     again = Job("s", "big.jpg", path)
     make_worker(tmp_path).process(again)
     make_writer(tmp_path)[0].commit(again)
     assert again.stored_as == job.stored_as == "big~2.jpg"
+    assert (tmp_path / "failed" / "big~2.jpg.error.json").read_bytes() == written
     assert _listed(tmp_path / "failed") == ["big.jpg", "big.jpg.error.json", "big~2.jpg",
                                                        "big~2.jpg.error.json"]
 
@@ -171,3 +175,63 @@ def test_without_a_move_the_results_of_both_are_kept(tmp_path, after):
     assert job.stored_as != "IMG_0001.JPG"
     results = {json.loads(p.read_text())["input_sha256"] for p in (tmp_path / "results" / "s").iterdir()}
     assert results == {hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()}
+
+
+@pytest.mark.parametrize("char", ["é", "中", "😀"])
+def test_a_long_name_is_cut_between_characters(char):
+    for n in range(200 // len(char.encode()), 255 // len(char.encode()) + 1):  # every cut position
+        name = char * n
+        for cut in (suffixed(name + ".jpg", "1a2b3c4d"), record_name(name + ".jpg", ".json"),
+                    record_name(name + ".jpg", ".error.json")):
+            raw = os.fsencode(cut)
+            assert len(raw) <= NAME_MAX and raw.decode("utf-8") == cut, (n, raw[-20:])
+    not_utf8 = os.fsdecode(b"\xff" * 250 + b".jpg")  # undecodable bytes are kept, one each
+    assert os.fsencode(suffixed(not_utf8, "ab")) == b"\xff" * (NAME_MAX - 7) + b"~ab.jpg"
+
+
+def test_in_the_failed_folder_a_record_name_is_never_an_inputs(tmp_path):
+    """A failure record moved back into the inbox is an input that fails; filed under its own
+    name, it would lie where its first input's next failure record goes."""
+    failed = tmp_path / "failed"
+    src = tmp_path / "scan.jpg.error.json"
+    src.write_bytes(b"{}")
+    name = choose("scan.jpg.error.json", "ab" * 32, lambda n: durable.error_path(failed, n), src,
+                  failed, "unsupported")
+    assert name == "scan.jpg.error~abababab.json"
+    failed.mkdir()
+    (failed / "scan.jpg.error~2.json").write_bytes(b"other")  # the chosen name, taken meanwhile
+    moved = filing.file_input(src, failed, "scan.jpg.error~2.json", "scan.jpg.error.json", None)
+    assert moved.name == "scan.jpg.error~3.json", "the next name, never the record's"
+    assert choose("a.error.json", None, lambda n: tmp_path / "results" / f"{n}.json", None, None) \
+        == "a.error.json", "results and done/ hold no failure records: the name is free there"
+
+
+def test_two_inputs_of_one_name_in_one_group_get_two_names_and_two_records(tmp_path):
+    """Two versions of one name in flight at once (a file replaced while the first was queued) are
+    committed in one group: the second's record must not replace the first's."""
+    a, b = _photos(tmp_path, 2)
+    first, _ = _drop(tmp_path, a, commit=False)
+    first.path.rename(tmp_path / "claimed-a")
+    first.path = tmp_path / "claimed-a"
+    second, writer = _drop(tmp_path, b, commit=False)
+    writer._write_records([first, second])
+    for job in (first, second):
+        writer.commit(job)
+    assert first.stored_as != second.stored_as
+    results = [json.loads(p.read_text()) for p in (tmp_path / "results" / "s").iterdir()]
+    shas = sorted(hashlib.sha256(x).hexdigest() for x in (a, b))
+    assert sorted(r["input_sha256"] for r in results) == shas
+    assert (tmp_path / "done" / first.stored_as).read_bytes() == a
+    assert (tmp_path / "done" / second.stored_as).read_bytes() == b
+
+
+def test_only_a_record_of_the_same_input_and_bytes_is_taken_as_its_own(tmp_path):
+    from edge_infer.pipeline.record_names import adopt
+
+    path = tmp_path / "x.jpg.error.json"
+    path.write_text(json.dumps({"input": "x.jpg", "input_sha256": "a" * 64, "status": "failed"}))
+    for rel, sha in (("y.jpg", "a" * 64), ("x.jpg", "b" * 64), ("x.jpg", None)):
+        job = Job("s", rel, tmp_path / rel, sha256=sha)
+        assert not adopt(job, path) and not job.committed
+    job = Job("s", "x.jpg", tmp_path / "x.jpg", sha256="a" * 64)
+    assert adopt(job, path) and job.committed and job.record["input_sha256"] == "a" * 64
