@@ -13,9 +13,8 @@ A recursive source on a parent of another daemon's inbox would take that inbox's
 daemon also holds ``LOCK_SH`` on every folder above its inboxes (``/`` aside), which conflicts with
 the other's ``LOCK_EX`` on that parent whichever starts first. A non-recursive source on such a
 parent is refused as well: one flock cannot say how deep its holder watches. flock is advisory (only
-edge-infer honours it) and local: where the file system cannot take it (NFS emulates it with
-byte-range locks a read-only descriptor cannot hold) a warning is logged and the daemon runs
-unlocked.
+edge-infer honours it) and local: where the file system refuses it (a network file system may: there
+flock becomes a lock on the server) a warning is logged and the daemon runs unlocked.
 """
 from __future__ import annotations
 

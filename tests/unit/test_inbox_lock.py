@@ -118,3 +118,17 @@ def test_a_read_only_inbox_is_locked_by_an_unprivileged_user(tmp_path):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_file_system_that_refuses_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def refuse(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    lock = InboxLocks()
+    lock.hold(_config(tmp_path, "a", "in"))
+    lock.release()
+    assert f"cannot lock {tmp_path / 'in'}" in caplog.text
