@@ -51,6 +51,7 @@ from .sinks.mqtt_sink import MqttSink, device_name, read_password
 from .sinks.samples import SampleStore
 from .sinks.spool import Spool
 from .sources.folder import FolderSource
+from .sources.inbox_lock import InboxLocks
 from .sources.regions import RegionCrop, region_crops
 
 if TYPE_CHECKING:
@@ -365,9 +366,13 @@ class App:
 
     def serve(self, flags: ShutdownFlags) -> bool:
         """Run until asked to stop; True when the shutdown was clean (nothing abandoned)."""
+        inboxes = InboxLocks()
+        inboxes.hold(self.config)  # first: a second daemon on them starts and writes nothing
         try:
             self.startup()
             self.main_loop(flags)
         finally:
             clean = self.shutdown(flags)
+        if clean:  # else held until the process exits: a stage left running may touch an inbox
+            inboxes.release()
         return clean

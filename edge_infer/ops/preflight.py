@@ -6,12 +6,16 @@ import importlib.util
 import os
 
 from ..config import AppConfig, CameraSource
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidConfig
+from .folder_overlap import folder_overlaps
 from .web_config import load_web_config
 
 
 def check_supported(config: AppConfig) -> None:
     """Features that need an extra, or that this build does not run yet, are refused by key, not ignored."""
+    overlaps = folder_overlaps(config)  # judged on the folders as they are here: symlinks resolved
+    if overlaps:
+        raise InvalidConfig(str(config.path or "config"), overlaps)
     for i, s in enumerate(config.sources):
         if isinstance(s, CameraSource) and importlib.util.find_spec("av") is None:
             raise ConfigError(f"sources[{i}].type", "camera sources need the 'camera' extra (PyAV): "
