@@ -3,7 +3,7 @@
 ``Section`` reads one key at a time: ``integer``, ``number``, ``flag``, ``text``, ``choice``, ``optional_path``,
 nested ``section``s, and ``finish`` to flag unknown keys. The schema (``config.py``) declares each field once
 with ``setting`` (default, rule, doc), and ``read`` turns a dataclass of such fields into those calls.
-``load_yaml`` reads the file itself, refusing duplicate keys.
+``load_yaml`` (``parsing/bounded_yaml.py``) reads the file itself, within bounds.
 """
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import math
 import os
 import re
 import string
-from collections.abc import Hashable
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, TypeVar, get_args, get_origin, get_type_hints
 
-import yaml
-
-from .errors import ConfigError, InvalidConfig
+from .errors import ConfigError, cut
+# Re-exported: config.py and ops/web_config.py read their files through it.
+from .parsing.bounded_yaml import load_yaml as load_yaml
 
 ABSENT: Any = object()  # the key is not in the mapping (unlike an explicit null)
 REQUIRED: Any = object()  # as a default: the key must be given
@@ -43,7 +42,7 @@ def _fields_of(template: str) -> set[str]:
 def show(v: Any) -> str:
     """A value as the user wrote it in YAML (``true``, ``null``), shortened."""
     text = "null" if v is None else ("true" if v else "false") if isinstance(v, bool) else repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return cut(text, 60)
 
 
 class Section:
@@ -262,39 +261,3 @@ def read(section: Section, cls: type[_T], **custom: Callable[[Section], Any]) ->
     hints = get_type_hints(cls)
     return cls(**{f.name: custom[f.name](section) if f.name in custom else _read_field(section, f, hints[f.name])
                   for f in fields(cls)})
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise resolve silently to the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # overriding a merged (<<) key is legitimate
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # super() reports it
-            if key in seen:
-                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
-                                                        f"found duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(path: str | Path) -> tuple[Any, Path]:
-    """A YAML file's document and the file's absolute path; ``InvalidConfig`` if it cannot be read or parsed."""
-    def fail(message: str) -> InvalidConfig:
-        return InvalidConfig(str(path), [ConfigError("<file>", message)])
-
-    try:
-        file = Path(os.path.abspath(Path(path).expanduser()))
-        text = file.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM some Windows editors write
-    except (OSError, RuntimeError) as e:
-        raise fail(f"cannot read: {getattr(e, 'strerror', None) or e}") from e
-    except UnicodeDecodeError as e:
-        raise fail(f"not UTF-8 text: {e}") from e
-    try:
-        return yaml.load(text, Loader=_StrictLoader), file
-    except yaml.YAMLError as e:
-        raise fail(f"invalid YAML: {e}") from e

@@ -6,6 +6,7 @@ of the TLS handshake to the end of its headers, however slowly it trickles in.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import socketserver
@@ -19,6 +20,7 @@ from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ..errors import ConfigError
 from .web_auth import BasicAuth
 from .web_config import LiveWebConfig, WebConfig, load_web_config
 
@@ -239,13 +241,20 @@ class HttpServer:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        """Bind and serve; a bind failure raises OSError naming host:port (the caller treats it as fatal)."""
+        """Bind and serve. A bind failure is a ``ConfigError`` naming ``metrics.port`` (or
+        ``metrics.host``) and host:port: a restart cannot cure it, a changed setting (or the other
+        program stopped) can."""
         self.web = LiveWebConfig(load_web_config(self.web_config)) if self.web_config is not None else None
         try:
             self._server = _Server((self.host, self._requested_port), self)
         except OSError as e:
             message = f"cannot listen on {self.host}:{self._requested_port}: {e.strerror or e}"
-            raise (OSError(e.errno, message) if e.errno is not None else OSError(message)) from e
+            if e.errno == errno.EADDRINUSE:
+                message += (" (another program holds it: another edge-infer on this config? "
+                            "choose a free port)")
+            # A name that does not resolve, or an address that is not this machine's:
+            host = isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL
+            raise ConfigError("metrics.host" if host else "metrics.port", message) from e
         # Not a daemon thread: shutdown is explicit via stop()/join(), and the conftest guard checks it.
         self._thread = threading.Thread(target=self._run, name="http", daemon=False)
         self._thread.start()

@@ -99,13 +99,16 @@ def test_bad_config_exits_78_naming_the_key(tmp_path):
     assert run_cli("check-config", "-c", str(good)).returncode == 0
 
 
-def test_port_in_use_is_a_clear_fatal_error(tmp_path):
+def test_port_in_use_exits_78_naming_metrics_port(tmp_path):
+    # 78, not 1: restarting every 2 s (the unit's RestartSec) cannot free another program's port.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        cfg = write_config(tmp_path, metrics={"port": s.getsockname()[1]})
+        port = s.getsockname()[1]
+        cfg = write_config(tmp_path, metrics={"port": port})
         r = run_cli("run", "-c", str(cfg))
-    assert r.returncode == 1 and "cannot start" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 78 and "Traceback" not in r.stderr, r.stderr
+    assert f"metrics.port: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
 
 
 def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, notify_socket):

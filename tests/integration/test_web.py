@@ -6,21 +6,22 @@ import urllib.request
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
+from edge_infer.errors import ConfigError
 from edge_infer.ops.metrics import HTTP_REFUSED_REASONS
 from edge_infer.ops.web import HttpServer
 
 TIMEOUT = 5.0
 
 
-def make_server(registry: CollectorRegistry | None = None, *, port: int = 0, is_alive=lambda: True,
-                is_ready=lambda: True, web_config=None, max_connections: int = 8,
-                request_timeout_s: float = 10.0) -> HttpServer:
+def make_server(registry: CollectorRegistry | None = None, *, host: str = "127.0.0.1",
+                port: int = 0, is_alive=lambda: True, is_ready=lambda: True, web_config=None,
+                max_connections: int = 8, request_timeout_s: float = 10.0) -> HttpServer:
     """An HttpServer on loopback with its refusal counter (edge_infer_http_refused_total) on ``registry``."""
     registry = registry or CollectorRegistry()
     refused = Counter("edge_infer_http_refused", "test", ["reason"], registry=registry)
     for reason in HTTP_REFUSED_REASONS:
         refused.labels(reason)
-    return HttpServer(host="127.0.0.1", port=port, registry=registry, is_alive=is_alive, is_ready=is_ready,
+    return HttpServer(host=host, port=port, registry=registry, is_alive=is_alive, is_ready=is_ready,
                       refused=refused, web_config=web_config, max_connections=max_connections,
                       request_timeout_s=request_timeout_s)
 
@@ -112,17 +113,24 @@ def test_stop_and_join_closes_the_port():
         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
 
 
-def test_port_in_use_raises_oserror_from_start_naming_the_address():
+def test_port_in_use_raises_a_config_error_from_start_naming_the_key_and_the_address():
     first = make_server()
     first.start()
     try:
         second = make_server(port=first.port)
-        with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
+        address = f"127.0.0.1:{first.port}"
+        with pytest.raises(ConfigError, match=f"metrics.port: cannot listen on {address}: .*use"):
             second.start()
         assert second.join(TIMEOUT)  # nothing was started, nothing to wait for
     finally:
         first.stop()
         assert first.join(TIMEOUT)
+
+
+def test_a_host_that_is_not_an_address_of_this_machine_names_metrics_host():
+    server = make_server(host="192.0.2.1")  # TEST-NET-1: never this machine's
+    with pytest.raises(ConfigError, match="metrics.host: cannot listen on 192.0.2.1:0"):
+        server.start()
 
 
 def test_a_silent_client_does_not_block_other_requests(served):

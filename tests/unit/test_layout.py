@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "edge_infer"
 # Bottom to top: a module may import from its own layer and the layers below it, never above.
 LAYERS = (
-    ("errors", "config_reader", "config", "lifecycle"),
+    ("errors", "parsing", "config_reader", "config", "lifecycle"),
     ("ops",),
     ("model",),
     ("sinks",),
