@@ -19,22 +19,24 @@ MISSING = 'edge_infer_watch_folder_missing{source="drops"}'
 OK = 'edge_infer_images_total{outcome="ok",source="drops"}'
 
 
-def _start(tmp_path):  # type: ignore[no-untyped-def]
+def _start(tmp_path, polling: bool = False):  # type: ignore[no-untyped-def]
     port = free_port()
-    cfg = write_config(tmp_path, metrics={"port": port}, shutdown={"drain_timeout_s": 5})
+    source = {"name": "drops", "type": "folder", "path": "inbox", "after": "move",
+              "done_dir": "done", "failed_dir": "failed", "polling": polling}
+    cfg = write_config(tmp_path, [source], metrics={"port": port}, shutdown={"drain_timeout_s": 5})
     return port, cfg
 
 
-@pytest.mark.parametrize("how", ["deleted", "renamed away"])
+@pytest.mark.parametrize("how", ["deleted", "renamed away", "deleted, polled"])
 def test_an_inbox_that_vanishes_is_waited_for_and_watched_again_when_it_comes_back(tmp_path, how):
-    port, cfg = _start(tmp_path)
+    port, cfg = _start(tmp_path, polling=how.endswith("polled"))
     photos = write_images(tmp_path / "staging", 2)
     inbox = tmp_path / "inbox"
     with daemon(cfg, log=tmp_path / "daemon.log") as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
         shutil.copy(photos[0], inbox / "first.jpg")
         wait_for(lambda: metric(port, OK) == 1, 30, "the first photo's result")
-        if how == "deleted":
+        if how.startswith("deleted"):
             shutil.rmtree(inbox)
         else:
             inbox.rename(tmp_path / "old-inbox")
