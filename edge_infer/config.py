@@ -49,6 +49,8 @@ class FolderSource(_Source):
     polling: bool = setting(False, "poll instead of inotify (network mounts)")
     poll_interval_s: float = setting(1.0, "polling period", gt=0)
     settle_s: float = setting(0.5, "polling: a file is complete once its size and mtime hold still this long", ge=0)
+    rescan_interval_s: float = setting(60.0, "period of the reconciliation scan (finds what events "
+                                             "missed)", gt=0)
     min_score: float = setting(0.0, "with {label} in done_dir: a top-1 score below this files the input under "
                                     "unsure", ge=0, le=1)
 

@@ -163,7 +163,7 @@ class Metrics:
             self.errors_total.labels(name, error_kind)
         self.last_success_timestamp_seconds.labels(name)
         if kind == "folder":
-            self.folders.watch_overflows_total.labels(name)
+            self.folders.init_source(name)
             self.inputs_parked.labels(name)
         self.end_to_end_seconds.labels(name)
         with self._model_lock:

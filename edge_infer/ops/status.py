@@ -140,6 +140,7 @@ def render(now: Scrape, before: Scrape | None, url: str, wall_time: float | None
     lines.append("  " + _resources(now, before))
     lines.append("  " + _last_error(now, wall))
     lines += _parked(now)
+    lines += _watching(now)
     lines += ["", *_sources(now, before, wall)]
     cameras = now.label_values("edge_infer_camera_up", "source")
     if cameras:
@@ -177,6 +178,25 @@ def _parked(now: Scrape) -> list[str]:
         return []
     return ["  parked      " + ", ".join(f"{src}: {v:.0f}" for src, v in parked) + " (recorded, cannot be moved out "
             "of the inbox; why: <output.dir>/.parked.json, journalctl -u edge-infer)"]
+
+
+def _watching(now: Scrape) -> list[str]:
+    """Folder sources that do not see all of their folder; what the reconciliation scans found."""
+    notes = []
+    for src in now.label_values("edge_infer_watch_rescans_total", "source"):
+        says = []
+        if now.value("edge_infer_watch_folder_missing", source=src) == 1:
+            says.append("FOLDER MISSING (waiting for it to come back)")
+        if now.value("edge_infer_watch_polling_fallback", source=src) == 1:
+            says.append("polling (inotify ran out of watches: raise fs.inotify.max_user_watches, "
+                        "see README)")
+        if unlistable := now.value("edge_infer_watch_unlistable_folders", source=src):
+            says.append(f"{unlistable:.0f} folder(s) it cannot list (named in the log)")
+        if missed := now.value("edge_infer_watch_missed_total", source=src):
+            says.append(f"{missed:.0f} file(s) found by rescans that no event reported")
+        if says:
+            notes.append(f"{src}: " + ", ".join(says))
+    return ["  watching    " + "; ".join(notes)] if notes else []
 
 
 def _sources(now: Scrape, before: Scrape | None, wall: float) -> list[str]:

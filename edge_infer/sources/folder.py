@@ -24,9 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent,
-                             FileMovedEvent, FileSystemEvent)
-
 from ..config import FolderSource as FolderSourceConfig
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
@@ -36,10 +33,12 @@ from ..pipeline.state import PipelineState
 from ..sinks.durable import make_dirs
 from .claims import Claims
 from .folder_events import Handler, is_transient
-from .inotify import OverflowEvent
 from .leases import held_open_for_writing
+from .watch import FolderWatch
 
 log = logging.getLogger(__name__)
+
+
 class FolderSource(Stage):
     """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
 
@@ -59,7 +58,9 @@ class FolderSource(Stage):
         self._claims = Claims(self.root) if config.after != "keep" else None  # keep: never moved
         self._settling: dict[str, tuple[int, float, float]] = {}  # abs path -> (size, mtime, still since)
         self._in_flight: set[str] = set()
-        self._observer = None
+        # The observer, kept watching whatever the folder does; the reconciliation scan (watch.py).
+        folders = metrics.folders if metrics is not None else None
+        self.watch = FolderWatch(self, Handler(self), folders, transient=is_transient)
         self._wake = threading.Event()  # set when a file becomes ready: dispatch at once, not at the next tick
         self._dispatching = threading.Lock()  # one thread at a time hands ready files over, in arrival order
         self.armed = threading.Event()
@@ -97,7 +98,8 @@ class FolderSource(Stage):
             self.candidate(str(folder), settled=True)
             return 1
         n = 0
-        for dirpath, dirnames, filenames in os.walk(folder or self.root):
+        unlistable = self.watch.rescan.cannot_list  # named once, counted, tried again (rescan.py)
+        for dirpath, dirnames, filenames in os.walk(folder or self.root, onerror=unlistable):
             # os.walk lists a symlink to a folder among the folders but never follows it: it is an input.
             links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in links] \
@@ -114,6 +116,14 @@ class FolderSource(Stage):
         n = self.scan()
         log.warning("source %s: the inotify event queue overflowed (fs.inotify.max_queued_events); rescanned "
                     "%s: %d file(s) there", self.config.name, self.root, n)
+
+    def known(self, path: str) -> bool:
+        """Told about already (ready, settling, in flight, parked): a reconciliation scan that finds
+        it has found nothing new (rescan.py)."""
+        with self._lock:
+            if path in self._ready or path in self._settling or path in self._in_flight or path in self._held:
+                return True
+        return self._parked is not None and self._parked.skip(path)
 
     def _rel(self, path: str) -> str | None:
         try:
@@ -156,10 +166,10 @@ class FolderSource(Stage):
         if self._claims is not None:
             self._claims.prepare()
             self._finish_claims()
-        self._watch()  # watching before the scan: a file arriving in between is seen by one or both
+        self.watch.start()  # before the scan: a file arriving in between is seen by one or both
         found = self.scan()
         log.info("source %s: watching %s (%s), %d file(s) already there", self.config.name, self.root,
-                 "polling" if self.polling else "inotify", found)
+                 self.watch.mode, found)
         super().start()
         self.armed.set()
 
@@ -174,43 +184,20 @@ class FolderSource(Stage):
             log.info("source %s: %d input(s) claimed by an earlier run are finished first", self.config.name,
                      len(left))
 
-    def _watch(self) -> None:
-        from watchdog.observers.polling import PollingObserver
-
-        from .inotify import OverflowAwareObserver
-
-        # Only the events we act on: the kernel then does not even queue the opens, reads, modifies and
-        # deletes (our own included) that make up most of a folder's traffic.
-        wanted: list[type[FileSystemEvent]] = [FileMovedEvent, DirMovedEvent, DirCreatedEvent]
-        if self.polling:
-            self._observer = PollingObserver(timeout=self.config.poll_interval_s)
-            wanted += [FileCreatedEvent, FileModifiedEvent]
-        else:
-            self._observer = OverflowAwareObserver()
-            # Created: only to see symlinks and FIFOs arrive (recursive watches ask the kernel for it anyway).
-            wanted += [FileClosedEvent, FileCreatedEvent, OverflowEvent]
-        self._observer.schedule(Handler(self), str(self.root), recursive=self.config.recursive,
-                                event_filter=wanted)
-        self._observer.start()
-
     # -- supervision (see ops/supervisor.py) -------------------------------------------------------------------
     def observer_alive(self) -> bool:
-        """watchdog's observer thread and its emitter threads (one dead emitter also means no events)."""
-        o = self._observer
-        return o is not None and o.is_alive() and all(e.is_alive() for e in o.emitters)
+        """watchdog's observer and its emitters, and the thread keeping them watching (watch.py)."""
+        return self.watch.alive()
 
     def restart_observer(self) -> None:
         """After the observer died: watch again, then rescan for whatever arrived while nobody watched."""
-        if self._observer is not None:
-            self._observer.stop()  # whatever of it still runs (an emitter outliving its observer)
-        self._watch()
+        self.watch.restart()
         log.warning("source %s: watching %s again; rescanned: %d file(s) there", self.config.name, self.root,
                     self.scan())
 
     def break_observer(self) -> None:
         """Fault injection (tests): an entry the observer's dispatch cannot unpack kills its thread."""
-        if self._observer is not None:
-            self._observer.event_queue.put((None, None))
+        self.watch.break_observer()
 
     def give_back(self, job: Job) -> bool:
         """A job lost with a stage that died: no longer in flight, offered again; False if acknowledged."""
@@ -278,16 +265,12 @@ class FolderSource(Stage):
     def stop(self) -> None:
         super().stop()
         self._wake.set()
-        if self._observer is not None:
-            self._observer.stop()
+        self.watch.stop()
 
     def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        ok = True
-        if self._observer is not None:
-            self._observer.join(max(0.0, deadline - time.monotonic()))
-            ok = not self._observer.is_alive()
+        ok = self.watch.join(timeout)
         return super().join(max(0.0, deadline - time.monotonic())) and ok
 
     def healthy(self) -> bool:
-        return super().healthy() and (self._observer is None or self._observer.is_alive())
+        return super().healthy() and self.watch.alive()

@@ -48,7 +48,13 @@ def base() -> Iterator[Path]:
 
 def _as_user(uid: int) -> dict:
     return {"user": uid, "group": uid, "extra_groups": [], "env": {
-        **os.environ, "HOME": "/nonexistent", "PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()])}}
+        **os.environ, "HOME": "/nonexistent",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *_site_packages()])}}
+
+
+def _site_packages() -> list[str]:
+    """This venv's packages, and those a .pth file in it adds (a venv layered over another's)."""
+    return [*site.getsitepackages(), *(p for p in sys.path if p.endswith("site-packages"))]
 
 
 @functools.lru_cache(maxsize=None)

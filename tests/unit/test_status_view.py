@@ -95,3 +95,18 @@ def test_parked_inputs_are_shown_only_when_there_are_some():
     m.set_parked("drops", 2)
     line = next(x for x in render(_scrape(m, at=1.0), None, "http://x").splitlines() if "parked" in x)
     assert line.startswith("  parked      drops: 2 (recorded, cannot be moved out of the inbox; why: ")
+
+
+def test_a_folder_source_not_seeing_all_of_its_folder_says_so_and_a_healthy_one_says_nothing():
+    m = _daemon()
+    assert "watching" not in render(_scrape(m, at=1.0), None, "http://x")
+    f = m.folders
+    f.folder_missing.labels("drops").set(1)
+    f.polling_fallback.labels("drops").set(1)
+    f.unlistable.labels("drops").set(2)
+    f.missed_total.labels("drops").inc(3)
+    text = render(_scrape(m, at=1.0), None, "http://x")
+    assert ("  watching    drops: FOLDER MISSING (waiting for it to come back), polling (inotify "
+            "ran out of watches: raise fs.inotify.max_user_watches, see README), 2 folder(s) it "
+            "cannot list (named in the log), 3 file(s) found by rescans that no event "
+            "reported\n") in text, text
