@@ -21,7 +21,6 @@ acknowledgement checks, just before it, that the path still names the file that 
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -60,7 +59,7 @@ class Claims:
         """The claim folder, durably (a claim into a folder that a power cut takes back would lose it)."""
         make_dirs(self.folder)
 
-    def claim(self, path: str, rel: str) -> str | None:
+    def claim(self, path: str, rel: str, again: bool = True) -> str | None:
         """The path to work on: the claimed one, ``path`` itself when it cannot be claimed (processed in
         place), or None when nothing is there any more (replaced by nothing, or its folder renamed: its new
         name has an event or a scan of its own)."""
@@ -77,10 +76,16 @@ class Claims:
         try:
             rename_noreplace(Path(path), dest)
         except FileNotFoundError:
-            if not self.folder.is_dir():
-                self._refused_once(errno.ENOENT, path, "the claim folder is gone")
-                return path
-            return None
+            if self.folder.is_dir() or not os.path.lexists(path):
+                return None
+            if again:  # the inbox came back without our folder (deleted and made again): make it anew
+                try:
+                    self.prepare()
+                except OSError as e:
+                    self._refused_once(e.errno or 0, path, f"cannot make {self.folder}: {e.strerror or e}")
+                    return path
+                return self.claim(path, rel, again=False)
+            return path
         except FileExistsError:
             # The same inode under the same name in flight already: a second event for one file.
             return None
