@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
+from .config import AppConfig, CameraSourceConfig, FolderSourceConfig
 from .lifecycle import ShutdownFlags, Stage
 from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .model.reload import ModelReloader
@@ -207,7 +207,7 @@ class App:
                         for s in c.sources if isinstance(s, FolderSourceConfig)]
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir, src.config.failed_dir, src.done,
                                                src.root, src.config.min_score) for src in self.sources}
-        cams = [s for s in c.sources if isinstance(s, CameraSource)]
+        cams = [s for s in c.sources if isinstance(s, CameraSourceConfig)]
         crops = self._region_crops(cams, session)
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
                  for cam in cams}
@@ -245,7 +245,7 @@ class App:
                                    metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=mqtt,
                                    journal=self.journal, parked=self.parked, faults=self.faults, regions=watches)
 
-    def _region_crops(self, cams: list[CameraSource], serving: ModelSession) -> dict[str, tuple[RegionCrop, ...]]:
+    def _region_crops(self, cams: list[CameraSourceConfig], serving: ModelSession) -> dict[str, tuple[RegionCrop, ...]]:
         """Each camera's regions with their own models loaded (once per file) and checked against them."""
         loaded: dict[Path, ModelSession] = {}
 
@@ -265,7 +265,7 @@ class App:
         return RegionWatch(camera=cfg, sink=sink, mqtt=mqtt, metrics=self.metrics, samples=samples,
                            last_frame=lambda: cam.last_frame_at)
 
-    def _build_mqtt(self, cams: list[CameraSource]) -> MqttSink | None:
+    def _build_mqtt(self, cams: list[CameraSourceConfig]) -> MqttSink | None:
         cfg, out = self.config.output.mqtt, self.config.output.dir
         if cfg is None:
             return None

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import AppConfig, CameraSource, FolderSource, sorting_root
+from ..config import AppConfig, CameraSourceConfig, FolderSourceConfig, sorting_root
 from ..errors import ConfigError
 
 
@@ -34,7 +34,7 @@ def _folder(key: str, path: Path, tree: bool = True) -> _Folder:
 
 def _watched(config: AppConfig) -> list[tuple[str, _Folder]]:
     return [(s.name, _folder(f"sources[{i}].path", s.path, s.recursive))
-            for i, s in enumerate(config.sources) if isinstance(s, FolderSource)]
+            for i, s in enumerate(config.sources) if isinstance(s, FolderSourceConfig)]
 
 
 def _written(config: AppConfig) -> list[_Folder]:
@@ -43,11 +43,11 @@ def _written(config: AppConfig) -> list[_Folder]:
     if mqtt is not None and mqtt.spool_dir is not None:
         out.append(_folder("output.mqtt.spool_dir", mqtt.spool_dir))
     for i, s in enumerate(config.sources):
-        if isinstance(s, FolderSource):
+        if isinstance(s, FolderSourceConfig):
             if s.after == "move" and s.done_dir is not None:  # otherwise done_dir is never used
                 out.append(_folder(f"sources[{i}].done_dir", sorting_root(s.done_dir)))
             out.append(_folder(f"sources[{i}].failed_dir", s.failed_dir))
-        elif isinstance(s, CameraSource) and s.samples_dir is not None:
+        elif isinstance(s, CameraSourceConfig) and s.samples_dir is not None:
             out.append(_folder(f"sources[{i}].samples_dir", s.samples_dir))
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from ..config import AppConfig, CameraSource
+from ..config import AppConfig, CameraSourceConfig
 from ..errors import ConfigError, InvalidConfig
 from .folder_overlap import folder_overlaps
 from .web_config import load_web_config
@@ -17,7 +17,7 @@ def check_supported(config: AppConfig) -> None:
     if overlaps:
         raise InvalidConfig(str(config.path or "config"), overlaps)
     for i, s in enumerate(config.sources):
-        if isinstance(s, CameraSource) and importlib.util.find_spec("av") is None:
+        if isinstance(s, CameraSourceConfig) and importlib.util.find_spec("av") is None:
             raise ConfigError(f"sources[{i}].type", "camera sources need the 'camera' extra (PyAV): "
                                                     "pip install 'edge-infer[camera]'")
     mqtt = config.output.mqtt

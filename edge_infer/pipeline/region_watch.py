@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..config import CameraSource
+from ..config import CameraSourceConfig
 from ..ops.metrics import Metrics
 from ..sinks.jsonl import JsonlSink
 from ..sinks.mqtt_sink import MqttSink
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class RegionWatch:
-    def __init__(self, *, camera: CameraSource, sink: JsonlSink, mqtt: MqttSink | None, metrics: Metrics,
-                 samples: SampleStore | None = None, last_frame: Callable[[], float] | None = None) -> None:
+    def __init__(self, *, camera: CameraSourceConfig, sink: JsonlSink, mqtt: MqttSink | None,
+                 metrics: Metrics, samples: SampleStore | None = None,
+                 last_frame: Callable[[], float] | None = None) -> None:
         """``last_frame``: the monotonic time of the camera's last decoded frame (None: never goes down)."""
         self.camera = camera
         self._sink, self._mqtt, self._metrics, self._samples = sink, mqtt, metrics, samples

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import CameraSource, MqttConfig, Region
+from ..config import CameraSourceConfig, MqttConfig, RegionConfig
 from .durable import replace_file
 from .mqtt_sink import STATUS_OFFLINE, STATUS_ONLINE
 
@@ -30,12 +30,13 @@ def _object_id(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(parts))
 
 
-def state_topics(cfg: MqttConfig, device: str, cameras: Iterable[CameraSource]) -> list[str]:
+def state_topics(cfg: MqttConfig, device: str, cameras: Iterable[CameraSourceConfig]) -> list[str]:
     return [cfg.state_topic.format(device=device, source=cam.name, region=r.name)
             for cam in cameras for r in cam.regions]
 
 
-def sensor_config(cfg: MqttConfig, device: str, source: str, region: Region) -> tuple[str, dict[str, Any]]:
+def sensor_config(cfg: MqttConfig, device: str, source: str,
+                  region: RegionConfig) -> tuple[str, dict[str, Any]]:
     """(discovery topic, payload) of one region's sensor, per Home Assistant's MQTT sensor schema."""
     topics = {"device": device, "source": source, "region": region.name}
     node = _object_id(device, source, region.name)
@@ -58,7 +59,8 @@ def sensor_config(cfg: MqttConfig, device: str, source: str, region: Region) -> 
     return f"{cfg.discovery_prefix}/sensor/{node}/config", payload
 
 
-def discovery_messages(cfg: MqttConfig, device: str, cameras: Iterable[CameraSource]) -> dict[str, bytes]:
+def discovery_messages(cfg: MqttConfig, device: str,
+                       cameras: Iterable[CameraSourceConfig]) -> dict[str, bytes]:
     """Every region's discovery config (empty without ``homeassistant: true``)."""
     if not cfg.homeassistant:
         return {}

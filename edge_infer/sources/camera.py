@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from ..config import CameraSource as CameraConfig
+from ..config import CameraSourceConfig
 from ..lifecycle import Stage, backoff_s
 from ..model.preprocess import PreprocessSpec, crop_image
 from ..ops.metrics import Metrics
@@ -44,7 +44,7 @@ class Stalled(Exception):
 PROTOCOLS = {"rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls", "http": "http,https,tcp,tls", "file": "file"}
 
 
-def open_args(cfg: CameraConfig) -> tuple[str, dict[str, Any]]:
+def open_args(cfg: CameraSourceConfig) -> tuple[str, dict[str, Any]]:
     """(url, keyword arguments for ``av.open``) for each kind of camera URL."""
     timeouts = (cfg.open_timeout_s, cfg.read_timeout_s)  # PyAV's interrupt callback: open, then each read
     io_timeout_us = str(int(cfg.read_timeout_s * 1_000_000))  # FFmpeg's own socket timeout
@@ -69,8 +69,8 @@ class CameraSource(Stage):
     poll_s = 0.5
     kind = "camera"
 
-    def __init__(self, *, config: CameraConfig, prepared: "queue.Queue[Job]", pool: TensorPool,
-                 spec: PreprocessSpec, metrics: Metrics, max_pixels: int = 50_000_000,
+    def __init__(self, *, config: CameraSourceConfig, prepared: "queue.Queue[Job]",
+                 pool: TensorPool, spec: PreprocessSpec, metrics: Metrics, max_pixels: int = 50_000_000,
                  regions: tuple[RegionCrop, ...] = ()) -> None:
         super().__init__(f"camera-{config.name}")
         self.config = config

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..config import FolderSource as FolderSourceConfig
+from ..config import FolderSourceConfig
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job

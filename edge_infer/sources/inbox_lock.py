@@ -24,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..config import AppConfig, FolderSource
+from ..config import AppConfig, FolderSourceConfig
 from ..errors import ConfigError
 from ..sinks.durable import make_dirs
 
@@ -96,7 +96,7 @@ class InboxLocks:
     def _hold_inboxes(self, config: AppConfig) -> dict[Path, str]:
         held: dict[Path, str] = {}  # real path -> key
         for i, s in enumerate(config.sources):
-            if not isinstance(s, FolderSource):
+            if not isinstance(s, FolderSourceConfig):
                 continue
             key = f"sources[{i}].path"
             make_dirs(s.path)  # as the source would at its start: the lock needs the folder

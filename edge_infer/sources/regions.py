@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import CameraSource, Region
+from ..config import CameraSourceConfig, RegionConfig
 from ..errors import ConfigError, InvalidConfig, ModelError
 from ..model.preprocess import PreprocessSpec
 
 
 @dataclass(frozen=True)
 class RegionCrop:
-    config: Region
+    config: RegionConfig
     spec: PreprocessSpec  # the preprocessing of the model that classifies it
     session: Any = None  # the region's own ModelSession; None: the daemon's serving model
 
@@ -34,7 +34,8 @@ class RegionCrop:
         return int(x1), int(y1), int(x2), int(y2)
 
 
-def region_crops(camera: CameraSource, serving: Any, load: Callable[[Path], Any]) -> tuple[RegionCrop, ...]:
+def region_crops(camera: CameraSourceConfig, serving: Any,
+                 load: Callable[[Path], Any]) -> tuple[RegionCrop, ...]:
     """The camera's regions, each with its model loaded (``load``, a path -> ModelSession) and checked: its
     input must be the daemon model's (its crops share the daemon's tensor pool), and the ``states`` named
     must be labels of the model that classifies the region. Raises ``InvalidConfig`` naming each key."""

@@ -36,7 +36,7 @@ Key = tuple[int, int, int]  # device, inode, ctime: a file replaced at the same 
 class Watched(Protocol):
     """What watch.py and this module use of a folder source (folder.py's FolderSource)."""
 
-    config: Any  # config.FolderSource
+    config: Any  # config.FolderSourceConfig
     root: Path
     polling: bool  # set by watch.py: True while an observer polls
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import edge_infer.pipeline.workers as workers_module
-from edge_infer.config import FolderSource as FolderSourceConfig
+from edge_infer.config import FolderSourceConfig
 from edge_infer.errors import ResourceError
 from edge_infer.pipeline.parked import PARKED_NAME, ParkedInputs
 from edge_infer.pipeline.writer import SourceRoute

@@ -8,8 +8,9 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from edge_infer.config import (AppConfig, BatchConfig, CameraSource, FolderSource, LoggingConfig, MetricsConfig,
-                               ModelConfig, MqttConfig, PipelineConfig, ShutdownConfig, load_config, parse_config)
+from edge_infer.config import (AppConfig, BatchConfig, CameraSourceConfig, FolderSourceConfig,
+                               LoggingConfig, MetricsConfig, ModelConfig, MqttConfig, PipelineConfig,
+                               ShutdownConfig, load_config, parse_config)
 from edge_infer.errors import ConfigError, InvalidConfig
 
 # The example from docs/contract.md, verbatim.
@@ -83,9 +84,10 @@ def test_contract_example_parses_and_paths_resolve_against_the_config_folder(tmp
     assert cfg.path == f
     assert cfg.model == ModelConfig(path=None, top_k=5, threads=0)
     drops, cam = cfg.sources
-    assert drops == FolderSource(name="drops", path=etc / "var/inbox", done_dir=etc / "var/done",
-                                 failed_dir=etc / "var/failed", after="move")
-    assert cam == CameraSource(name="cam0", url="rtsp://127.0.0.1:8554/cam", fps=2.0)
+    assert drops == FolderSourceConfig(name="drops", path=etc / "var/inbox",
+                                       done_dir=etc / "var/done", failed_dir=etc / "var/failed",
+                                       after="move")
+    assert cam == CameraSourceConfig(name="cam0", url="rtsp://127.0.0.1:8554/cam", fps=2.0)
     assert isinstance(cam.fps, float) and cam.type == "camera" and drops.type == "folder"
     assert cfg.batch == BatchConfig(max_size=8, max_wait_ms=10.0)
     assert cfg.output.dir == etc / "var/results"

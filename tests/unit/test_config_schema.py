@@ -12,12 +12,12 @@ from typing import Any, Iterator, Literal, Optional, Union, get_args, get_origin
 
 import pytest
 
-from edge_infer.config import AppConfig, FolderSource, Region, parse_config
+from edge_infer.config import AppConfig, FolderSourceConfig, RegionConfig, parse_config
 from edge_infer.config_reader import Rule, Section, read, setting
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # The file the config came from, set by load_config; where a region was read from, to name it in later errors.
-NOT_KEYS = {(AppConfig, "path"), (Region, "key")}
+NOT_KEYS = {(AppConfig, "path"), (RegionConfig, "key")}
 # Values the schema cannot make up: required keys, and keys with a pattern.
 GIVEN = {
     # {label} needs after: move, and min_score needs {label}: each source's after or min_score is left default.
@@ -164,8 +164,9 @@ def test_a_dataclass_field_with_no_setting_is_refused_not_skipped(tmp_path):
 def test_a_folder_source_read_with_the_defaults(tmp_path):
     """The generic reader gives what the dataclass would: the defaults where a key is left out."""
     cfg = parse_config(GIVEN, tmp_path)
-    assert cfg.sources[0] == FolderSource(name="drops", path=tmp_path / "in", done_dir=tmp_path / "done" / "{label}",
-                                          failed_dir=tmp_path / "failed")
+    assert cfg.sources[0] == FolderSourceConfig(name="drops", path=tmp_path / "in",
+                                                done_dir=tmp_path / "done" / "{label}",
+                                                failed_dir=tmp_path / "failed")
 
 
 def _readme_table() -> dict[str, str]:

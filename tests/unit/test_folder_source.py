@@ -7,7 +7,7 @@ import queue
 import threading
 from typing import Iterator
 
-from edge_infer.config import FolderSource as FolderSourceConfig
+from edge_infer.config import FolderSourceConfig
 from edge_infer.pipeline.jobs import Job
 from edge_infer.sources.folder import FolderSource
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from edge_infer.config import CameraSource, Region
+from edge_infer.config import CameraSourceConfig, RegionConfig
 from edge_infer.ops.metrics import Metrics
 from edge_infer.pipeline.jobs import Job
 from edge_infer.pipeline.region_watch import RegionWatch
@@ -25,8 +25,8 @@ def frame(seq: int, label: str, score: float = 0.9) -> Job:
 
 
 def watch(clock: list[float]) -> tuple[RegionWatch, Sink, CollectorRegistry]:
-    cam = CameraSource(name="cam", url="rtsp://x/y", stall_after_s=5,
-                       regions=(Region(name="door", confirm_frames=2, states=("open", "shut")),))
+    door = RegionConfig(name="door", confirm_frames=2, states=("open", "shut"))
+    cam = CameraSourceConfig(name="cam", url="rtsp://x/y", stall_after_s=5, regions=(door,))
     registry, sink = CollectorRegistry(), Sink()
     w = RegionWatch(camera=cam, sink=sink, mqtt=None, metrics=Metrics(registry), last_frame=lambda: clock[0])
     w.start()
