@@ -16,7 +16,7 @@ from tests.support.ticker import Ticker
 
 
 def decoder_pids(run: RunningApp) -> list[int]:
-    return [w._decoder.pid for w in run.app.workers if w._decoder.pid is not None]
+    return [w._decoder.pid for w in run.app.stages.workers if w._decoder.pid is not None]
 
 
 def error_record(root: Path, rel: str) -> dict:

@@ -109,7 +109,7 @@ def test_a_changed_model_file_is_swapped_in_only_when_its_self_test_passes(tmp_p
         wait_for(lambda: reloads("ok") == 1, 30, "the good model to be swapped in")
         # Every inference thread swaps: photos one after another are taken by whichever thread waits first,
         # so eight of them reach both (a thread that kept the old model would show in most runs).
-        assert len(run.app.inference) == 2
+        assert len(run.app.stages.inference) == 2
         assert [_drop_and_read_model(tmp_path, f"c{i}.jpg") for i in range(8)] == [new_sha] * 8
         assert info(new_sha) == 1 and info(first_sha) == 0  # one model_info series, the serving one
         assert reloads("failed") == 1

@@ -124,7 +124,7 @@ def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, no
     release = threading.Event()
     with RunningApp(cfg, notifier=Notifier(path, watchdog_usec=400_000), hang_timeout_s=1.0) as run:
         recv_all(sock, "WATCHDOG=1", 5)
-        session = run.app.inference[0].session
+        session = run.app.stages.inference[0].session
         real_run = session.run
         session.run = lambda batch: (release.wait(30), real_run(batch))[1]
         shutil.copyfile(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "x.jpg")

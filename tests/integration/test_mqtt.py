@@ -71,7 +71,7 @@ def test_a_burst_arrives_with_retained_status_and_metrics(tmp_path):
             assert run.sample("edge_infer_mqtt_published_total") == 12
             assert run.sample("edge_infer_mqtt_connected") == 1
             assert run.sample("edge_infer_mqtt_dropped_total") == 0
-            assert run.app.spool.pending == 0
+            assert run.app.stages.spool.pending == 0
         assert sub.last(STATUS) == b"offline"  # said on a clean stop (the last will covers an unclean one)
         by_sha = {r["input_sha256"]: r for r in sub.results(TOPIC)}
         for p in imgs:  # the very object of the result file, plus the device that made it
@@ -141,13 +141,14 @@ def test_broker_down_mid_burst_then_back_loses_nothing_and_keeps_order(tmp_path)
             broker.stop()  # mid-burst: the last results may be in flight, unacknowledged
             wait_for(lambda: run.sample("edge_infer_mqtt_connected") == 0, 30, "the loss noticed")
             drop_in_order(tmp_path, imgs[8:16])  # made while the broker is away: spooled
-            assert run.app.spool.pending >= 8
+            assert run.app.stages.spool.pending >= 8
             time.sleep(OUTAGE_S)  # the outage itself (not a synchronisation): reconnects keep failing
-            assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending >= 8
+            assert run.sample("edge_infer_mqtt_connected") == 0
+            assert run.app.stages.spool.pending >= 8
             broker.start()
             drop_in_order(tmp_path, imgs[16:])
             wait_for(lambda: len(sub.first_arrivals(TOPIC)) == 24, 60, "all 24 results")
-            wait_for(lambda: run.app.spool.pending == 0, 30, "the spool drained")
+            wait_for(lambda: run.app.stages.spool.pending == 0, 30, "the spool drained")
     assert sub.first_arrivals(TOPIC) == [sha(p) for p in imgs]  # none lost, in order; repeats allowed
     assert run.sample("edge_infer_mqtt_acked_total") >= 24
 
@@ -162,7 +163,8 @@ def test_results_a_broker_took_but_never_acknowledged_are_sent_again(tmp_path):
             broker.hang()
             drop_in_order(tmp_path, imgs[2:5])
             wait_for(lambda: run.sample("edge_infer_mqtt_published_total") >= 5, 30, "three sent, unacknowledged")
-            assert run.sample("edge_infer_mqtt_acked_total") == 2 and run.app.spool.pending == 3
+            assert run.sample("edge_infer_mqtt_acked_total") == 2
+            assert run.app.stages.spool.pending == 3
             broker.kill()  # it never read them: only the daemon still has them
             broker.start()
             drop_in_order(tmp_path, imgs[5:])
@@ -237,7 +239,8 @@ def test_a_full_spool_holds_inputs_back_until_the_broker_returns(tmp_path):
         wait_for(lambda: run.sample("edge_infer_mqtt_spool_full") == 1, 60, "the spool full")
         held = wait_for(lambda: waiting(tmp_path / "inbox"), 10, "inputs held")
         # The metric is set as the spool refuses, the writer's reason a moment later, as the refusal reaches it.
-        reason = wait_for(lambda: run.app.writer.blocked_reason, 10, "the writer's blocked reason")
+        reason = wait_for(lambda: run.app.stages.writer.blocked_reason, 10,
+                          "the writer's blocked reason")
         assert held and reason.startswith("output blocked (spool_full): MQTT spool full")
         assert run.sample("edge_infer_output_blocked", reason="spool_full") == 1
         assert run.sample("edge_infer_mqtt_spool_bytes") <= SPOOL_BYTES
@@ -257,11 +260,12 @@ def test_drop_oldest_keeps_intake_going_and_counts_what_it_drops(tmp_path):
         # How many are dropped depends only on the results' sizes, not on timing: the broker is down throughout.
         dropped = int(run.sample("edge_infer_mqtt_dropped_total"))
         assert 0 < dropped < len(imgs) and run.sample("edge_infer_mqtt_spool_bytes") <= SPOOL_BYTES
-        assert run.app.spool.pending + dropped == len(imgs)  # each result is waiting or counted as dropped
+        # each result is waiting or counted as dropped
+        assert run.app.stages.spool.pending + dropped == len(imgs)
         broker.start()
         # Sent in order: once the newest has arrived, everything kept has arrived before it.
         wait_for(lambda: sha(imgs[-1]) in sub.first_arrivals(TOPIC), 90, "the newest result")
-        wait_for(lambda: run.app.spool.pending == 0, 30, "the spool drained")
+        wait_for(lambda: run.app.stages.spool.pending == 0, 30, "the spool drained")
     kept = sub.first_arrivals(TOPIC)
     # The newest survive, in order, without a gap; the ones not delivered are exactly the ones counted.
     assert kept == [sha(p) for p in imgs[len(imgs) - len(kept):]], (len(kept), dropped)
@@ -321,7 +325,8 @@ def test_tls_refuses_a_broker_its_ca_did_not_sign(tmp_path):
             shutil.copyfile(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
             wait_for(lambda: (tmp_path / "done" / "a.jpg").exists(), 60, "the input done")
             time.sleep(2)  # a few connection attempts, each refused at the TLS handshake
-            assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending == 1
+            assert run.sample("edge_infer_mqtt_connected") == 0
+            assert run.app.stages.spool.pending == 1
 
 
 def test_a_login_with_the_password_from_a_file_over_tls(tmp_path):
@@ -349,7 +354,8 @@ def test_a_wrong_password_is_refused_by_the_broker_and_results_wait(tmp_path):
         with RunningApp(cfg) as run:
             shutil.copyfile(write_images(tmp_path / "staging", 1)[0], tmp_path / "inbox" / "a.jpg")
             wait_for(lambda: (tmp_path / "done" / "a.jpg").exists(), 60, "the input done")
-            assert run.sample("edge_infer_mqtt_connected") == 0 and run.app.spool.pending == 1
+            assert run.sample("edge_infer_mqtt_connected") == 0
+            assert run.app.stages.spool.pending == 1
 
 
 def test_check_config_and_run_name_an_unreadable_password_file_or_a_password_in_the_config(tmp_path):
