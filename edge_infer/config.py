@@ -1,4 +1,5 @@
-"""The YAML config, parsed once into frozen dataclasses; every problem is reported with its key path.
+"""The YAML config, parsed once into frozen dataclasses; every problem is reported with its key
+path.
 
 ``AppConfig`` is the whole config, made of the sections declared in ``schema/`` (one module per
 section, each key declared once there with its doc). Every schema name is importable from here.
@@ -20,10 +21,11 @@ from .schema.service_config import LoggingConfig, MetricsConfig, ShutdownConfig
 from .schema.source_config import BaseSourceConfig
 
 __all__ = [
-    "DEVICE_PATTERN", "IMAGE_FORMATS", "LABEL_FIELD", "AppConfig", "BaseSourceConfig", "BatchConfig",
-    "CameraSourceConfig", "FolderSourceConfig", "LoggingConfig", "MetricsConfig", "ModelConfig",
-    "MqttConfig", "OutputConfig", "PipelineConfig", "RegionConfig", "RegionModelConfig",
-    "ShutdownConfig", "SourceConfig", "load_config", "parse_config", "sorting_root",
+    "DEVICE_PATTERN", "IMAGE_FORMATS", "LABEL_FIELD", "AppConfig", "BaseSourceConfig",
+    "BatchConfig", "CameraSourceConfig", "FolderSourceConfig", "LoggingConfig", "MetricsConfig",
+    "ModelConfig", "MqttConfig", "OutputConfig", "PipelineConfig", "RegionConfig",
+    "RegionModelConfig", "ShutdownConfig", "SourceConfig", "load_config", "parse_config",
+    "sorting_root",
 ]
 
 SourceConfig = Union[FolderSourceConfig, CameraSourceConfig]

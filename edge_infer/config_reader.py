@@ -1,8 +1,9 @@
 """Reading one YAML mapping into typed values, collecting every problem with its dotted key path.
 
-``Section`` reads one key at a time: ``integer``, ``number``, ``flag``, ``text``, ``choice``, ``optional_path``,
-nested ``section``s, and ``finish`` to flag unknown keys. The schema (``config.py``) declares each field once
-with ``setting`` (default, rule, doc), and ``read`` turns a dataclass of such fields into those calls.
+``Section`` reads one key at a time: ``integer``, ``number``, ``flag``, ``text``, ``choice``,
+``optional_path``, nested ``section``s, and ``finish`` to flag unknown keys. The schema
+(``schema/``, assembled by ``config.py``) declares each field once with ``setting`` (default, rule,
+doc), and ``read`` turns a dataclass of such fields into those calls.
 ``load_yaml`` (``parsing/bounded_yaml.py``) reads the file itself, within bounds.
 """
 from __future__ import annotations
@@ -21,8 +22,8 @@ from .parsing.bounded_yaml import load_yaml as load_yaml
 
 ABSENT: Any = object()  # the key is not in the mapping (unlike an explicit null)
 REQUIRED: Any = object()  # as a default: the key must be given
-# Stands in for a required path that is missing or invalid; never valid (real ones are absolute), and a config
-# holding it is always discarded with its problems.
+# Stands in for a required path that is missing or invalid; never valid (real ones are absolute),
+# and a config holding it is always discarded with its problems.
 UNSET = Path()
 _T = TypeVar("_T")
 
@@ -46,9 +47,10 @@ def show(v: Any) -> str:
 
 
 class Section:
-    """One mapping of the config: reads typed fields, collects problems, and flags keys nobody read."""
+    """One mapping of the config: reads typed fields, collects problems, flags keys nobody read."""
 
-    def __init__(self, data: Any, where: str, problems: list[ConfigError], base_dir: Path, quiet: bool = False):
+    def __init__(self, data: Any, where: str, problems: list[ConfigError], base_dir: Path,
+                 quiet: bool = False):
         self.where, self.problems, self.base_dir, self.quiet = where, problems, base_dir, quiet
         self.seen: set[Any] = set()
         if data is not None and not isinstance(data, dict):
@@ -84,21 +86,24 @@ class Section:
         return result
 
     def _get(self, name: str, default: Any) -> Any:
-        # Absent takes the default; an explicit null is only "absent" for a required key, else a type error.
+        # Absent takes the default; an explicit null is only "absent" for a required key, else a
+        # type error.
         v = self.raw(name)
         if default is REQUIRED and v in (ABSENT, None):
             self.error(name, "required")
             return ABSENT
         return default if v is ABSENT else v
 
-    def _check_range(self, name: str, v: float, gt: float | None, ge: float | None, le: float | None) -> None:
+    def _check_range(self, name: str, v: float, gt: float | None, ge: float | None,
+                     le: float | None) -> None:
         for ok, rule in ((gt is None or v > gt, f"> {gt}"), (ge is None or v >= ge, f">= {ge}"),
                          (le is None or v <= le, f"<= {le}")):
             if not ok:
                 self.error(name, f"must be {rule}, got {show(v)}")
                 return
 
-    def integer(self, name: str, default: int, *, ge: int | None = None, le: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, ge: int | None = None,
+                le: int | None = None) -> int:
         v = self._get(name, default)
         if isinstance(v, bool) or not isinstance(v, int):
             self.error(name, f"must be an integer, got {show(v)}")
@@ -135,22 +140,27 @@ class Section:
             self.error(name, f"must be a string, got {show(v)}")
         elif not v.strip():
             self.error(name, "must not be empty")
-        elif pattern is not None and not pattern.fullmatch(v):  # fullmatch: "$" would accept a trailing newline
+        # fullmatch: "$" would accept a trailing newline
+        elif pattern is not None and not pattern.fullmatch(v):
             self.error(name, f"must match {pattern.pattern}, got {show(v)}")
         elif placeholders is not None and not _fields_of(v) <= set(placeholders):
             names = " and ".join(f"{{{f}}}" for f in placeholders)
-            self.error(name, f"may only use the placeholder{'s' if len(placeholders) > 1 else ''} {names}, got {v!r}")
+            plural = "s" if len(placeholders) > 1 else ""
+            self.error(name, f"may only use the placeholder{plural} {names}, got {v!r}")
         return v if isinstance(v, str) else ""
 
     def choice(self, name: str, default: Any, options: tuple[Any, ...]) -> Any:
         v = self._get(name, default)
-        if type(v) is not type(default) or v not in options:  # type(): True == 1 and 1.0 == 1 in Python
+        # type(): True == 1 and 1.0 == 1 in Python
+        if type(v) is not type(default) or v not in options:
             self.error(name, f"must be one of {', '.join(map(str, options))}, got {show(v)}")
             return default
         return v
 
-    def subset(self, name: str, default: tuple[str, ...], options: tuple[str, ...]) -> tuple[str, ...]:
-        """A non-empty list of some of ``options`` (matched without regard to case), in the order given."""
+    def subset(self, name: str, default: tuple[str, ...],
+               options: tuple[str, ...]) -> tuple[str, ...]:
+        """A non-empty list of some of ``options`` (matched without regard to case), in the order
+        given."""
         v = self._get(name, default)
         if v is default:
             return default
@@ -171,7 +181,8 @@ class Section:
     def optional_text(self, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
         return None if self.raw(name) in (ABSENT, None) else self.text(name, pattern=pattern)
 
-    def optional_path(self, name: str, required: bool = False, placeholders: tuple[str, ...] = ()) -> Path | None:
+    def optional_path(self, name: str, required: bool = False,
+                      placeholders: tuple[str, ...] = ()) -> Path | None:
         v = self.raw(name)
         if v in (ABSENT, None):
             if required:
@@ -180,15 +191,17 @@ class Section:
         if not isinstance(v, str) or not v.strip():
             self.error(name, f"must be a non-empty path, got {show(v)}")
             return None
-        if ("{" in v or "}" in v) and not _fields_of(v) <= set(placeholders):  # str.format fields: only these
-            self.error(name, f"may only use the placeholder(s) {' '.join(f'{{{f}}}' for f in placeholders)}, got {v!r}")
+        if ("{" in v or "}" in v) and not _fields_of(v) <= set(placeholders):  # str.format fields
+            names = " ".join(f"{{{f}}}" for f in placeholders)
+            self.error(name, f"may only use the placeholder(s) {names}, got {v!r}")
             return None
         try:
             p = Path(v).expanduser()
         except RuntimeError as e:  # ~user that does not exist, or no home directory at all
             self.error(name, f"cannot expand {v!r}: {e}")
             return None
-        # normpath, not resolve(): no filesystem access while parsing, and the folders may not exist yet.
+        # normpath, not resolve(): no filesystem access while parsing, and the folders may not
+        # exist yet.
         return Path(os.path.normpath(self.base_dir / p))
 
     def path(self, name: str, placeholders: tuple[str, ...] = ()) -> Path:
@@ -207,17 +220,21 @@ class Rule:
     placeholders: tuple[str, ...] | None = None  # a str.format template using only these fields
 
 
-def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            choices: tuple[Any, ...] | None = None, pattern: str | re.Pattern[str] | None = None,
+def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, choices: tuple[Any, ...] | None = None,
+            pattern: str | re.Pattern[str] | None = None,
             placeholders: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field declaring its default (``REQUIRED``: none), its rule and its one-line doc together."""
-    rule = Rule(doc, ge=ge, gt=gt, le=le, choices=choices, pattern=None if pattern is None else re.compile(pattern),
-                placeholders=placeholders)
-    return field(metadata={"rule": rule}) if default is REQUIRED else field(default=default, metadata={"rule": rule})
+    """A dataclass field declaring its default (``REQUIRED``: none), its rule and its one-line doc
+    together."""
+    rule = Rule(doc, ge=ge, gt=gt, le=le, choices=choices,
+                pattern=None if pattern is None else re.compile(pattern), placeholders=placeholders)
+    if default is REQUIRED:
+        return field(metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule})
 
 
-_READERS: dict[Any, Callable[..., Any]] = {bool: Section.flag, int: Section.integer, float: Section.number,
-                                           str: Section.text}
+_READERS: dict[Any, Callable[..., Any]] = {bool: Section.flag, int: Section.integer,
+                                           float: Section.number, str: Section.text}
 _OPTIONAL_READERS: dict[Any, Callable[..., Any]] = {Optional[str]: Section.optional_text,
                                                     Optional[Path]: Section.optional_path}
 
@@ -229,10 +246,12 @@ def _read_field(s: Section, f: Field[Any], hint: Any) -> Any:
             return s.section(f.name, lambda sub: read(sub, hint))
         raise TypeError(f"{f.name}: declare it with setting() or parse it in the caller")
     default = REQUIRED if f.default is MISSING else f.default
-    # Only the limits a rule sets are passed on, so one that does not fit its type fails (a TypeError) at once.
-    limits = {k: v for k, v in (("ge", rule.ge), ("gt", rule.gt), ("le", rule.le), ("pattern", rule.pattern),
-                                ("placeholders", rule.placeholders)) if v is not None}
-    if get_origin(hint) is tuple and rule.choices is not None:  # some of the choices, as a YAML list
+    # Only the limits a rule sets are passed on, so one that does not fit its type fails (a
+    # TypeError) at once.
+    limits = {k: v for k, v in (("ge", rule.ge), ("gt", rule.gt), ("le", rule.le),
+                                ("pattern", rule.pattern), ("placeholders", rule.placeholders))
+              if v is not None}
+    if get_origin(hint) is tuple and rule.choices is not None:  # some of the choices, as a list
         return s.subset(f.name, default, rule.choices)
     if rule.choices is not None or get_origin(hint) is Literal:
         return s.choice(f.name, default, rule.choices or get_args(hint), **limits)
@@ -248,16 +267,17 @@ def _read_field(s: Section, f: Field[Any], hint: Any) -> Any:
 
 
 def read(section: Section, cls: type[_T], **custom: Callable[[Section], Any]) -> _T:
-    """``cls`` read from ``section`` field by field, in declaration order, so that no field is left unread.
+    """``cls`` read from ``section`` field by field, in declaration order, so that no field is left
+    unread.
 
-    ``custom`` parses the fields the caller reads itself (one function of the section each); every other field
-    is read by its ``setting`` rule, or, if it is a dataclass, as a nested section. Field order is kept so that
-    problems are listed in the order of the schema.
+    ``custom`` parses the fields the caller reads itself (one function of the section each); every
+    other field is read by its ``setting`` rule, or, if it is a dataclass, as a nested section.
+    Field order is kept so that problems are listed in the order of the schema.
     """
     names = {f.name for f in fields(cls)}
     if custom.keys() - names:
         raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(custom.keys() - names))}")
     # get_type_hints: the annotations are strings (from __future__ import annotations).
     hints = get_type_hints(cls)
-    return cls(**{f.name: custom[f.name](section) if f.name in custom else _read_field(section, f, hints[f.name])
-                  for f in fields(cls)})
+    return cls(**{f.name: custom[f.name](section) if f.name in custom
+                  else _read_field(section, f, hints[f.name]) for f in fields(cls)})

@@ -1,4 +1,5 @@
-"""The typed errors of edge-infer. ``cli.py`` maps them to exit codes; stages catch them at their boundary."""
+"""The typed errors of edge-infer. ``cli.py`` maps them to exit codes; stages catch them at their
+boundary."""
 from __future__ import annotations
 
 import errno
@@ -45,12 +46,14 @@ class InputError(EdgeInferError):
 
 
 class ResourceError(EdgeInferError):
-    """The machine is short of descriptors or memory for now (``errno`` in ``TRANSIENT_ERRNOS``): the work
-    waits and is retried with backoff, never failed."""
+    """The machine is short of descriptors or memory for now (``errno`` in
+    ``TRANSIENT_ERRNOS``): the work waits and is retried with backoff, never failed."""
 
 
-# Errors that pass by themselves: out of descriptors (this process's or the system's), memory, buffers.
-TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS})
+# Errors that pass by themselves: out of descriptors (this process's or the system's), memory,
+# buffers.
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN,
+                              errno.ENOBUFS})
 
 
 class ExportError(EdgeInferError):
@@ -75,7 +78,8 @@ class InvalidConfig(EdgeInferError):
 
 
 class SandboxError(EdgeInferError):
-    """A decoder child's sandbox step did not take effect; ``steps`` names them, the message is the report."""
+    """A decoder child's sandbox step did not take effect; ``steps`` names them, the message is the
+    report."""
 
     def __init__(self, steps: tuple[str, ...], summary: str) -> None:
         super().__init__(f"sandbox incomplete ({', '.join(steps)}): {summary}")

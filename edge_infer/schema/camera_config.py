@@ -1,4 +1,5 @@
-"""The schema of a camera source and of the regions watched in its frames (README, Camera regions)."""
+"""The schema of a camera source and of the regions watched in its frames (README, Camera
+regions)."""
 from __future__ import annotations
 
 import math
@@ -22,20 +23,22 @@ class RegionConfig:
     """A part of a camera's frames watched for a state (see README, Camera regions)."""
     name: str = setting(REQUIRED, "unique within its camera", pattern=r"[a-z0-9_-]+")
     crop: tuple[float, float, float, float] = setting(
-        (0.0, 0.0, 1.0, 1.0), "[x1, y1, x2, y2]: whole pixels, or fractions of the frame when all are "
-                              "at most 1 (_parse_crop)")
-    model: Optional[RegionModelConfig] = None  # read as an optional section; None: the daemon's model
+        (0.0, 0.0, 1.0, 1.0), "[x1, y1, x2, y2]: whole pixels, or fractions of the frame when all "
+                              "are at most 1 (_parse_crop)")
+    # read as an optional section; None: the daemon's model
+    model: Optional[RegionModelConfig] = None
     states: tuple[str, ...] = setting((), "the model's labels that are states, others never count; "
                                           "none: every label (_parse_states)")
     threshold: float = setting(
         0.8, "a frame's top-1 counts towards a state only at or above this score", ge=0, le=1)
     confirm_frames: int = setting(3, "consecutive agreeing frames that confirm a new state",
                                   ge=1, le=1000)
-    sample_below: float = setting(0.95, "samples_dir: frames scoring below this are kept as samples",
-                                  ge=0, le=1)
+    sample_below: float = setting(
+        0.95, "samples_dir: frames scoring below this are kept as samples", ge=0, le=1)
     samples_per_hour: int = setting(60, "samples_dir: at most this many samples an hour",
                                     ge=0, le=100_000)
-    key: str = ""  # not a key: where it was read from ("sources[1].regions[0]"), to name it in errors
+    # not a key: where it was read from ("sources[1].regions[0]"), to name it in later errors
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class CameraSourceConfig(BaseSourceConfig):
     reconnect_max_s: float = setting(30.0, "...up to here", gt=0)
     stall_after_s: float = setting(
         10.0, "no frame for this long: the feed counts as down and is reopened", gt=0)
-    frozen_after_s: float = setting(30.0, "identical frames for this long: reported as frozen", gt=0)
+    frozen_after_s: float = setting(
+        30.0, "identical frames for this long: reported as frozen", gt=0)
     loop: bool = setting(True, "video files: start again at the end")
     video_size: Optional[str] = setting(None, 'V4L2: "640x480"',
                                         pattern=r"[1-9][0-9]{0,4}x[1-9][0-9]{0,4}")
@@ -95,7 +99,8 @@ def _parse_crop(s: Section) -> tuple[float, float, float, float]:
     if (not isinstance(v, list) or len(v) != 4
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
                        for x in v)):
-        s.error("crop", f"must be [x1, y1, x2, y2] (pixels, or fractions of the frame), got {show(v)}")
+        s.error("crop", "must be [x1, y1, x2, y2] (pixels, or fractions of the frame), "
+                        f"got {show(v)}")
         return whole
     if min(v) < 0:
         s.error("crop", f"must not be negative, got {show(v)}")
@@ -113,7 +118,8 @@ def _parse_states(s: Section) -> tuple[str, ...]:
     v = s.raw("states")
     if v in (ABSENT, None):
         return ()
-    if not isinstance(v, list) or len(v) < 2 or not all(isinstance(x, str) and x.strip() for x in v):
+    if (not isinstance(v, list) or len(v) < 2
+            or not all(isinstance(x, str) and x.strip() for x in v)):
         s.error("states", "must be a list of at least two labels of the region's model, "
                           f"got {show(v)}")
         return ()
@@ -153,8 +159,8 @@ def parse_camera(s: Section, name: str) -> CameraSourceConfig:
         s.error("reconnect_max_s", f"must be >= reconnect_min_s ({cam.reconnect_min_s}), "
                                    f"got {cam.reconnect_max_s}")
     if cam.frames == "changes" and not cam.regions:
-        s.error("frames", "changes: only the changes of regions are written, and this camera has no "
-                          "regions")
+        s.error("frames", "changes: only the changes of regions are written, and this camera has "
+                          "no regions")
     if cam.samples_dir is not None and not cam.regions:
         s.error("samples_dir", "keeps crops of regions, and this camera has no regions")
     return cam

@@ -8,7 +8,8 @@ from typing import Literal, Optional
 from ..config_reader import ABSENT, REQUIRED, Section, parsed, read, setting
 from .source_config import BaseSourceConfig
 
-LABEL_FIELD = "{label}"  # in a folder source's done_dir: one folder per top-1 label (sinks/filing.sorted_dir)
+# In a folder source's done_dir: one folder per top-1 label (sinks/filing.sorted_dir).
+LABEL_FIELD = "{label}"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class FolderSourceConfig(BaseSourceConfig):
 
 
 def sorting_root(done_dir: Path) -> Path:
-    """The folder that holds a ``{label}`` done_dir's class folders (``done_dir`` itself without one)."""
+    """The folder that holds a ``{label}`` done_dir's class folders (``done_dir`` itself without
+    one)."""
     while LABEL_FIELD in str(done_dir):
         done_dir = done_dir.parent
     return done_dir
@@ -63,8 +65,8 @@ def parse_folder(s: Section, name: str) -> FolderSourceConfig:
         if d == path:
             s.error(key, f"must not be the same folder as path ({path})")
         elif src.recursive and d.is_relative_to(path):
-            s.error(key, f"must not be inside path ({path}) when recursive: it would re-process its "
-                         "own output")
+            s.error(key, f"must not be inside path ({path}) when recursive: it would re-process "
+                         "its own output")
     if src.after == "move" and not sorts and parsed(done, failed) and failed == done:
         s.error("failed_dir", f"must not be the same folder as done_dir ({done})")
     return src

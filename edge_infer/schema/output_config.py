@@ -64,11 +64,12 @@ class OutputConfig:
 
 def _parse_mqtt(s: Section) -> MqttConfig:
     if s.raw("password") is not ABSENT:
-        s.error("password", "not allowed in the config: put the password in a file only the service "
-                            "can read and name that file in password_file")
+        s.error("password", "not allowed in the config: put the password in a file only the "
+                            "service can read and name that file in password_file")
     cfg = read(s, MqttConfig)
     if cfg.device and not DEVICE_PATTERN.fullmatch(cfg.device):
-        s.error("device", f"must match {DEVICE_PATTERN.pattern} (one topic level), got {cfg.device!r}")
+        s.error("device", f"must match {DEVICE_PATTERN.pattern} (one topic level), "
+                          f"got {cfg.device!r}")
     topics = (("topic", cfg.topic), ("status_topic", cfg.status_topic),
               ("state_topic", cfg.state_topic), ("events_topic", cfg.events_topic))
     for key, topic in topics:

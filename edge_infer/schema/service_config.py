@@ -11,8 +11,8 @@ from ..config_reader import setting
 @dataclass(frozen=True)
 class MetricsConfig:
     host: str = setting("127.0.0.1", "the HTTP port's address")
-    port: int = setting(9464, "the HTTP port (/metrics, /healthz, /readyz); 0: any free one (tests)",
-                        ge=0, le=65535)
+    port: int = setting(9464, "the HTTP port (/metrics, /healthz, /readyz); 0: any free one "
+                              "(tests)", ge=0, le=65535)
     web_config: Optional[Path] = setting(
         None, "TLS and basic auth, in the exporter-toolkit's format (README)")
     max_connections: int = setting(8, "connections served at once; more are refused at once",

@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "edge_infer"
 # Bottom to top: a module may import from its own layer and the layers below it, never above.
 LAYERS = (
-    ("errors", "parsing", "config_reader", "config", "lifecycle"),
+    ("errors", "parsing", "config_reader", "schema", "config", "lifecycle"),
     ("ops",),
     ("model",),
     ("sinks",),
@@ -19,11 +19,20 @@ LAYERS = (
     ("tools",),
     ("export",),
     ("train",),
+    ("wiring",),
     ("app",),
+    ("commands",),
     ("cli", "__main__"),
 )
 MAX_LINES = 300
-LONG_REASON = "Longer than 300 lines:"  # a module over the limit says why at its top
+MAX_COLUMNS = 100
+# The modules still over the limit, each saying why at its top, until they are split (issue 26); a module
+# leaves this list once it is short, and no other may join it.
+STILL_LONG = {"pipeline.writer"}
+LONG_REASON = "Longer than 300 lines:"
+# Lines read at 100 columns: checked in the root and the packages split out of it.
+NARROW = ("", "cli", "app", "config", "config_reader", "errors", "lifecycle", "__main__", "schema",
+          "commands", "wiring", "parsing")
 HEAVY = ("onnxruntime", "PIL", "numpy", "torch", "av", "paho", "yaml", "prometheus_client", "watchdog")
 
 
@@ -112,13 +121,36 @@ def test_no_import_cycles():
     assert not cycles, cycles
 
 
-def test_modules_are_short_or_say_why():
-    long = []
+def test_modules_are_short():
+    long, split, unsaid, stale = [], [], [], []
     for name, path in _MODULES.items():
         text = path.read_text()
-        if text.count("\n") > MAX_LINES and LONG_REASON not in (ast.get_docstring(ast.parse(text)) or ""):
-            long.append(f"{name}: {text.count(chr(10))} lines")
+        lines = text.count("\n")
+        says_why = LONG_REASON in (ast.get_docstring(ast.parse(text)) or "")
+        if name in STILL_LONG:
+            if lines <= MAX_LINES:
+                split.append(name)
+            elif not says_why:
+                unsaid.append(name)
+        elif lines > MAX_LINES:
+            long.append(f"{name}: {lines} lines")
+        elif says_why:
+            stale.append(name)
     assert not long, long
+    assert not split, f"short now: take them off STILL_LONG, and the reason off their tops: {split}"
+    assert not unsaid, f"still long: say why at the top ({LONG_REASON} ...): {unsaid}"
+    assert not stale, f"short, yet say they are long: {stale}"
+
+
+def test_lines_read_at_100_columns():
+    wide = []
+    for name, path in _MODULES.items():
+        if name.split(".")[0] not in NARROW:
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if len(line) > MAX_COLUMNS:
+                wide.append(f"{name}:{i}: {len(line)} columns")
+    assert not wide, wide
 
 
 def test_importing_the_cli_loads_no_heavy_library():
