@@ -69,6 +69,21 @@ class Shared:
     faults: Faults
 
 
+def camera_region_crops(cams: list[CameraSourceConfig], serving: ModelSession, intra_op: int,
+                        warm_batch: int) -> dict[str, tuple[RegionCrop, ...]]:
+    """Each camera's regions with their own models loaded (once per file) and checked against
+    them."""
+    loaded: dict[Path, ModelSession] = {}
+
+    def load(path: Path) -> ModelSession:
+        if path not in loaded:
+            loaded[path] = ModelSession.load(path, SessionOptions(intra_op_threads=intra_op))
+            loaded[path].warm_up(warm_batch)
+        return loaded[path]
+
+    return {cam.name: region_crops(cam, serving, load) for cam in cams}
+
+
 class StageBuilder:
     def __init__(self, config: AppConfig, plan: ThreadPlan, shared: Shared) -> None:
         self.config, self.plan, self.shared = config, plan, shared
@@ -83,7 +98,7 @@ class StageBuilder:
                                                src.config.min_score)
                   for src in into.sources}
         cams = [s for s in c.sources if isinstance(s, CameraSourceConfig)]
-        crops = self._region_crops(cams, session)
+        crops = camera_region_crops(cams, session, self.plan.intra_op, c.batch.max_size)
         sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes,
                                      cam.keep_files)
                  for cam in cams}
@@ -125,21 +140,6 @@ class StageBuilder:
                                    metrics=sh.metrics, state=state, camera_sinks=sinks, mqtt=mqtt,
                                    journal=sh.journal, parked=sh.parked, faults=sh.faults,
                                    regions=watches)
-
-    def _region_crops(self, cams: list[CameraSourceConfig],
-                      serving: ModelSession) -> dict[str, tuple[RegionCrop, ...]]:
-        """Each camera's regions with their own models loaded (once per file) and checked against
-        them."""
-        loaded: dict[Path, ModelSession] = {}
-
-        def load(path: Path) -> ModelSession:
-            if path not in loaded:
-                options = SessionOptions(intra_op_threads=self.plan.intra_op)
-                loaded[path] = ModelSession.load(path, options)
-                loaded[path].warm_up(self.config.batch.max_size)
-            return loaded[path]
-
-        return {cam.name: region_crops(cam, serving, load) for cam in cams}
 
     def _region_watch(self, cam: CameraSource, sink: JsonlSink,
                       mqtt: MqttSink | None) -> RegionWatch:

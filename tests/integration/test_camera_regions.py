@@ -131,15 +131,15 @@ def test_a_pixel_crop_outside_the_frame_is_refused_naming_its_key(tmp_path, shar
 
 
 def test_states_that_are_not_labels_of_the_model_are_refused_at_start(tmp_path, shared):
-    from edge_infer.app import App
     from edge_infer.config import load_config
     from edge_infer.errors import InvalidConfig
+    from edge_infer.wiring.stages import camera_region_crops
 
     write_video(tmp_path / "clip.avi", [(A, 10)])
     regions = [{"name": "door", "crop": [0, 0, 0.5, 0.5], "states": ["open", "tench"]}]
     cfg = load_config(write_config(tmp_path, [camera("clip.avi", regions=regions)]))
     with pytest.raises(InvalidConfig, match=r"sources\[0\]\.regions\[0\]\.states: 'open' not among the labels"):
-        App(cfg)._region_crops(list(cfg.sources), _serving())
+        camera_region_crops(list(cfg.sources), _serving(), 0, cfg.batch.max_size)
 
 
 def _serving():
