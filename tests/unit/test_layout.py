@@ -26,8 +26,8 @@ LAYERS = (
 )
 MAX_LINES = 300
 MAX_COLUMNS = 100
-# The modules still over the limit, each saying why at its top, until they are split (issue 26); a module
-# leaves this list once it is short, and no other may join it.
+# The modules still over the limit, each saying why at its top, until they are split (issue 26); a
+# module leaves this list once it is short, and no other may join it.
 STILL_LONG = {"pipeline.writer"}
 LONG_REASON = "Longer than 300 lines:"
 # Lines read at 100 columns: checked in the root and the packages split out of it.
