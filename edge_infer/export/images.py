@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, InputError
-from ..model.preprocess import PreprocessSpec, is_image_name, prepare
+from ..decoding.preprocess import PreprocessSpec, is_image_name, prepare
 from ..tools.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..lifecycle import Stage
-from ..model.postprocess import top_k
-from ..model.preprocess import normalise
-from ..model.session import ModelSession
+from ..classifier.postprocess import top_k
+from ..decoding.preprocess import normalise
+from ..classifier.session import ModelSession
 from ..ops.memory import heap_trimmer
 from ..ops.metrics import Metrics
 from .jobs import Job

@@ -14,9 +14,9 @@ import numpy as np
 
 from ..config import PipelineConfig
 from ..errors import InputError
-from ..model.postprocess import top_k
-from ..model.preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
-from ..model.session import ModelSession
+from ..classifier.postprocess import top_k
+from ..decoding.preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
+from ..classifier.session import ModelSession
 from ..pipeline.input_file import read_input
 from ..pipeline.records import error_result, model_ref, ok_result
 

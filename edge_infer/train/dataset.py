@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, InputError
-from ..model.preprocess import PreprocessSpec, crop_pixels, is_image_name
+from ..decoding.preprocess import PreprocessSpec, crop_pixels, is_image_name
 from ..tools.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import CameraSource, Region
 from ..errors import ConfigError, InvalidConfig, ModelError
-from ..model.preprocess import PreprocessSpec
+from ..decoding.preprocess import PreprocessSpec
 
 
 @dataclass(frozen=True)

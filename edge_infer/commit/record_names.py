@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..sinks.durable import read_json
-from .jobs import Job
+from ..pipeline.jobs import Job
 
 log = logging.getLogger(__name__)
 

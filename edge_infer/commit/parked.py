@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..ops.metrics import Metrics
 from ..sinks.durable import write_json_atomic
 from .inflight import input_key
-from .jobs import Job
+from ..pipeline.jobs import Job
 
 log = logging.getLogger(__name__)
 PARKED_NAME = ".parked.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
-from .preprocess import PreprocessSpec
+from ..decoding.preprocess import PreprocessSpec
 
 MANIFEST_NAME = "model.json"
 MODEL_NAME = "model.onnx"

@@ -19,11 +19,11 @@ from typing import Any, Protocol, Union
 
 from ..config import PipelineConfig
 from ..errors import EdgeInferError
-from ..model.preprocess import PreprocessSpec
+from .preprocess import PreprocessSpec
 from ..ops.metrics import Metrics
-from . import decoder_child, decoder_preload
-from .decoder_child import READY, DecoderSettings, decode_one
-from .tensor_pool import TensorPool
+from . import child, preload
+from .child import READY, DecoderSettings, decode_one
+from ..pipeline.tensor_pool import TensorPool
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0  # a decoder that is not ready by then is killed and the start retried
@@ -65,7 +65,7 @@ def forkserver_context() -> BaseContext:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([decoder_preload.__name__])
+    ctx.set_forkserver_preload([preload.__name__])
     return ctx
 
 
@@ -109,7 +109,7 @@ class Decoder:
             log.warning("%s died between inputs (%s); starting another", self.name, detail)
             self._restarted("crashed")
         ours, theirs = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=decoder_child.main, args=(theirs, self._settings), name=self.name,
+        proc = self._ctx.Process(target=child.main, args=(theirs, self._settings), name=self.name,
                                  daemon=True)
         try:
             proc.start()

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from ..config import CameraSource
 from ..ops.metrics import Metrics
 from ..sinks.jsonl import JsonlSink
-from ..sinks.mqtt_sink import MqttSink
+from ..sinks.mqtt_records import MqttSink
 from ..sinks.samples import SampleStore
-from .jobs import Job
-from .records import utc_now
-from .region_state import UNKNOWN, Change, RegionState
+from ..pipeline.jobs import Job
+from ..pipeline.records import utc_now
+from .state_machine import UNKNOWN, Change, RegionState
 
 log = logging.getLogger(__name__)
 
