@@ -1,7 +1,7 @@
 """Decoder processes, seen from the daemon: start one, hand it an input, and tell a reply from a death.
 
 Processes come from multiprocessing's forkserver, never from a fork of the threaded daemon: the server is
-a fresh interpreter that has imported only the decoding code (``decoder_child``), so each decoder starts in
+a fresh interpreter that has imported only the decoding code (``child``), so each decoder starts in
 a few milliseconds and shares those pages with its siblings. A decoder receives the daemon's open
 descriptor of each input (``SCM_RIGHTS`` over its Unix socket), so it needs no file system of its own.
 """
@@ -150,7 +150,7 @@ class Decoder:
             send_handle(self._conn, fd, self._proc.pid)
             if self._conn.poll(timeout_s):
                 tag, sha, a, b, seconds, exiting = self._conn.recv()
-                if exiting:  # it leaves after this answer (see decoder_child.main): a fresh one next time
+                if exiting:  # it leaves after this answer (see child.main): a fresh one next time
                     self._discard()
                 if tag == "ok":
                     return Decoded(sha, a, b, seconds)

@@ -1,5 +1,5 @@
 """A camera's regions, on the writer's side: each region's classified frames, in order, through its state
-machine (``region_state.py``), and what that confirms published.
+machine (``state_machine.py``), and what that confirms published.
 
 Each confirmed change is one JSON Lines event in the camera's results, a retained state message and an
 event message over MQTT, and the ``edge_infer_region_state`` metrics. A camera that has delivered no frame for

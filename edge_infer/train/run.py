@@ -1,6 +1,6 @@
 """``edge-infer train``: a folder per class -> fine-tuned MobileNetV2 -> the export's verified int8, with report.
 
-The export steps are ``export.pipeline``'s own (``export_models``, ``common_manifest``, ``write_manifests``):
+The export steps are ``export.steps``' own (``export_models``, ``common_manifest``, ``write_manifests``):
 a trained model is checked and quantized exactly like an exported one, calibrated on training images and
 verified on the held-out split, which the model has never seen.
 """
