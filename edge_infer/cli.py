@@ -171,8 +171,8 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .ops.preflight import check_supported
     from .config import load_config
+    from .ops.preflight import check_supported
 
     from .classifier.manifest import default_model_path, load_manifest
 
@@ -253,9 +253,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from .classifier.session import ModelSession, SessionOptions
     from .tools.classify import classify, expand
     from .tools.progress import Progress
-    from .classifier.session import ModelSession, SessionOptions
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k" if args.top_k < 1 else "--batch-size", "must be >= 1")
@@ -273,8 +273,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from .export.steps import ExportOptions, run_export
         from .export.quantize import QuantSettings
+        from .export.steps import ExportOptions, run_export
     except ImportError as e:
         raise ExportError(f"export needs the 'export' extra (pip install 'edge-infer[export]'): {e}") from e
 
@@ -315,9 +315,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .tools.bench_model import format_table, model_only
     from .classifier.manifest import default_model_path
     from .decoding.preprocess import PreprocessSpec
+    from .tools.bench_model import format_table, model_only
 
     if not args.model_only:
         from .tools.bench_e2e import end_to_end

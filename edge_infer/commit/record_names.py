@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from ..sinks.durable import read_json
 from ..pipeline.jobs import Job
+from ..sinks.durable import read_json
 
 log = logging.getLogger(__name__)
 

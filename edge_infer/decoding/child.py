@@ -22,10 +22,10 @@ from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from ..errors import InputError
-from .preprocess import PreprocessSpec, crop_pixels
 from ..pipeline.input_file import read_open
-from .sandbox import SandboxPolicy, apply_sandbox
 from ..pipeline.tensor_pool import Layout, layout_bytes, slot_views
+from .preprocess import PreprocessSpec, crop_pixels
+from .sandbox import SandboxPolicy, apply_sandbox
 
 READY = "ready"
 OUT_OF_MEMORY = "decoding needed more memory than a decoder may use (pipeline.max_decode_mb)"

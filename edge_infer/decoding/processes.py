@@ -19,11 +19,11 @@ from typing import Any, Protocol, Union
 
 from ..config import PipelineConfig
 from ..errors import EdgeInferError
-from .preprocess import PreprocessSpec
 from ..ops.metrics import Metrics
+from ..pipeline.tensor_pool import TensorPool
 from . import child, preload
 from .child import READY, DecoderSettings, decode_one
-from ..pipeline.tensor_pool import TensorPool
+from .preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0  # a decoder that is not ready by then is killed and the start retried

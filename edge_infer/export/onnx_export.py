@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError
 from ..classifier.session import make_ort_session
+from ..errors import ExportError
 
 log = logging.getLogger(__name__)
 INPUT_NAME = "input"

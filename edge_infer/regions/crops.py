@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import CameraSource, Region
-from ..errors import ConfigError, InvalidConfig, ModelError
 from ..decoding.preprocess import PreprocessSpec
+from ..errors import ConfigError, InvalidConfig, ModelError
 
 
 @dataclass(frozen=True)

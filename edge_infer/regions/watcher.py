@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 from ..config import CameraSource
 from ..ops.metrics import Metrics
+from ..pipeline.jobs import Job
+from ..pipeline.records import utc_now
 from ..sinks.jsonl import JsonlSink
 from ..sinks.mqtt_records import MqttSink
 from ..sinks.samples import SampleStore
-from ..pipeline.jobs import Job
-from ..pipeline.records import utc_now
 from .state_machine import UNKNOWN, Change, RegionState
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from ..config import CameraSource as CameraConfig
-from ..lifecycle import Stage, backoff_s
 from ..decoding.preprocess import PreprocessSpec, crop_image
+from ..lifecycle import Stage, backoff_s
 from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
 from ..pipeline.tensor_pool import TensorPool

@@ -87,8 +87,8 @@ def machine_limit(files: list[Path], model: Path) -> Limit:
 
 
 def classify_run(files: list[Path], model: Path) -> Run:
-    from .classify import classify
     from ..classifier.session import ModelSession
+    from .classify import classify
 
     session = ModelSession.load(model)
     c0, t0 = time.process_time(), time.perf_counter()

@@ -15,13 +15,13 @@ from typing import Iterator
 
 import numpy as np
 
+from ..decoding.preprocess import PreprocessSpec, normalise
 from ..errors import VerificationError
 from ..export.images import load_images
 from ..export.network import TORCHVISION, load_network
-from ..export.steps import check_writable, common_manifest, export_models, write_manifests
 from ..export.quantize import QuantSettings
+from ..export.steps import check_writable, common_manifest, export_models, write_manifests
 from ..export.verify import Verification, logits
-from ..decoding.preprocess import PreprocessSpec, normalise
 from .augment import views
 from .dataset import ClassImages, centre, find_classes, load_classes
 from .finetune import fine_tune, new_head

@@ -32,9 +32,9 @@ def test_int8_keeps_the_accuracy_of_fp32(exported):
 def test_fp32_onnx_sees_pixels_exactly_as_torchvision_does(exported):
     # shared/weights/README.md: top-1 on the 200 photos is 85.5% with torchvision's Resize(256) +
     # CenterCrop(224). Our one preprocessing implementation must reproduce that figure exactly.
-    from edge_infer.export.images import list_images, load_images, read_labels_csv
-    from edge_infer.decoding.preprocess import PreprocessSpec
     from edge_infer.classifier.session import make_ort_session
+    from edge_infer.decoding.preprocess import PreprocessSpec
+    from edge_infer.export.images import list_images, load_images, read_labels_csv
 
     out, _ = exported
     images = load_images(list_images(SAMPLES), PreprocessSpec(), "all")

@@ -10,9 +10,9 @@ import sys
 import pytest
 from PIL import Image, ImageFile
 
-from edge_infer.errors import InputError
 from edge_infer.decoding.decode import decode_cost
 from edge_infer.decoding.preprocess import PreprocessSpec, crop_pixels
+from edge_infer.errors import InputError
 from tests.support.decode_memory import peak_growth, write_case
 
 SPEC = PreprocessSpec()

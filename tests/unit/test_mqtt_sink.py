@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 from edge_infer.config import MqttConfig
 from edge_infer.ops.metrics import Metrics
 from edge_infer.sinks.durable import encode_json
-from edge_infer.sinks.mqtt_records import MqttSink, decode, encode, encode_raw
 from edge_infer.sinks.mqtt_client_id import default_client_id
+from edge_infer.sinks.mqtt_records import MqttSink, decode, encode, encode_raw
 from edge_infer.sinks.spool import Spool
 
 CFG = MqttConfig(host="127.0.0.1")

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edge_infer.pipeline.tensor_pool import TensorPool
-from edge_infer.config import PipelineConfig
 from edge_infer.classifier.session import ModelSession
+from edge_infer.commit.writer import ResultWriter, SourceRoute
+from edge_infer.config import PipelineConfig
+from edge_infer.decoding.preprocess import PreprocessSpec
 from edge_infer.decoding.processes import build_decoders
+from edge_infer.ops.metrics import Metrics
 from edge_infer.pipeline.jobs import Job
 from edge_infer.pipeline.state import PipelineState
-from edge_infer.ops.metrics import Metrics
-from edge_infer.decoding.preprocess import PreprocessSpec
+from edge_infer.pipeline.tensor_pool import TensorPool
 from edge_infer.pipeline.workers import PreprocessWorker
-from edge_infer.commit.writer import ResultWriter, SourceRoute
 from tests.conftest import write_images
 
 
