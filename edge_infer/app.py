@@ -21,38 +21,38 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from .classifier.reload import ModelReloader
+from .classifier.session import ModelSession, SessionOptions
+from .commit.inflight import JOURNAL_NAME, InflightJournal
+from .commit.parked import PARKED_NAME, ParkedInputs
+from .commit.writer import ResultWriter, SourceRoute
 from .config import AppConfig, CameraSource, FolderSource as FolderSourceConfig
+from .decoding.processes import build_decoders
 from .lifecycle import ShutdownFlags, Stage
-from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
-from .model.reload import ModelReloader
-from .model.session import ModelSession, SessionOptions
 from .ops.faults import Faults
 from .ops.memory import heap_trimmer, memory_limit_bytes
 from .ops.metrics import Metrics
 from .ops.preflight import check_supported
+from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .ops.systemd import Notifier
 from .ops.web import HttpServer
-from .pipeline.decoders import build_decoders
 from .pipeline.inference import InferenceStage
-from .pipeline.inflight import JOURNAL_NAME, InflightJournal
 from .pipeline.jobs import Job
-from .pipeline.parked import PARKED_NAME, ParkedInputs
 from .pipeline.plan import plan_threads
-from .pipeline.region_watch import RegionWatch
 from .pipeline.state import PipelineState
 from .pipeline.tensor_pool import TensorPool
 from .pipeline.workers import PreprocessWorker
-from .pipeline.writer import ResultWriter, SourceRoute
+from .regions.crops import RegionCrop, region_crops
+from .regions.watcher import RegionWatch
 from .sinks.durable import make_dirs
 from .sinks.homeassistant import discovery_messages, state_topics
 from .sinks.jsonl import JsonlSink
-from .sinks.mqtt import CLOSE_S, MqttPublisher
-from .sinks.mqtt_sink import MqttSink, device_name, read_password
+from .sinks.mqtt_publisher import CLOSE_S, MqttPublisher
+from .sinks.mqtt_records import MqttSink, device_name, read_password
 from .sinks.samples import SampleStore
 from .sinks.spool import Spool
 from .sources.folder import FolderSource
 from .sources.inbox_lock import InboxLocks
-from .sources.regions import RegionCrop, region_crops
 
 if TYPE_CHECKING:
     from .sources.camera import CameraSource as CameraStage

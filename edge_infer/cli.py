@@ -171,10 +171,10 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .ops.preflight import check_supported
     from .config import load_config
+    from .ops.preflight import check_supported
 
-    from .model.manifest import default_model_path, load_manifest
+    from .classifier.manifest import default_model_path, load_manifest
 
     config = load_config(args.config)
     check_supported(config)
@@ -244,7 +244,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
-    from .model.session import ModelSession
+    from .classifier.session import ModelSession
 
     session = ModelSession.load(args.model)
     _print_json({"version": __version__, "model": session.info(),
@@ -253,9 +253,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from .classifier.session import ModelSession, SessionOptions
     from .tools.classify import classify, expand
     from .tools.progress import Progress
-    from .model.session import ModelSession, SessionOptions
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k" if args.top_k < 1 else "--batch-size", "must be >= 1")
@@ -273,8 +273,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from .export.pipeline import ExportOptions, run_export
         from .export.quantize import QuantSettings
+        from .export.steps import ExportOptions, run_export
     except ImportError as e:
         raise ExportError(f"export needs the 'export' extra (pip install 'edge-infer[export]'): {e}") from e
 
@@ -292,7 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from .train.pipeline import TrainOptions, run_training
+        from .train.run import TrainOptions, run_training
     except ImportError as e:
         raise ExportError(f"train needs the 'export' extra (pip install 'edge-infer[export]'): {e}") from e
 
@@ -315,9 +315,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .classifier.manifest import default_model_path
+    from .decoding.preprocess import PreprocessSpec
     from .tools.bench_model import format_table, model_only
-    from .model.manifest import default_model_path
-    from .model.preprocess import PreprocessSpec
 
     if not args.model_only:
         from .tools.bench_e2e import end_to_end
