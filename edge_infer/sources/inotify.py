@@ -25,8 +25,6 @@ from typing import Any, Callable
 from watchdog.events import FileSystemEvent
 from watchdog.observers.inotify import InotifyFullEmitter, InotifyObserver, InotifyWatchGroup
 
-from .claims import OWN_DIR
-
 LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)  # out of watches, out of inotify instances
 WatchLimit = Callable[[OSError], None]
 
@@ -65,9 +63,7 @@ class _WatchGroup(InotifyWatchGroup):
             self.emitter.queue_event(OverflowEvent(self.emitter.watch.path))
 
     def _add_callback(self, path: bytes) -> None:
-        # Not the daemon's own folder in the inbox (claims.py): its claims and acknowledgements are no
-        # arrivals, and watching it would cost a watch and two events in Python per input.
-        if not self.exhausted and os.fsencode(OWN_DIR) not in path.split(b"/"):
+        if not self.exhausted:
             super()._add_callback(path)
 
 
