@@ -4,14 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: help install run test test-fast system-test arm64-check contract-check model bench bench-model clean
+.PHONY: help install run test test-fast system-test arm64-check contract-check docs model bench bench-model clean
 
 help:
 	@echo "make run          install, then run the daemon on config/local.yaml (drop images into var/inbox)"
-	@echo "make install      create $(VENV) with the runtime, export and test dependencies"
+	@echo "make install      create $(VENV) with the runtime, export, test and docs dependencies"
 	@echo "make test         install, then run the whole test suite (what CI runs)"
 	@echo "make system-test  (root) boot Debian under systemd-nspawn; install.sh and the unit under real systemd"
 	@echo "make arm64-check  (root) install and classify in an arm64 Debian under qemu; top-1 vs this machine"
+	@echo "make docs         the manual as a site in site/ (installs the docs extra into $(VENV) if missing)"
 	@echo "make model        re-export the embedded int8 model from $(SHARED) (weights + photos)"
 	@echo "make bench        end to end: the daemon vs the naive serial loop vs classify, on $(SHARED)'s photos"
 	@echo "make bench-model  model-only latency: int8 vs fp32 vs the Model Zoo peer, side by side"
@@ -20,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch==2.13.0 is the CPU build; see pyproject.toml's export extra.
-	$(PY) -m pip install --quiet -e '.[export,camera,mqtt,dev]'
+	$(PY) -m pip install --quiet -e '.[export,camera,mqtt,dev,docs]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -46,6 +47,12 @@ arm64-check: install
 contract-check: install
 	PY=$(abspath $(PY)) $(SHARED)/checks/contract-check
 
+# In the package's own venv: the config reference is generated from the installed package's schema.
+docs: install
+	$(PY) -c "import mkdocs, material" 2>/dev/null || $(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) docs/gen_config_reference.py
+	$(PY) -m mkdocs build --strict
+
 build/model/model.onnx: $(VENV)/.installed
 	$(PY) -m edge_infer export --weights $(SHARED)/weights/mobilenet_v2_imagenet1k.pth \
 	    --images $(SHARED)/images/imagenet-samples --labels-csv $(SHARED)/images/imagenet-samples/labels.csv \
@@ -66,4 +73,4 @@ bench-model: build/model/model.onnx
 	    --model zoo-int8=$(SHARED)/models/onnx-zoo-mobilenetv2-12-int8.onnx
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build site .pytest_cache

@@ -26,9 +26,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edge_infer.classifier.session import make_ort_session  # noqa: E402
+from edge_infer.decoding.preprocess import PreprocessSpec, prepare  # noqa: E402
 from edge_infer.export.images import ImageSet, list_images, load_images, read_labels_csv, split  # noqa: E402
-from edge_infer.model.preprocess import PreprocessSpec, prepare  # noqa: E402
-from edge_infer.model.session import make_ort_session  # noqa: E402
 
 VARIANTS = ("mirror", "crop", "rotate", "small-jpeg")
 

@@ -89,7 +89,7 @@ def main() -> int:
             shutil.copy(p, work / "photos" / p.name)
         own = None
         if args.own_model:
-            from edge_infer.model.manifest import default_model_path
+            from edge_infer.classifier.manifest import default_model_path
 
             shutil.copytree(default_model_path().parent, work / "own-model")
             own = work / "own-model" / "model.onnx"

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_infer.model.decode import apply_draft, decode_cost  # noqa: E402
-from edge_infer.model.preprocess import PreprocessSpec  # noqa: E402
+from edge_infer.decoding.decode import apply_draft, decode_cost  # noqa: E402
+from edge_infer.decoding.preprocess import PreprocessSpec  # noqa: E402
 from tests.support.decode_memory import CASES, peak_growth, write_case  # noqa: E402
 
 

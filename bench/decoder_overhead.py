@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from edge_infer.config import PipelineConfig
-    from edge_infer.model.preprocess import PreprocessSpec, is_image_name
-    from edge_infer.pipeline.decoders import build_decoders
+    from edge_infer.decoding.preprocess import PreprocessSpec, is_image_name
+    from edge_infer.decoding.processes import build_decoders
     from edge_infer.pipeline.input_file import open_input
     from edge_infer.pipeline.tensor_pool import TensorPool
     from edge_infer.tools.procfs import tree_cpu_seconds

@@ -13,9 +13,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edge_infer.classifier.session import ModelSession  # noqa: E402
+from edge_infer.decoding.preprocess import is_image_name, prepare  # noqa: E402
 from edge_infer.export.images import read_labels_csv  # noqa: E402
-from edge_infer.model.preprocess import is_image_name, prepare  # noqa: E402
-from edge_infer.model.session import ModelSession  # noqa: E402
 
 
 def main() -> int:

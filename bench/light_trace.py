@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 import edge_infer.pipeline.inference as inference  # noqa: E402
 import edge_infer.pipeline.workers as workers  # noqa: E402
-import edge_infer.pipeline.writer as writer  # noqa: E402
-from edge_infer.model.manifest import default_model_path  # noqa: E402
-from edge_infer.pipeline.plan import plan_threads  # noqa: E402
+import edge_infer.commit.writer as writer  # noqa: E402
+from edge_infer.classifier.manifest import default_model_path  # noqa: E402
+from edge_infer.classifier.session import SessionOptions, make_ort_session  # noqa: E402
 from edge_infer.config import BatchConfig, load_config  # noqa: E402
-from edge_infer.model.session import SessionOptions, make_ort_session  # noqa: E402
+from edge_infer.pipeline.plan import plan_threads  # noqa: E402
 from tests.integration.daemon_util import RunningApp, wait_for, write_config  # noqa: E402
 
 STAMPS: dict[str, dict[str, float]] = {}

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_infer.model.manifest import default_model_path  # noqa: E402
+from edge_infer.classifier.manifest import default_model_path  # noqa: E402
 from edge_infer.ops.memory import heap_trimmer  # noqa: E402
 
 

@@ -19,9 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from edge_infer.classifier.manifest import default_model_path
 from edge_infer.tools.bench_daemon import Daemon, DaemonSettings
 from edge_infer.tools.procfs import proc_cpu_seconds, proc_rss_mb
-from edge_infer.model.manifest import default_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

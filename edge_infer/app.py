@@ -16,10 +16,12 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from .classifier.reload import ModelReloader
+from .classifier.session import ModelSession, SessionOptions
+from .commit.inflight import JOURNAL_NAME, InflightJournal
+from .commit.parked import PARKED_NAME, ParkedInputs
 from .config import AppConfig
 from .lifecycle import ShutdownFlags, Stage
-from .model.reload import ModelReloader
-from .model.session import ModelSession, SessionOptions
 from .ops.faults import Faults
 from .ops.memory import heap_trimmer, memory_limit_bytes
 from .ops.metrics import Metrics
@@ -27,13 +29,11 @@ from .ops.preflight import check_supported
 from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .ops.systemd import Notifier
 from .ops.web import HttpServer
-from .pipeline.inflight import JOURNAL_NAME, InflightJournal
 from .pipeline.jobs import Job
-from .pipeline.parked import PARKED_NAME, ParkedInputs
 from .pipeline.plan import plan_threads
 from .pipeline.state import PipelineState
 from .sinks.durable import make_dirs
-from .sinks.mqtt import CLOSE_S
+from .sinks.mqtt_publisher import CLOSE_S
 from .sources.inbox_lock import InboxLocks
 from .wiring.stages import Shared, StageBuilder, Stages
 

@@ -61,8 +61,8 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .classifier.manifest import default_model_path, load_manifest
     from .config import load_config
-    from .model.manifest import default_model_path, load_manifest
     from .ops.preflight import check_supported
 
     config = load_config(args.config)
@@ -137,7 +137,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
-    from .model.session import ModelSession
+    from .classifier.session import ModelSession
 
     session = ModelSession.load(args.model)
     _print_json({"version": __version__, "model": session.info(),
@@ -147,7 +147,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .model.session import ModelSession, SessionOptions
+    from .classifier.session import ModelSession, SessionOptions
     from .tools.classify import classify, expand
     from .tools.progress import Progress
 
@@ -168,8 +168,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from .export.pipeline import ExportOptions, run_export
         from .export.quantize import QuantSettings
+        from .export.steps import ExportOptions, run_export
     except ImportError as e:
         raise ExportError("export needs the 'export' extra (pip install 'edge-infer[export]'): "
                           f"{e}") from e
@@ -188,7 +188,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from .train.pipeline import TrainOptions, run_training
+        from .train.run import TrainOptions, run_training
     except ImportError as e:
         raise ExportError("train needs the 'export' extra (pip install 'edge-infer[export]'): "
                           f"{e}") from e
@@ -214,8 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .model.manifest import default_model_path
-    from .model.preprocess import PreprocessSpec
+    from .classifier.manifest import default_model_path
+    from .decoding.preprocess import PreprocessSpec
     from .tools.bench_model import format_table, model_only
 
     if not args.model_only:

@@ -90,6 +90,17 @@ def pyav():
 
 
 @pytest.fixture(scope="session")
+def mkdocs_module():
+    """MkDocs with the Material theme (the `docs` extra)."""
+    try:
+        import material
+        import mkdocs
+    except ImportError:
+        skip_unless_ci("needs mkdocs and mkdocs-material: pip install -e '.[docs]' (make docs)")
+    return mkdocs, material
+
+
+@pytest.fixture(scope="session")
 def rtsp() -> None:
     """GStreamer's RTSP server under Debian's python3 (.ci/install-system-deps installs it)."""
     from tests.support.rtsp import rtsp_available

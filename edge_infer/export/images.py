@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..decoding.preprocess import PreprocessSpec, is_image_name, prepare
 from ..errors import ExportError, InputError
-from ..model.preprocess import PreprocessSpec, is_image_name, prepare
 from ..tools.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ def load_network(weights: str, width_mult: float = 1.0, num_classes: int = 1000)
 def _file_weights(path: Path):  # type: ignore[no-untyped-def]
     import torch
 
-    from ..model.manifest import sha256_file
+    from ..classifier.manifest import sha256_file
 
     if not path.is_file():
         raise ExportError(f"weights file {path} does not exist (pass --weights PATH to a state dict)")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classifier.session import make_ort_session
 from ..errors import ExportError
-from ..model.session import make_ort_session
 
 log = logging.getLogger(__name__)
 INPUT_NAME = "input"

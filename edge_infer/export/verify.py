@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model.session import make_ort_session
+from ..classifier.session import make_ort_session
 from ..tools.progress import Progress
 from .images import ImageSet
 from .onnx_export import INPUT_NAME, OUTPUT_NAME

@@ -1,2 +1,2 @@
-"""The stages of the daemon and what flows between them: jobs, the tensor pool, preprocessing workers,
-the batching inference threads and the writer that commits results and acknowledges inputs."""
+"""The stages of the daemon and what flows between them: jobs, records, the shared state, the tensor
+pool, preprocessing workers and the batching inference threads (the writer is ``commit/``)."""

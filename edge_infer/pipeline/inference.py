@@ -12,11 +12,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..classifier.postprocess import top_k
+from ..classifier.session import ModelSession
+from ..decoding.preprocess import normalise
 from ..errors import InputError
 from ..lifecycle import Stage
-from ..model.postprocess import top_k
-from ..model.preprocess import normalise
-from ..model.session import ModelSession
 from ..ops.memory import heap_trimmer
 from ..ops.metrics import Metrics
 from .jobs import Job

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterator
 from .records import model_ref
 
 if TYPE_CHECKING:
-    from ..model.session import ModelSession
+    from ..classifier.session import ModelSession
     from .jobs import Job
 
 

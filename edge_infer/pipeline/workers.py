@@ -17,12 +17,12 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
+from ..commit.inflight import InflightJournal, input_key
+from ..decoding.processes import Decoded, Decodes, DecoderStartError, Died, Outcome
 from ..errors import InputError, ResourceError
 from ..lifecycle import Stage, backoff_s
 from ..ops.faults import Faults
 from ..sinks.filing import find_result
-from .decoders import Decoded, Decodes, DecoderStartError, Died, Outcome
-from .inflight import InflightJournal, input_key
 from .input_file import open_input
 from .jobs import Job
 from .state import PipelineState

@@ -57,7 +57,7 @@ class PipelineConfig:
         "process", "decoding in sandboxed processes, or in threads")
     decode_timeout_s: float = setting(
         15.0, "a decode taking longer fails as timeout; its process is replaced", gt=0, le=3600)
-    # model/decode.py's defaults (which it explains), repeated so that reading a config never
+    # decoding/decode.py's defaults (which it explains), repeated so that reading a config never
     # imports Pillow (the CLI starts without it); test_config checks that they agree.
     max_decode_mb: int = setting(
         256, "images needing more to decode fail as too_large, from the header", ge=1)

@@ -19,7 +19,7 @@ from typing import Any
 from .. import __version__
 from ..config import CameraSourceConfig, MqttConfig, RegionConfig
 from .durable import replace_file
-from .mqtt_sink import STATUS_OFFLINE, STATUS_ONLINE
+from .mqtt_records import STATUS_OFFLINE, STATUS_ONLINE
 
 log = logging.getLogger(__name__)
 RETAINED_FILE = "retained.json"

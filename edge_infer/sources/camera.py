@@ -20,12 +20,12 @@ import time
 from typing import Any
 
 from ..config import CameraSourceConfig
+from ..decoding.preprocess import PreprocessSpec, crop_image
 from ..lifecycle import Stage, backoff_s
-from ..model.preprocess import PreprocessSpec, crop_image
 from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
 from ..pipeline.tensor_pool import TensorPool
-from .regions import RegionCrop
+from ..regions.crops import RegionCrop
 
 log = logging.getLogger(__name__)
 

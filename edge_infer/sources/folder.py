@@ -24,11 +24,11 @@ import threading
 import time
 from pathlib import Path
 
+from ..commit.parked import ParkedInputs
 from ..config import FolderSourceConfig
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
-from ..pipeline.parked import ParkedInputs
 from ..pipeline.state import PipelineState
 from ..sinks.durable import make_dirs
 from .claims import Claims

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.manifest import Manifest, load_manifest
-from ..model.session import make_ort_session
+from ..classifier.manifest import Manifest, load_manifest
+from ..classifier.session import make_ort_session
 from .bench_run import Run
 
 
@@ -64,7 +64,7 @@ def _naive_inputs(files: list[Path], m: Manifest) -> list[np.ndarray]:
 
 
 def machine_limit(files: list[Path], model: Path) -> Limit:
-    from ..model.session import SessionOptions
+    from ..classifier.session import SessionOptions
 
     m = load_manifest(model)
     c0 = time.process_time()
@@ -87,8 +87,8 @@ def machine_limit(files: list[Path], model: Path) -> Limit:
 
 
 def classify_run(files: list[Path], model: Path) -> Run:
+    from ..classifier.session import ModelSession
     from .classify import classify
-    from ..model.session import ModelSession
 
     session = ModelSession.load(model)
     c0, t0 = time.process_time(), time.perf_counter()
@@ -99,7 +99,7 @@ def classify_run(files: list[Path], model: Path) -> Run:
 def preprocess_ms(files: list[Path], model: Path, pause_s: float = 0.0) -> float:
     """Median wall time of the daemon's own preprocessing of these photos (crop, then normalise), back to
     back, or with ``pause_s`` before each (the light load's pace)."""
-    from ..model.preprocess import crop_pixels, normalise
+    from ..decoding.preprocess import crop_pixels, normalise
 
     spec = load_manifest(model).preprocess
     times = []

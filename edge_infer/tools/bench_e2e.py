@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.manifest import default_model_path
-from ..model.preprocess import is_image_name
+from ..classifier.manifest import default_model_path
+from ..decoding.preprocess import is_image_name
 from .baselines import Limit, classify_run, machine_limit, naive_loop, paced_latency_ms, preprocess_ms
 from .bench_daemon import Daemon, DaemonSettings, idle_cpu_percent
 from .bench_run import Run

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..model.session import SessionOptions, make_ort_session
+from ..classifier.session import SessionOptions, make_ort_session
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..classifier.postprocess import top_k
+from ..classifier.session import ModelSession
 from ..config import PipelineConfig
+from ..decoding.preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
 from ..errors import InputError
-from ..model.postprocess import top_k
-from ..model.preprocess import DEFAULT_MAX_PIXELS, is_image_name, prepare
-from ..model.session import ModelSession
 from ..pipeline.input_file import read_input
 from ..pipeline.records import error_result, model_ref, ok_result
 

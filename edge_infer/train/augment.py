@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..model.preprocess import INTERPOLATIONS, PreprocessSpec, normalise
+from ..decoding.preprocess import INTERPOLATIONS, PreprocessSpec, normalise
 from .dataset import centre
 
 MIN_SCALE = 0.35  # of the square's area; smaller crops often lose the object on photos this size

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..decoding.preprocess import PreprocessSpec, crop_pixels, is_image_name
 from ..errors import ExportError, InputError
-from ..model.preprocess import PreprocessSpec, crop_pixels, is_image_name
 from ..tools.progress import Progress
 
 log = logging.getLogger(__name__)

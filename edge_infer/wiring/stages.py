@@ -14,29 +14,29 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..classifier.session import ModelSession, SessionOptions
+from ..commit.inflight import InflightJournal
+from ..commit.parked import ParkedInputs
+from ..commit.writer import ResultWriter, SourceRoute
 from ..config import AppConfig, CameraSourceConfig, FolderSourceConfig
-from ..model.session import ModelSession, SessionOptions
+from ..decoding.processes import build_decoders
 from ..ops.faults import Faults
 from ..ops.metrics import Metrics
-from ..pipeline.decoders import build_decoders
 from ..pipeline.inference import InferenceStage
-from ..pipeline.inflight import InflightJournal
 from ..pipeline.jobs import Job
-from ..pipeline.parked import ParkedInputs
 from ..pipeline.plan import ThreadPlan
-from ..pipeline.region_watch import RegionWatch
 from ..pipeline.state import PipelineState
 from ..pipeline.tensor_pool import TensorPool
 from ..pipeline.workers import PreprocessWorker
-from ..pipeline.writer import ResultWriter, SourceRoute
+from ..regions.crops import RegionCrop, region_crops
+from ..regions.watcher import RegionWatch
 from ..sinks.homeassistant import discovery_messages, state_topics
 from ..sinks.jsonl import JsonlSink
-from ..sinks.mqtt import MqttPublisher
-from ..sinks.mqtt_sink import MqttSink, device_name, read_password
+from ..sinks.mqtt_publisher import MqttPublisher
+from ..sinks.mqtt_records import MqttSink, device_name, read_password
 from ..sinks.samples import SampleStore
 from ..sinks.spool import Spool
 from ..sources.folder import FolderSource
-from ..sources.regions import RegionCrop, region_crops
 
 if TYPE_CHECKING:
     from ..sources.camera import CameraSource

@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
+from edge_infer.classifier.manifest import REQUIRED_KEYS
 from edge_infer.cli import main
-from edge_infer.model.manifest import REQUIRED_KEYS
 from tests.conftest import write_images
 
 CLASSES = [f"class_{i}" for i in range(10)]
@@ -42,9 +42,9 @@ def test_round_trip(small_net, tmp_path, capsys, torch_module):
     assert "agreement with fp32" in table and "size (MB)" in table
 
     # fp32 ONNX agrees with torch on real (prepared) images, with a dynamic batch axis.
+    from edge_infer.classifier.session import ModelSession, make_ort_session
+    from edge_infer.decoding.preprocess import PreprocessSpec
     from edge_infer.export.images import list_images, load_images
-    from edge_infer.model.preprocess import PreprocessSpec
-    from edge_infer.model.session import ModelSession, make_ort_session
 
     x = load_images(list_images(d / "images")[:5], PreprocessSpec(), "t").tensors
     with torch_module.no_grad():

@@ -32,9 +32,9 @@ def test_int8_keeps_the_accuracy_of_fp32(exported):
 def test_fp32_onnx_sees_pixels_exactly_as_torchvision_does(exported):
     # shared/weights/README.md: top-1 on the 200 photos is 85.5% with torchvision's Resize(256) +
     # CenterCrop(224). Our one preprocessing implementation must reproduce that figure exactly.
+    from edge_infer.classifier.session import make_ort_session
+    from edge_infer.decoding.preprocess import PreprocessSpec
     from edge_infer.export.images import list_images, load_images, read_labels_csv
-    from edge_infer.model.preprocess import PreprocessSpec
-    from edge_infer.model.session import make_ort_session
 
     out, _ = exported
     images = load_images(list_images(SAMPLES), PreprocessSpec(), "all")
@@ -47,7 +47,7 @@ def test_fp32_onnx_sees_pixels_exactly_as_torchvision_does(exported):
 
 def test_export_reproduces_the_embedded_model_bit_for_bit(exported):
     # `make model` must give back exactly what ships, when run with the tool versions that made it.
-    from edge_infer.model.manifest import default_model_path, load_manifest, sha256_file
+    from edge_infer.classifier.manifest import default_model_path, load_manifest, sha256_file
 
     out, manifest = exported
     shipped = load_manifest(default_model_path()).raw

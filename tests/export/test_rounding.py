@@ -71,10 +71,10 @@ def test_patches_and_output_shift_match_a_real_convolution(torch_module):
 
 @pytest.fixture(scope="module")
 def small_onnx(torch_module, tmp_path_factory):
+    from edge_infer.decoding.preprocess import PreprocessSpec
     from edge_infer.export.images import list_images, load_images
     from edge_infer.export.mobilenet import MobileNetV2
     from edge_infer.export.onnx_export import export_onnx
-    from edge_infer.model.preprocess import PreprocessSpec
 
     torch_module.manual_seed(0)
     d = tmp_path_factory.mktemp("round")
@@ -86,8 +86,8 @@ def small_onnx(torch_module, tmp_path_factory):
 
 
 def test_rounding_and_bias_correction_cut_the_int8_error_and_keep_the_graph(small_onnx, tmp_path):
+    from edge_infer.classifier.session import make_ort_session
     from edge_infer.export.quantize import QuantSettings, quantize
-    from edge_infer.model.session import make_ort_session
 
     d, x = small_onnx
     calib, check = x[:8], x[8:]

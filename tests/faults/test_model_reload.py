@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_infer.classifier.manifest import default_model_path, sha256_file
+from edge_infer.classifier.selftest import self_test
+from edge_infer.classifier.session import ModelSession
 from edge_infer.errors import ModelError
-from edge_infer.model.manifest import default_model_path, sha256_file
-from edge_infer.model.selftest import self_test
-from edge_infer.model.session import ModelSession
 from tests.conftest import write_images
 from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
 from tests.integration.daemon_util import daemon, free_port, http_status, install_model, scrape

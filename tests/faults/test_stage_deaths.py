@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from edge_infer.model.manifest import default_model_path, sha256_file
+from edge_infer.classifier.manifest import default_model_path, sha256_file
 from tests.conftest import write_images
 from tests.faults.conftest import metric
 from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config

@@ -194,7 +194,7 @@ def test_a_stuck_input_is_parked_alone_and_completes_once_fixed(base, kind):
 def test_an_input_that_cannot_leave_the_inbox_leaves_no_copy_in_a_done_folder_on_another_disk(tmp_path, tmpfs):
     """Across file systems a move is copy, fsync, unlink: an input that cannot be unlinked must not leave its
     copy behind at each retry (two inputs, one in the inbox and one in done/)."""
-    from edge_infer.pipeline.writer import SourceRoute
+    from edge_infer.commit.writer import SourceRoute
     from tests.unit.test_workers_writer import _finished_jobs, make_writer
 
     job = _finished_jobs(tmp_path, 1)[0]

@@ -151,7 +151,7 @@ def scrape(port: int) -> str:
 def install_model(model_dir: Path, src_dir: Path) -> str:
     """Replace the model as an operator would: the self-test folder (when there is one) first, then each model
     file copied beside and renamed over. Returns the new model's sha256."""
-    from edge_infer.model.manifest import sha256_file
+    from edge_infer.classifier.manifest import sha256_file
 
     if (src_dir / "selftest").is_dir():
         shutil.copytree(src_dir / "selftest", model_dir / "selftest", dirs_exist_ok=True)

@@ -101,7 +101,7 @@ def test_a_region_confirms_one_change_per_switch_and_none_for_spliced_frames(tmp
 def test_every_frame_is_written_with_frames_all(tmp_path, shared):
     """The door has its own model (a copy of the embedded one, so a second session): each region's frames
     are run on their own model, in the same batches' turn."""
-    from edge_infer.model.manifest import default_model_path
+    from edge_infer.classifier.manifest import default_model_path
 
     own = tmp_path / "door-model"
     shutil.copytree(default_model_path().parent, own)
@@ -143,7 +143,7 @@ def test_states_that_are_not_labels_of_the_model_are_refused_at_start(tmp_path, 
 
 
 def _serving():
-    from edge_infer.model.session import ModelSession
+    from edge_infer.classifier.session import ModelSession
 
     return ModelSession.load(None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from edge_infer.model.manifest import default_model_path, sha256_file
+from edge_infer.classifier.manifest import default_model_path, sha256_file
 from tests.conftest import SAMPLES, write_images
 from tests.integration.test_daemon_process import run_cli
 

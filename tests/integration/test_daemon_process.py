@@ -143,7 +143,7 @@ def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, no
 
 
 def test_a_missing_or_corrupt_model_is_refused_as_config_not_restarted(tmp_path):
-    from edge_infer.model.manifest import default_model_path
+    from edge_infer.classifier.manifest import default_model_path
 
     cfg = write_config(tmp_path, model={"path": "models/nope.onnx"})
     for cmd in ("check-config", "run"):

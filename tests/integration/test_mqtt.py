@@ -97,8 +97,8 @@ def test_two_devices_left_with_the_same_host_name_keep_their_own_connections(tmp
 
     from edge_infer.config import MqttConfig
     from edge_infer.ops.metrics import Metrics
-    from edge_infer.sinks.mqtt import MqttPublisher
-    from edge_infer.sinks.mqtt_sink import MqttSink
+    from edge_infer.sinks.mqtt_publisher import MqttPublisher
+    from edge_infer.sinks.mqtt_records import MqttSink
     from edge_infer.sinks.spool import Spool
 
     topic = "edge-infer/raspberrypi/drops/results"

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_infer.classifier.manifest import default_model_path
+from edge_infer.classifier.postprocess import top_k
+from edge_infer.classifier.selftest import SAMPLES_DIR, self_test
+from edge_infer.classifier.session import ModelSession
+from edge_infer.decoding.preprocess import prepare
 from edge_infer.errors import ModelError
-from edge_infer.model.manifest import default_model_path
-from edge_infer.model.postprocess import top_k
-from edge_infer.model.preprocess import prepare
-from edge_infer.model.selftest import SAMPLES_DIR, self_test
-from edge_infer.model.session import ModelSession
 from tests.integration.daemon_util import ROOT, daemon, free_port, http_status, install_model, read_result, scrape
 from tests.integration.daemon_util import wait_for, write_config
 

@@ -181,8 +181,8 @@ def test_hung_server_read_times_out(photos: Path) -> None:
 
 
 def test_a_stream_frame_classifies_like_its_jpeg(photos: Path) -> None:
-    from edge_infer.model.preprocess import prepare
-    from edge_infer.model.session import ModelSession
+    from edge_infer.classifier.session import ModelSession
+    from edge_infer.decoding.preprocess import prepare
 
     session = ModelSession.load()
     spec = session.manifest.preprocess

@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edge_infer import cli
-from edge_infer.pipeline import writer
+from edge_infer.commit import writer
 from edge_infer.sinks import durable
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from edge_infer.pipeline.ack_sync import AckSync
+from edge_infer.commit.ack_sync import AckSync
 from edge_infer.sinks.spool import Spool
 from tests.power.test_cutfs import fsync, power_cycle, write
 

@@ -27,11 +27,11 @@ def status(key):
     return 0.0
 path, module_file = sys.argv[1], sys.argv[2]
 if module_file:
-    spec = importlib.util.spec_from_file_location("edge_infer.model._measured", module_file)
+    spec = importlib.util.spec_from_file_location("edge_infer.decoding._measured", module_file)
     pre = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
     spec.loader.exec_module(pre)
 else:
-    import edge_infer.model.preprocess as pre
+    import edge_infer.decoding.preprocess as pre
 from edge_infer.errors import InputError
 from PIL import Image
 Image.init()  # every plugin imported once, as in a daemon that has decoded a few files

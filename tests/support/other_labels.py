@@ -12,8 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
-from edge_infer.model.manifest import default_model_path, sha256_file
-from edge_infer.model.selftest import SAMPLES_DIR
+from edge_infer.classifier.manifest import default_model_path, sha256_file
+from edge_infer.classifier.selftest import SAMPLES_DIR
 
 # (label, ImageNet-1k index, the embedded photo that shows it)
 CLASSES = (("golfcart", 575, "golfcart.jpg"), ("penguin", 145, "king_penguin.jpg"), ("zebra", 340, "zebra.jpg"))

@@ -21,8 +21,8 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy: OpenBLAS would start a
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from edge_infer.decoding.sandbox import SandboxPolicy, SandboxReport, apply_sandbox  # noqa: E402
 from edge_infer.errors import SandboxError  # noqa: E402
-from edge_infer.pipeline.sandbox import SandboxPolicy, SandboxReport, apply_sandbox  # noqa: E402
 
 Image.init()  # every plugin now: Pillow imports them lazily, which the sandbox would refuse
 CAP = 512 << 20  # this interpreter with numpy and Pillow maps ~120 MB

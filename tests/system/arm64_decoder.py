@@ -14,8 +14,8 @@ def main() -> int:
     import numpy as np
 
     from edge_infer.config import PipelineConfig
-    from edge_infer.model.preprocess import PreprocessSpec, crop_pixels
-    from edge_infer.pipeline.decoders import Decoded, build_decoders
+    from edge_infer.decoding.preprocess import PreprocessSpec, crop_pixels
+    from edge_infer.decoding.processes import Decoded, build_decoders
     from edge_infer.pipeline.input_file import open_input
     from edge_infer.pipeline.tensor_pool import TensorPool
 

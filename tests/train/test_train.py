@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from edge_infer.classifier.manifest import REQUIRED_KEYS
 from edge_infer.cli import main
-from edge_infer.model.manifest import REQUIRED_KEYS
 from edge_infer.train.split import stratified_split
 
 CLASSES = ["blue", "green", "red"]
@@ -86,8 +86,8 @@ def test_end_to_end(tiny, tmp_path, capsys):
         assert name.startswith(f"{CLASSES[index]}__") and (out / "selftest" / name).is_file()
 
     # The trained int8 model runs through the runtime's session and gives 3 scores per image.
-    from edge_infer.model.preprocess import PreprocessSpec, prepare
-    from edge_infer.model.session import ModelSession
+    from edge_infer.classifier.session import ModelSession
+    from edge_infer.decoding.preprocess import PreprocessSpec, prepare
 
     session = ModelSession.load(out / "model.onnx")
     x = np.stack([prepare(out / "selftest" / n, PreprocessSpec()).tensor for n in expected])

@@ -49,9 +49,9 @@ def test_a_camera_keeps_only_its_newest_frame_waiting(tmp_path, pyav):
     import numpy as np
     from prometheus_client import CollectorRegistry
 
-    from edge_infer.pipeline.tensor_pool import TensorPool
+    from edge_infer.decoding.preprocess import PreprocessSpec
     from edge_infer.ops.metrics import Metrics
-    from edge_infer.model.preprocess import PreprocessSpec
+    from edge_infer.pipeline.tensor_pool import TensorPool
     from edge_infer.sources.camera import CameraSource
 
     registry = CollectorRegistry()
@@ -121,7 +121,7 @@ def mjpeg_camera(tmp_path: Path, port: int, reconnect_max_s: float):
     import numpy as np
     from prometheus_client import CollectorRegistry
 
-    from edge_infer.model.preprocess import PreprocessSpec
+    from edge_infer.decoding.preprocess import PreprocessSpec
     from edge_infer.ops.metrics import Metrics
     from edge_infer.pipeline.tensor_pool import TensorPool
     from edge_infer.sources.camera import CameraSource

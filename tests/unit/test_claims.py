@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge_infer.commit.inflight import input_key
 from edge_infer.pipeline.input_file import still_there
-from edge_infer.pipeline.inflight import input_key
 from edge_infer.sources.claims import Claims, decode, encode
 
 

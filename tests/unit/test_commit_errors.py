@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import edge_infer.pipeline.workers as workers_module
+from edge_infer.commit.parked import PARKED_NAME, ParkedInputs
+from edge_infer.commit.writer import SourceRoute
 from edge_infer.config import FolderSourceConfig
 from edge_infer.errors import ResourceError
-from edge_infer.pipeline.parked import PARKED_NAME, ParkedInputs
-from edge_infer.pipeline.writer import SourceRoute
 from edge_infer.sinks import durable
 from edge_infer.sources.folder import FolderSource
 from tests.conftest import skip_unless_ci

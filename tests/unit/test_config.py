@@ -123,7 +123,7 @@ def test_defaults(tmp_path):
 
 
 def test_the_decode_defaults_are_the_decoders_own(tmp_path):
-    from edge_infer.model.decode import DEFAULT_FORMATS, DEFAULT_MAX_DECODE_MB, DEFAULT_MAX_PIXELS
+    from edge_infer.decoding.decode import DEFAULT_FORMATS, DEFAULT_MAX_DECODE_MB, DEFAULT_MAX_PIXELS
 
     assert (PipelineConfig.formats, PipelineConfig.max_decode_mb, PipelineConfig.max_pixels) == \
         (DEFAULT_FORMATS, DEFAULT_MAX_DECODE_MB, DEFAULT_MAX_PIXELS)

@@ -1,4 +1,5 @@
-"""The config schema declared once: every field has a rule and a doc, is read, and is in README's table.
+"""The config schema declared once: every field has a rule and a doc, is read, and is in the manual's table
+(docs/configuration.md; the generated reference is checked by test_docs.py).
 
 Everything here is built from the dataclasses themselves, so a field added to one is checked without
 touching this file (unless it is required or has a pattern: then it needs a valid value below).
@@ -14,8 +15,8 @@ import pytest
 
 from edge_infer.config import AppConfig, FolderSourceConfig, RegionConfig, parse_config
 from edge_infer.config_reader import Rule, Section, read, setting
+from tests.support.markdown import config_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 # The file the config came from, set by load_config; where a region was read from, to name it in later errors.
 NOT_KEYS = {(AppConfig, "path"), (RegionConfig, "key")}
 # Values the schema cannot make up: required keys, and keys with a pattern.
@@ -169,38 +170,21 @@ def test_a_folder_source_read_with_the_defaults(tmp_path):
                                                 failed_dir=tmp_path / "failed")
 
 
-def _readme_table() -> dict[str, str]:
-    """README's Configuration table as {key: its default cell}; "`a.b`, `c`" is a.b and a.c."""
-    section = README.read_text(encoding="utf-8").split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
-    rows: dict[str, str] = {}
-    for line in section.splitlines():
-        if not line.startswith("| `"):
-            continue
-        cells = [c.strip() for c in line.split("|")[1:3]]
-        keys = re.findall(r"`([^`]+)`", cells[0])
-        prefix = keys[0].rsplit(".", 1)[0] + "." if "." in keys[0] else ""
-        defaults = cells[1].split(", ")
-        assert len(defaults) in (1, len(keys)), f"README row {cells[0]}: one default, or one per key"
-        for i, k in enumerate(keys):
-            rows[k if "." in k else prefix + k] = defaults[i if len(defaults) > 1 else 0]
-    return rows
-
-
-def test_every_setting_is_in_the_readme_table():
-    table = _readme_table()
+def test_every_setting_is_in_the_configuration_pages_table():
+    table = config_table()
     missing = sorted({key for key, _, _ in SETTINGS} - table.keys())
-    assert not missing, f"README.md's Configuration table lacks {missing}"
+    assert not missing, f"docs/configuration.md's table lacks {missing}"
 
 
 def _simple(cell: str) -> Any:
-    """A README default that can be compared: a number, `true`, `false` or `null`; else ``MISSING``."""
+    """A table's default that can be compared: a number, `true`, `false` or `null`; else ``MISSING``."""
     if re.fullmatch(r"\d[\d,]*(\.\d+)?", cell):
         return float(cell.replace(",", ""))
     return {"`true`": True, "`false`": False, "`null`": None}.get(cell, MISSING)
 
 
-def test_the_readme_defaults_agree_with_the_dataclasses():
-    table = _readme_table()
+def test_the_configuration_pages_defaults_agree_with_the_dataclasses():
+    table = config_table()
     wrong = []
     for key, f, _ in SETTINGS:
         shown = _simple(table.get(key, ""))
@@ -209,5 +193,5 @@ def test_the_readme_defaults_agree_with_the_dataclasses():
         same = (f.default is shown if shown is None or isinstance(shown, bool)
                 else not isinstance(f.default, bool) and f.default == shown)
         if not same:
-            wrong.append(f"{key}: README {table[key]}, dataclass {f.default!r}")
+            wrong.append(f"{key}: docs/configuration.md {table[key]}, dataclass {f.default!r}")
     assert not wrong, wrong

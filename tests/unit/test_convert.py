@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from edge_infer.model.convert import reduction, to_rgb
-from edge_infer.model.preprocess import PreprocessSpec, crop_pixels, open_image, resize_crop
+from edge_infer.decoding.convert import reduction, to_rgb
+from edge_infer.decoding.preprocess import PreprocessSpec, crop_pixels, open_image, resize_crop
 from tests.conftest import SAMPLES
 
 SPEC = PreprocessSpec()
@@ -129,8 +129,8 @@ def test_shared_jpeg_photos_crop_bit_identically_to_todays_path(shared):
 
 
 def test_shared_photos_as_png_rgba_and_palette_keep_todays_top1(shared):
-    from edge_infer.model.preprocess import normalise
-    from edge_infer.model.session import ModelSession
+    from edge_infer.classifier.session import ModelSession
+    from edge_infer.decoding.preprocess import normalise
 
     session = ModelSession.load(None)
     spec = session.manifest.preprocess

@@ -9,9 +9,9 @@ import warnings
 import pytest
 from PIL import Image
 
+from edge_infer.decoding.decode import DEFAULT_FORMATS
+from edge_infer.decoding.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, crop_pixels
 from edge_infer.errors import InputError
-from edge_infer.model.decode import DEFAULT_FORMATS
-from edge_infer.model.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, crop_pixels
 from tests.support.corpus import build_corpus
 
 SPEC = PreprocessSpec()

@@ -10,9 +10,9 @@ import sys
 import pytest
 from PIL import Image, ImageFile
 
+from edge_infer.decoding.decode import decode_cost
+from edge_infer.decoding.preprocess import PreprocessSpec, crop_pixels
 from edge_infer.errors import InputError
-from edge_infer.model.decode import decode_cost
-from edge_infer.model.preprocess import PreprocessSpec, crop_pixels
 from tests.support.decode_memory import peak_growth, write_case
 
 SPEC = PreprocessSpec()
@@ -67,7 +67,7 @@ def test_the_stand_in_gs_is_what_pillow_runs_on_postscript_opened_unrestricted(t
 def test_postscript_named_jpg_is_refused_without_running_ghostscript(tmp_path):
     photo, marker, env = _stand_in_gs(tmp_path)
     code = ("import sys\nfrom edge_infer.errors import InputError\n"
-            "from edge_infer.model.preprocess import PreprocessSpec, crop_pixels\n"
+            "from edge_infer.decoding.preprocess import PreprocessSpec, crop_pixels\n"
             "try: crop_pixels(sys.argv[1], PreprocessSpec())\n"
             "except InputError as e: print(e.kind, e.message)")
     out = subprocess.run([sys.executable, "-c", code, str(photo)], env=env, capture_output=True, text=True,
@@ -186,8 +186,8 @@ def test_a_progressive_jpeg_counts_its_full_size_coefficients():
 
 
 def test_every_image_name_we_list_is_of_an_accepted_format():
-    from edge_infer.model.decode import DEFAULT_FORMATS
-    from edge_infer.model.preprocess import IMAGE_EXTENSIONS
+    from edge_infer.decoding.decode import DEFAULT_FORMATS
+    from edge_infer.decoding.preprocess import IMAGE_EXTENSIONS
 
     Image.init()
     assert {Image.registered_extensions()[ext] for ext in IMAGE_EXTENSIONS} == set(DEFAULT_FORMATS)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_infer.model.manifest import default_model_path, load_manifest, sha256_file
-from edge_infer.model.session import ModelSession
+from edge_infer.classifier.manifest import default_model_path, load_manifest, sha256_file
+from edge_infer.classifier.session import ModelSession
 from tests.conftest import SAMPLES
 
 
@@ -32,7 +32,7 @@ def test_session_loads_warms_up_and_runs_a_batch():
 
 
 def test_classifies_real_photos_correctly(shared):
-    from edge_infer.model.preprocess import prepare
+    from edge_infer.decoding.preprocess import prepare
 
     s = ModelSession.load()
     rows = list(csv.DictReader(open(SAMPLES / "labels.csv")))[::5]  # 40 photos, a spread of classes

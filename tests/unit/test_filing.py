@@ -226,7 +226,7 @@ def test_two_inputs_of_one_name_in_one_group_get_two_names_and_two_records(tmp_p
 
 
 def test_only_a_record_of_the_same_input_and_bytes_is_taken_as_its_own(tmp_path):
-    from edge_infer.pipeline.record_names import adopt
+    from edge_infer.commit.record_names import adopt
 
     path = tmp_path / "x.jpg.error.json"
     path.write_text(json.dumps({"input": "x.jpg", "input_sha256": "a" * 64, "status": "failed"}))

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from edge_infer.commit.inflight import InflightJournal
 from edge_infer.errors import InputError
-from edge_infer.pipeline.inflight import InflightJournal
 
 A, B = (1, 2, 3, 4), (1, 5, 6, 7)
 

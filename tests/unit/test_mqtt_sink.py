@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 from edge_infer.config import MqttConfig
 from edge_infer.ops.metrics import Metrics
 from edge_infer.sinks.durable import encode_json
-from edge_infer.sinks.mqtt_sink import MqttSink, decode, encode, encode_raw
 from edge_infer.sinks.mqtt_client_id import default_client_id
+from edge_infer.sinks.mqtt_records import MqttSink, decode, encode, encode_raw
 from edge_infer.sinks.spool import Spool
 
 CFG = MqttConfig(host="127.0.0.1")
@@ -104,7 +104,7 @@ def test_the_client_id_falls_back_to_the_next_machine_id_file_then_to_one_kept_i
 
 
 def test_a_configured_client_id_wins(tmp_path):
-    from edge_infer.sinks.mqtt import MqttPublisher
+    from edge_infer.sinks.mqtt_publisher import MqttPublisher
 
     cfg = MqttConfig(host="127.0.0.1", client_id="cam-box-7")
     spool = Spool(tmp_path, 1 << 20)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from edge_infer.model.postprocess import softmax, top_k
+from edge_infer.classifier.postprocess import softmax, top_k
 
 
 def test_softmax_is_stable_and_sums_to_one():

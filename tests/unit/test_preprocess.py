@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge_infer.decoding.preprocess import PreprocessSpec, normalise, open_image, prepare, resize_crop, to_rgb
 from edge_infer.errors import InputError
-from edge_infer.model.preprocess import PreprocessSpec, normalise, open_image, prepare, resize_crop, to_rgb
 
 SPEC = PreprocessSpec()
 

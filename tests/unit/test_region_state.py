@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_infer.pipeline.region_state import UNKNOWN, RegionState
+from edge_infer.regions.state_machine import UNKNOWN, RegionState
 
 
 def feed(rs: RegionState, frames: list[tuple[str, float]]) -> list[tuple[str, str, int]]:

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 from edge_infer.config import CameraSourceConfig, RegionConfig
 from edge_infer.ops.metrics import Metrics
 from edge_infer.pipeline.jobs import Job
-from edge_infer.pipeline.region_watch import RegionWatch
+from edge_infer.regions.watcher import RegionWatch
 
 
 class Sink:

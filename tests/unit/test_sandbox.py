@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_infer.decoding import landlock, sandbox, seccomp_filter
+from edge_infer.decoding.sandbox import FAILED, SandboxPolicy, SandboxReport, Step
 from edge_infer.errors import SandboxError
-from edge_infer.pipeline import landlock, sandbox, seccomp_filter
-from edge_infer.pipeline.sandbox import FAILED, SandboxPolicy, SandboxReport, Step
 
 CHILD = Path(__file__).resolve().parents[1] / "support" / "sandbox_child.py"
 JPEG = Path(sandbox.__file__).resolve().parents[1] / "models" / "selftest" / "robin.jpg"

@@ -6,9 +6,9 @@ import json
 
 from prometheus_client import CollectorRegistry
 
+from edge_infer.commit.parked import PARKED_NAME, ParkedInputs
+from edge_infer.commit.writer import SourceRoute
 from edge_infer.ops.metrics import Metrics
-from edge_infer.pipeline.parked import PARKED_NAME, ParkedInputs
-from edge_infer.pipeline.writer import SourceRoute
 from edge_infer.sinks.filing import label_folder
 from tests.unit.test_workers_writer import _finished_jobs, make_writer
 

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edge_infer.pipeline.tensor_pool import TensorPool
+from edge_infer.classifier.session import ModelSession
+from edge_infer.commit.writer import ResultWriter, SourceRoute
 from edge_infer.config import PipelineConfig
-from edge_infer.model.session import ModelSession
-from edge_infer.pipeline.decoders import build_decoders
+from edge_infer.decoding.preprocess import PreprocessSpec
+from edge_infer.decoding.processes import build_decoders
+from edge_infer.ops.metrics import Metrics
 from edge_infer.pipeline.jobs import Job
 from edge_infer.pipeline.state import PipelineState
-from edge_infer.ops.metrics import Metrics
-from edge_infer.model.preprocess import PreprocessSpec
+from edge_infer.pipeline.tensor_pool import TensorPool
 from edge_infer.pipeline.workers import PreprocessWorker
-from edge_infer.pipeline.writer import ResultWriter, SourceRoute
 from tests.conftest import write_images
 
 
@@ -216,7 +216,7 @@ def test_a_group_that_fails_midway_leaves_no_partial_records_and_each_job_retrie
 def test_the_writer_waits_for_a_running_batch_to_commit_it_in_the_same_group(tmp_path):
     import threading
 
-    import edge_infer.pipeline.writer as writer_module
+    import edge_infer.commit.writer as writer_module
 
     jobs = _finished_jobs(tmp_path, 4)
     # The bound is not what is tested here: a long one, injected.

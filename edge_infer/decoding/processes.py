@@ -1,7 +1,7 @@
 """Decoder processes, seen from the daemon: start one, hand it an input, and tell a reply from a death.
 
 Processes come from multiprocessing's forkserver, never from a fork of the threaded daemon: the server is
-a fresh interpreter that has imported only the decoding code (``decoder_child``), so each decoder starts in
+a fresh interpreter that has imported only the decoding code (``child``), so each decoder starts in
 a few milliseconds and shares those pages with its siblings. A decoder receives the daemon's open
 descriptor of each input (``SCM_RIGHTS`` over its Unix socket), so it needs no file system of its own.
 """
@@ -19,11 +19,11 @@ from typing import Any, Protocol, Union
 
 from ..config import PipelineConfig
 from ..errors import EdgeInferError
-from ..model.preprocess import PreprocessSpec
 from ..ops.metrics import Metrics
-from . import decoder_child, decoder_preload
-from .decoder_child import READY, DecoderSettings, decode_one
-from .tensor_pool import TensorPool
+from ..pipeline.tensor_pool import TensorPool
+from . import child, preload
+from .child import READY, DecoderSettings, decode_one
+from .preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0  # a decoder that is not ready by then is killed and the start retried
@@ -65,7 +65,7 @@ def forkserver_context() -> BaseContext:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([decoder_preload.__name__])
+    ctx.set_forkserver_preload([preload.__name__])
     return ctx
 
 
@@ -109,7 +109,7 @@ class Decoder:
             log.warning("%s died between inputs (%s); starting another", self.name, detail)
             self._restarted("crashed")
         ours, theirs = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=decoder_child.main, args=(theirs, self._settings), name=self.name,
+        proc = self._ctx.Process(target=child.main, args=(theirs, self._settings), name=self.name,
                                  daemon=True)
         try:
             proc.start()
@@ -150,7 +150,7 @@ class Decoder:
             send_handle(self._conn, fd, self._proc.pid)
             if self._conn.poll(timeout_s):
                 tag, sha, a, b, seconds, exiting = self._conn.recv()
-                if exiting:  # it leaves after this answer (see decoder_child.main): a fresh one next time
+                if exiting:  # it leaves after this answer (see child.main): a fresh one next time
                     self._discard()
                 if tag == "ok":
                     return Decoded(sha, a, b, seconds)

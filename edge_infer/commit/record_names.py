@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+from ..pipeline.jobs import Job
 from ..sinks.durable import read_json
-from .jobs import Job
 
 log = logging.getLogger(__name__)
 

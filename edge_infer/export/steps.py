@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..classifier.manifest import FORMAT_VERSION, MODEL_NAME, load_manifest, default_model_path, sha256_file, write_manifest
+from ..decoding.preprocess import PreprocessSpec
 from ..errors import ExportError, VerificationError
-from ..model.manifest import FORMAT_VERSION, MODEL_NAME, load_manifest, default_model_path, sha256_file, write_manifest
-from ..model.preprocess import PreprocessSpec
 from ..tools.bench_model import BurstResult, model_only
 from .images import list_images, load_images, read_label_names, read_labels_csv, split
 from .network import load_network

@@ -22,10 +22,10 @@ from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from ..errors import InputError
-from ..model.preprocess import PreprocessSpec, crop_pixels
-from .input_file import read_open
+from ..pipeline.input_file import read_open
+from ..pipeline.tensor_pool import Layout, layout_bytes, slot_views
+from .preprocess import PreprocessSpec, crop_pixels
 from .sandbox import SandboxPolicy, apply_sandbox
-from .tensor_pool import Layout, layout_bytes, slot_views
 
 READY = "ready"
 OUT_OF_MEMORY = "decoding needed more memory than a decoder may use (pipeline.max_decode_mb)"

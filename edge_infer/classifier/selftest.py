@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..decoding.preprocess import prepare
 from ..errors import InputError, ModelError
 from .manifest import default_model_path, load_manifest
-from .preprocess import prepare
 from .session import ModelSession
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "models" / "selftest"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..decoding.preprocess import PreprocessSpec
 from ..errors import ModelError
-from .preprocess import PreprocessSpec
 
 MANIFEST_NAME = "model.json"
 MODEL_NAME = "model.onnx"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from . import decoder_child  # noqa: F401 - loaded for the decoders
+from . import child  # noqa: F401 - loaded for the decoders
 
 Image.init()
 try:

@@ -1,6 +1,6 @@
 """``edge-infer train``: a folder per class -> fine-tuned MobileNetV2 -> the export's verified int8, with report.
 
-The export steps are ``export.pipeline``'s own (``export_models``, ``common_manifest``, ``write_manifests``):
+The export steps are ``export.steps``' own (``export_models``, ``common_manifest``, ``write_manifests``):
 a trained model is checked and quantized exactly like an exported one, calibrated on training images and
 verified on the held-out split, which the model has never seen.
 """
@@ -15,13 +15,13 @@ from typing import Iterator
 
 import numpy as np
 
+from ..decoding.preprocess import PreprocessSpec, normalise
 from ..errors import VerificationError
 from ..export.images import load_images
 from ..export.network import TORCHVISION, load_network
-from ..export.pipeline import check_writable, common_manifest, export_models, write_manifests
 from ..export.quantize import QuantSettings
+from ..export.steps import check_writable, common_manifest, export_models, write_manifests
 from ..export.verify import Verification, logits
-from ..model.preprocess import PreprocessSpec, normalise
 from .augment import views
 from .dataset import ClassImages, centre, find_classes, load_classes
 from .finetune import fine_tune, new_head

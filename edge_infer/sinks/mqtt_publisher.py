@@ -19,7 +19,7 @@ from ..lifecycle import Stage, backoff_s
 from ..ops.metrics import Metrics
 from .homeassistant import RetainedTopics
 from .mqtt_client_id import MACHINE_ID_FILES, default_client_id
-from .mqtt_sink import STATUS_OFFLINE, STATUS_ONLINE, decode
+from .mqtt_records import STATUS_OFFLINE, STATUS_ONLINE, decode
 from .spool import Spool
 
 if TYPE_CHECKING:

@@ -24,24 +24,24 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..config import sorting_root
 from ..errors import InputError
 from ..lifecycle import Stage
-from ..ops.metrics import Metrics
 from ..ops.faults import Faults
+from ..ops.metrics import Metrics
+from ..pipeline.input_file import still_there
+from ..pipeline.jobs import Job
+from ..pipeline.records import error_result, frame_result, ok_result
+from ..pipeline.state import PipelineState
 from ..sinks.durable import TMP_DIR, clear_tmp, error_path, read_json, result_path, write_json_group
 from ..sinks.filing import UNSURE, choose, drop_interrupted_failure, file_input, sorted_dir
 from ..sinks.jsonl import JsonlSink
 from .ack_sync import AckSync
 from .fs_errors import blocked_kind, describe, raise_unless_own
-from .jobs import Job
 from .inflight import InflightJournal
-from .input_file import still_there
 from .parked import PARKED_NAME, Parked, ParkedInputs
 from .record_names import name_group
-from .records import error_result, frame_result, ok_result
-from .state import PipelineState
 
 if TYPE_CHECKING:
-    from ..sinks.mqtt_sink import MqttSink
-    from .region_watch import RegionWatch
+    from ..regions.watcher import RegionWatch
+    from ..sinks.mqtt_records import MqttSink
 
 log = logging.getLogger(__name__)
 GROUP_MAX = 32  # records made durable together at most (two batches' worth, and a bounded retry set)

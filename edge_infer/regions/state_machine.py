@@ -11,7 +11,7 @@
 
 - With ``states`` declared, a frame whose top-1 is none of them counts as a frame below the threshold.
 
-Pure logic, no clock and no I/O: ``pipeline/region_watch.py`` feeds it each region's frames in order and
+Pure logic, no clock and no I/O: ``regions/watcher.py`` feeds it each region's frames in order and
 publishes what it returns.
 """
 from __future__ import annotations

@@ -25,9 +25,9 @@ from typing import Any, Callable, Container
 
 from ..errors import InputError
 from ..ops.metrics import Metrics
+from ..pipeline.jobs import Job
 from ..sinks.durable import write_json_atomic
 from .inflight import input_key
-from .jobs import Job
 
 log = logging.getLogger(__name__)
 PARKED_NAME = ".parked.json"

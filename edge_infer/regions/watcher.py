@@ -1,5 +1,5 @@
 """A camera's regions, on the writer's side: each region's classified frames, in order, through its state
-machine (``region_state.py``), and what that confirms published.
+machine (``state_machine.py``), and what that confirms published.
 
 Each confirmed change is one JSON Lines event in the camera's results, a retained state message and an
 event message over MQTT, and the ``edge_infer_region_state`` metrics. A camera that has delivered no frame for
@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 from ..config import CameraSourceConfig
 from ..ops.metrics import Metrics
+from ..pipeline.jobs import Job
+from ..pipeline.records import utc_now
 from ..sinks.jsonl import JsonlSink
-from ..sinks.mqtt_sink import MqttSink
+from ..sinks.mqtt_records import MqttSink
 from ..sinks.samples import SampleStore
-from .jobs import Job
-from .records import utc_now
-from .region_state import UNKNOWN, Change, RegionState
+from .state_machine import UNKNOWN, Change, RegionState
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import CameraSourceConfig, RegionConfig
+from ..decoding.preprocess import PreprocessSpec
 from ..errors import ConfigError, InvalidConfig, ModelError
-from ..model.preprocess import PreprocessSpec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Committing results: the writer and its durability helpers."""

@@ -1,0 +1,1 @@
+"""Decoding images: the sandboxed decoder processes and everything that parses image bytes."""

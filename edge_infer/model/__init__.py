@@ -1,1 +1,0 @@
-"""The model: the onnxruntime session, its manifest, pre- and post-processing, the self-test and hot reload."""

@@ -1,0 +1,1 @@
+"""Camera regions: where their crops are cut and their state machines."""
