@@ -10,7 +10,7 @@ help:
 	@echo "make run          install, then run the daemon on config/local.yaml (drop images into var/inbox)"
 	@echo "make install      create $(VENV) with the runtime, export and test dependencies"
 	@echo "make test         install, then run the whole test suite (what CI runs)"
-	@echo "make test-fast    the same without the slow ones (export, training, power cuts)"
+	@echo "make test-fast    the same without the tests marked slow (pytest --markers says which)"
 	@echo "make system-test  (root) boot Debian under systemd-nspawn; install.sh and the unit under real systemd"
 	@echo "make arm64-check  (root) install and classify in an arm64 Debian under qemu; top-1 vs this machine"
 	@echo "make model        re-export the embedded int8 model from $(SHARED) (weights + photos)"

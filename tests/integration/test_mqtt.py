@@ -135,6 +135,7 @@ def test_two_devices_left_with_the_same_host_name_keep_their_own_connections(tmp
     assert {r["device"] for r in sub.results(topic)} == {"raspberrypi"}
 
 
+@pytest.mark.slow  # the outage is a real minute
 def test_broker_down_mid_burst_then_back_loses_nothing_and_keeps_order(tmp_path):
     imgs = write_images(tmp_path / "staging", 24)
     with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
