@@ -10,6 +10,7 @@ help:
 	@echo "make run          install, then run the daemon on config/local.yaml (drop images into var/inbox)"
 	@echo "make install      create $(VENV) with the runtime, export, test and docs dependencies"
 	@echo "make test         install, then run the whole test suite (what CI runs)"
+	@echo "make test-fast    the same without the tests marked slow (pytest --markers says which)"
 	@echo "make system-test  (root) boot Debian under systemd-nspawn; install.sh and the unit under real systemd"
 	@echo "make arm64-check  (root) install and classify in an arm64 Debian under qemu; top-1 vs this machine"
 	@echo "make docs         the manual as a site in site/ (installs the docs extra into $(VENV) if missing)"

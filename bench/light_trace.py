@@ -27,7 +27,7 @@ from edge_infer.classifier.manifest import default_model_path  # noqa: E402
 from edge_infer.classifier.session import SessionOptions, make_ort_session  # noqa: E402
 from edge_infer.config import BatchConfig, load_config  # noqa: E402
 from edge_infer.pipeline.plan import plan_threads  # noqa: E402
-from tests.integration.daemon_util import RunningApp, wait_for, write_config  # noqa: E402
+from tests.support.daemon import RunningApp, wait_for, write_config  # noqa: E402
 
 STAMPS: dict[str, dict[str, float]] = {}
 

@@ -2,27 +2,15 @@
 from __future__ import annotations
 
 import gc
-import os
+import socket
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("EDGE_INFER_SHARED", ROOT.parent / "shared"))
-SAMPLES = SHARED / "images" / "imagenet-samples"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet1k.pth"
-LABEL_NAMES = SHARED / "labels" / "imagenet1k_labels.txt"
-PEER = SHARED / "models" / "onnx-zoo-mobilenetv2-12-int8.onnx"
-
-
-def skip_unless_ci(reason: str) -> None:
-    """Skip with ``reason`` on a developer's machine; fail in CI, which must provide everything."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide this: {reason}")
-    pytest.skip(reason)
+from tests.support.ci import skip_unless_ci
+from tests.support.paths import SAMPLES, SHARED, WEIGHTS
 
 
 def _shared_reason() -> str:
@@ -35,6 +23,17 @@ def shared() -> Path:
     if not (SAMPLES / "labels.csv").is_file():
         skip_unless_ci(_shared_reason())
     return SHARED
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    """A systemd NOTIFY_SOCKET to hand the daemon: (its path, the bound datagram socket)."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    yield path, sock
+    sock.close()
 
 
 @pytest.fixture(autouse=True)
@@ -50,23 +49,6 @@ def _no_thread_leaks():
             return
         time.sleep(0.05)
     pytest.fail(f"threads leaked: {[t.name for t in leaked]}")
-
-
-def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed: int = 0,
-                 fmt: str = "jpg") -> list[Path]:
-    """``n`` real image files (JPEG, or PNG: slower to decode, never draft-decoded) with smooth random content."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(small, "RGB").resize(size, Image.Resampling.BICUBIC)
-        p = folder / f"img_{i:03d}.{fmt}"
-        img.save(p, **({"quality": 90} if fmt == "jpg" else {}))
-        paths.append(p)
-    return paths
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +90,17 @@ def rtsp() -> None:
     reason = rtsp_available()
     if reason:
         skip_unless_ci(reason)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA and a server certificate (tests.support.tls.Pki) for the module's tests."""
+    from tests.support.tls import make_pki
+
+    made = make_pki(tmp_path_factory.mktemp("pki"))
+    if made is None:
+        skip_unless_ci("needs the openssl CLI to make a test CA")
+    return made
 
 
 @pytest.fixture(scope="session")

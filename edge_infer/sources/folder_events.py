@@ -14,6 +14,7 @@ from typing import Any
 from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent,
                              FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
 
+from .claims import OWN_DIR
 from .inotify import OverflowEvent
 
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", "~")
@@ -35,9 +36,12 @@ def _is_regular(path: str) -> bool:
 class Handler(FileSystemEventHandler):
     def __init__(self, source: Any) -> None:  # a FolderSource (which imports this module)
         self.source = source
+        self._own = os.path.join(str(source.root), OWN_DIR, "")  # the daemon's own folder in the inbox
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)
+        if os.fsdecode(event.dest_path or event.src_path).startswith(self._own):
+            return  # a claim or its acknowledgement (claims.py): ours, never an arrival; the cheapest check
         if isinstance(event, FileClosedEvent):
             self.source.candidate(src, settled=True)
         elif isinstance(event, FileMovedEvent) and event.dest_path:

@@ -9,7 +9,7 @@ import pytest
 
 from edge_infer.classifier.manifest import REQUIRED_KEYS
 from edge_infer.cli import main
-from tests.conftest import write_images
+from tests.support.images import write_images
 
 CLASSES = [f"class_{i}" for i in range(10)]
 

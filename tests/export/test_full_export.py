@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_infer.cli import main
-from tests.conftest import LABEL_NAMES, SAMPLES, WEIGHTS
+from tests.support.paths import LABEL_NAMES, SAMPLES, WEIGHTS
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from edge_infer.export.bias_correction import _output_shift
 from edge_infer.export.rounding import optimise_rounding, patches
-from tests.conftest import write_images
+from tests.support.images import write_images
 
 
 def _loss(w, q, scale, cov, group):

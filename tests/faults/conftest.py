@@ -1,21 +1,20 @@
 """Fault-injection fixtures: small tmpfs mounts (a disk that fills up, goes read-only, or is another file
-system), mounted by the test and unmounted after it. Mounting needs root (CAP_SYS_ADMIN): CI has it."""
+system), mounted by the test and unmounted after it. Mounting needs root (CAP_SYS_ADMIN): CI has it.
+``base``: a folder the daemon running as uid 65534 (tests.support.unprivileged) may reach."""
 from __future__ import annotations
 
-import re
+import os
+import shutil
 import subprocess
-import urllib.request
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from tests.conftest import skip_unless_ci
-from tests.integration.conftest import notify_socket  # noqa: F401 - shared with the integration tests
-
-
-def _mount(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
+from tests.support.ci import skip_unless_ci
+from tests.support.fs import run_mount
+from tests.support.unprivileged import DAEMON_UID
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     def mount(name: str, size: str = "16m") -> Path:
         target = tmp_path / name
         target.mkdir(parents=True, exist_ok=True)
-        r = _mount("-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(target))
+        r = run_mount("-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(target))
         if r.returncode != 0:
             skip_unless_ci(f"needs to mount a tmpfs (root with CAP_SYS_ADMIN): {r.stderr.strip()}")
         mounted.append(target)
@@ -37,21 +36,16 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
 
 
-def remount(target: Path, mode: str) -> None:
-    """``mode`` is "ro" or "rw": a live file system turned read-only, or writable again."""
-    r = _mount("-o", f"remount,{mode}", str(target))
-    assert r.returncode == 0, r.stderr
-
-
-def files_under(base: Path) -> set[str]:
-    """Relative paths of every non-directory entry under ``base`` (symlinks included, never followed)."""
-    if not base.exists():
-        return set()
-    return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_symlink() or not p.is_dir()}
-
-
-def metric(port: int, sample: str) -> float:
-    """One sample, as written in the text format (labels sorted), from a daemon's /metrics; 0 if absent."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        m = re.search(rf"^{re.escape(sample)} (\S+)$", r.read().decode(), re.M)
-    return float(m.group(1)) if m else 0.0
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A folder the daemon's user can reach (pytest's own tmp folders are root's alone)."""
+    if os.geteuid() != 0:
+        skip_unless_ci("needs root, to run the daemon as another user and to chattr")
+    path = Path(tempfile.mkdtemp(prefix="edge-infer-stuck-", dir="/tmp"))
+    path.chmod(0o755)
+    for name in ("inbox", "done", "failed", "results"):
+        (path / name).mkdir()
+        os.chown(path / name, DAEMON_UID, DAEMON_UID)
+    yield path
+    subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True, timeout=30)
+    shutil.rmtree(path)

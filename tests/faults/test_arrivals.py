@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import skip_unless_ci, write_images
-from tests.faults.conftest import files_under
-from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
+from tests.support.ci import skip_unless_ci
+from tests.support.daemon import RunningApp, read_result, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
 
 
 def assert_once_and_whole(run: RunningApp, root: Path, sources: dict[str, bytes]) -> None:

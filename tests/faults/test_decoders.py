@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import write_images
-from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
+from tests.support.daemon import RunningApp, read_result, wait_for, write_config
+from tests.support.images import write_images
 from tests.support.ticker import Ticker
 
 

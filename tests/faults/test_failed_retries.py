@@ -8,8 +8,9 @@ import json
 import os
 from pathlib import Path
 
-from tests.faults.conftest import files_under, metric
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.metrics import metric
 
 BROKEN = b"not an image, and it never will be"
 

@@ -10,10 +10,10 @@ from collections import Counter
 from pathlib import Path
 
 from edge_infer.tools.procfs import tree_pss_mb
-from tests.conftest import write_images
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
 from tests.support.corpus import build_corpus
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
 from tests.support.decode_memory import CASES, write_case
+from tests.support.images import write_images
 from tests.support.ticker import Ticker
 
 # The daemon (~120 MB), its forkserver and two decoders, one of which may hold a 7000x7000 picture being

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_images
-from tests.faults.conftest import files_under
-from tests.integration.daemon_util import RunningApp, wait_for, write_config
+from tests.support.daemon import RunningApp, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
 
 VERSIONS = 300
 

@@ -13,9 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import write_images
-from tests.faults.conftest import files_under, metric
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
+from tests.support.metrics import metric
 
 DISTINCT, COPIES, KILLS = 120, 3, 4
 

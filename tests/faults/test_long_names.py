@@ -8,9 +8,10 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import write_images
-from tests.faults.conftest import files_under, metric
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
+from tests.support.metrics import metric
 
 # 255 bytes: the name fits; with ".json" (233 bytes kept), ".error.json" (227) or "~<8 hex>" (241)
 # it is cut where no character ends. 253 bytes: 233, 227 and 242 fall inside a character too.

@@ -17,9 +17,9 @@ from edge_infer.classifier.manifest import default_model_path, sha256_file
 from edge_infer.classifier.selftest import self_test
 from edge_infer.classifier.session import ModelSession
 from edge_infer.errors import ModelError
-from tests.conftest import write_images
-from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
-from tests.integration.daemon_util import daemon, free_port, http_status, install_model, scrape
+from tests.support.daemon import RunningApp, daemon, free_port, http_status, install_model
+from tests.support.daemon import read_result, scrape, wait_for, write_config
+from tests.support.images import write_images
 
 onnx = pytest.importorskip("onnx", reason="making replacement models needs the onnx package (the export extra)")
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_images
-from tests.faults.conftest import files_under, metric
-from tests.integration.daemon_util import RunningApp, daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import RunningApp, daemon, free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
+from tests.support.metrics import metric
 
 # watchdog warns each time a new folder's watch was already added by its recursive walk: harmless, and loud here.
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from edge_infer.ops.systemd import Notifier
-from tests.conftest import write_images
-from tests.faults.conftest import files_under, remount
-from tests.integration.daemon_util import RunningApp, wait_for, waiting, write_config
+from tests.support.daemon import RunningApp, wait_for, waiting, write_config
+from tests.support.fs import files_under, remount
+from tests.support.images import write_images
 
 
 def fill(folder: Path) -> Path:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import signal
 
-from tests.faults.conftest import files_under, metric
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.metrics import metric
 
 N = 20_000
 

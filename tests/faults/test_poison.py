@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from tests.conftest import write_images
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, waiting, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, waiting, write_config
+from tests.support.images import write_images
 
 CRASH = {"EDGE_INFER_FAULTS": "crash_daemon_on=poison"}
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import shutil
 
-from tests.conftest import write_images
-from tests.faults.conftest import files_under, metric
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
+from tests.support.metrics import metric
 
 OK = 'edge_infer_images_total{outcome="ok",source="drops"}'
 MISSED = 'edge_infer_watch_missed_total{source="drops"}'

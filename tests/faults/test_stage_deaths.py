@@ -21,9 +21,9 @@ from typing import Any, Iterator
 import pytest
 
 from edge_infer.classifier.manifest import default_model_path, sha256_file
-from tests.conftest import write_images
-from tests.faults.conftest import metric
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.images import write_images
+from tests.support.metrics import metric
 
 WATCHDOG_USEC = "600000"  # pings every 0.3 s: a silence of 3 s is ten missed pings
 
@@ -133,7 +133,7 @@ def test_a_dead_camera_thread_is_restarted(tmp_path, notify_socket):
 
 def test_a_dead_mqtt_publisher_is_restarted_and_publishes(tmp_path, notify_socket):
     pytest.importorskip("paho.mqtt", reason="needs paho-mqtt")
-    from tests.integration.mqtt_util import Broker, Subscriber, mosquitto_path
+    from tests.support.mqtt import Broker, Subscriber, mosquitto_path
 
     mosquitto_path()
     with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:

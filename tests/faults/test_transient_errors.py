@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import resource
 
-from tests.conftest import skip_unless_ci, write_images
-from tests.faults.conftest import files_under, metric
-from tests.faults.test_stuck_inputs import _drop, daemon_as
-from tests.integration.daemon_util import free_port, http_status, wait_for, write_config
+from tests.support.ci import skip_unless_ci
+from tests.support.daemon import free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
+from tests.support.metrics import metric
+from tests.support.unprivileged import daemon_as, drop_photos
 
 
 def _lowest_free_fd(pid: int) -> int:
@@ -34,7 +36,7 @@ def test_out_of_descriptors_the_inputs_wait_and_none_fails(tmp_path):
         # No descriptor below the limit is free: each new one fails with EMFILE (those it holds still work).
         resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (_lowest_free_fd(proc.pid), limits[1]))
         try:
-            _drop(tmp_path, photos)
+            drop_photos(tmp_path, photos)
             wait_for(lambda: "Too many open files" in log.read_text(), 30, "the daemon meeting EMFILE")
         finally:
             resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, limits)

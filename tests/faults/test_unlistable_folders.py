@@ -10,13 +10,12 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.conftest import write_images
-from tests.faults import test_stuck_inputs as stuck
-from tests.faults.conftest import metric
-from tests.integration.daemon_util import free_port, http_status, wait_for, write_config
-from tests.integration.test_daemon_process import run_cli
+from tests.support.cli import run_cli
+from tests.support.daemon import free_port, http_status, wait_for, write_config
+from tests.support.images import write_images
+from tests.support.metrics import metric
+from tests.support.unprivileged import DAEMON_UID, daemon_as, stop
 
-base = stuck.base  # the fixture: a folder uid 65534 may reach
 UNLISTABLE = 'edge_infer_watch_unlistable_folders{source="drops"}'
 OK = 'edge_infer_images_total{outcome="ok",source="drops"}'
 MISSED = 'edge_infer_watch_missed_total{source="drops"}'
@@ -32,7 +31,7 @@ def _locked(folder: Path, photo: Path) -> None:
 
 def _open_to_daemon(folder: Path) -> None:
     for p in (folder, *folder.iterdir()):
-        os.chown(p, stuck.DAEMON_UID, stuck.DAEMON_UID)
+        os.chown(p, DAEMON_UID, DAEMON_UID)
 
 
 def test_a_folder_the_daemon_may_not_list_is_named_once_counted_and_processed_once_it_can_be(
@@ -47,7 +46,7 @@ def test_a_folder_the_daemon_may_not_list_is_named_once_counted_and_processed_on
     _locked(base / "inbox" / "locked", photos[0])
     shutil.copy(photos[1], base / "inbox" / "open.jpg")
     log = base / "daemon.log"
-    with stuck.daemon_as(cfg, log) as proc:
+    with daemon_as(cfg, log) as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
         wait_for(lambda: metric(port, OK) == 1, 30, "the listable photo's result")
         wait_for(lambda: metric(port, UNLISTABLE) == 1, 10, "the folder it cannot list counted")
@@ -70,6 +69,6 @@ def test_a_folder_the_daemon_may_not_list_is_named_once_counted_and_processed_on
         assert metric(port, UNLISTABLE) == 0 and metric(port, MISSED) == 2
         shutil.copy(photos[3], base / "inbox" / "locked" / "after.jpg")
         wait_for(lambda: metric(port, OK) == 4, 30, "a photo dropped there afterwards")
-        stuck.stop(proc)
+        stop(proc)
     assert not [p for p in (base / "inbox").rglob("*") if p.is_file()]
     assert "Traceback" not in log.read_text()

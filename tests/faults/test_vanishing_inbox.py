@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tests.conftest import write_images
-from tests.faults.conftest import metric
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
-from tests.integration.test_daemon_process import run_cli
+from tests.support.cli import run_cli
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.images import write_images
+from tests.support.metrics import metric
 
 MISSING = 'edge_infer_watch_folder_missing{source="drops"}'
 OK = 'edge_infer_images_total{outcome="ok",source="drops"}'

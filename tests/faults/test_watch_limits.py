@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tests.conftest import skip_unless_ci, write_images
-from tests.faults import test_stuck_inputs as stuck
-from tests.faults.conftest import metric
-from tests.integration.daemon_util import free_port, http_status, wait_for, write_config
-from tests.integration.test_daemon_process import run_cli
+from tests.support.ci import skip_unless_ci
+from tests.support.cli import run_cli
+from tests.support.daemon import free_port, http_status, wait_for, write_config
+from tests.support.images import write_images
+from tests.support.metrics import metric
+from tests.support.unprivileged import DAEMON_UID, daemon_as, stop
 
-base = stuck.base  # the fixture: a folder uid 65534 may reach
 SYSCTL = Path("/proc/sys/fs/inotify/max_user_watches")
 LIMIT = 500
 FOLDERS = 3000
@@ -47,7 +47,7 @@ def _folders(inbox: Path, photos: dict[int, Path]) -> None:
     for i in range(FOLDERS):
         d = inbox / f"d{i:04d}"
         d.mkdir()
-        os.chown(d, stuck.DAEMON_UID, stuck.DAEMON_UID)
+        os.chown(d, DAEMON_UID, DAEMON_UID)
         if i in photos:
             shutil.copy(photos[i], d / "photo.jpg")
 
@@ -67,7 +67,7 @@ def _checks(base: Path, port: int, proc, photo: Path) -> None:  # type: ignore[n
     wait_for(lambda: metric(port, OK) == 3, 30, "the photo dropped later")
     r = run_cli("status", "--url", f"http://127.0.0.1:{port}", "--interval", "0")
     assert "drops: polling (inotify ran out of watches" in r.stdout, r.stdout
-    stuck.stop(proc)
+    stop(proc)
     text = (base / "daemon.log").read_text()
     assert sum("fs.inotify.max_user_watches" in line for line in text.splitlines()) == 1, text
     assert text.count("Unable to watch") <= 1, text  # watchdog's own, for the first folder at most
@@ -79,7 +79,7 @@ def test_too_many_folders_at_start_fall_back_to_polling_and_the_daemon_becomes_r
     photos = write_images(tmp_path / "staging", 3)
     _folders(base / "inbox", {0: photos[0], FOLDERS - 1: photos[1]})
     port = free_port()
-    with stuck.daemon_as(_config(base, port), base / "daemon.log") as proc:
+    with daemon_as(_config(base, port), base / "daemon.log") as proc:
         with watch_limit(LIMIT):
             wait_for(lambda: http_status(port, "/readyz") == 200 or proc.poll() is not None, 30,
                      "ready or exited")
@@ -92,7 +92,7 @@ def test_too_many_folders_created_while_running_fall_back_to_polling_and_lose_no
         base, tmp_path):
     photos = write_images(tmp_path / "staging", 3)
     port = free_port()
-    with stuck.daemon_as(_config(base, port), base / "daemon.log") as proc:
+    with daemon_as(_config(base, port), base / "daemon.log") as proc:
         wait_for(lambda: http_status(port, "/readyz") == 200, 60, "ready")
         with watch_limit(LIMIT):
             _folders(base / "inbox", {0: photos[0], FOLDERS - 1: photos[1]})

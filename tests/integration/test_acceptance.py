@@ -6,9 +6,10 @@ import shutil
 import signal
 import urllib.request
 
-from tests.conftest import SAMPLES
-from tests.integration.daemon_util import wait_for, waiting, write_config
-from tests.integration.test_daemon_process import daemon, free_port, http_status, recv_all, run_cli
+from tests.support.cli import run_cli
+from tests.support.daemon import daemon, free_port, http_status, wait_for, waiting, write_config
+from tests.support.paths import SAMPLES
+from tests.support.sd_notify import recv_all
 
 
 def scrape(port: int, name: str, **labels: str) -> float:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLES
-from tests.integration.daemon_util import RunningApp, jsonl_rows, wait_for, write_config
+from tests.support.daemon import RunningApp, jsonl_rows, wait_for, write_config
+from tests.support.paths import SAMPLES
 
 # Photos the model gets right with confidence, 4:3 like the 640x480 stream.
 PHOTOS = {"n01440764_tench.JPEG": 0, "n01558993_robin.JPEG": 15, "n01601694_water_ouzel.JPEG": 20}
@@ -182,7 +182,7 @@ def test_http_mjpeg_camera(tmp_path, shared):
 
 
 def test_cameras_and_folders_share_the_pipeline(tmp_path, photo_dir):
-    from tests.conftest import write_images
+    from tests.support.images import write_images
     from tests.support.rtsp import start_rtsp_server
 
     with start_rtsp_server(photo_dir, fps=25) as server:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLES
-from tests.integration.daemon_util import RunningApp, jsonl_rows, wait_for, write_config
+from tests.support.daemon import RunningApp, jsonl_rows, wait_for, write_config
+from tests.support.paths import SAMPLES
 
 pytestmark = pytest.mark.usefixtures("pyav")
 A, B, STILL = "n01440764_tench.JPEG", "n01558993_robin.JPEG", "n01601694_water_ouzel.JPEG"
@@ -183,7 +183,7 @@ def test_rtsp_scenes_switch_once_per_scene(tmp_path, shared, rtsp):
 @pytest.mark.slow
 def test_states_are_retained_and_home_assistant_discovers_and_forgets_the_regions(tmp_path, shared):
     pytest.importorskip("paho.mqtt", reason="needs paho-mqtt: pip install -e '.[mqtt,dev]'")
-    from tests.integration.mqtt_util import Broker, Subscriber
+    from tests.support.mqtt import Broker, Subscriber
 
     write_video(tmp_path / "clip.avi", SCRIPT)
     topics = ("edge-infer/#", "homeassistant/#")

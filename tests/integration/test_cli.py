@@ -5,8 +5,9 @@ import json
 import shutil
 
 from edge_infer.classifier.manifest import default_model_path, sha256_file
-from tests.conftest import SAMPLES, write_images
-from tests.integration.test_daemon_process import run_cli
+from tests.support.cli import run_cli
+from tests.support.images import write_images
+from tests.support.paths import SAMPLES
 
 
 def test_info_describes_the_embedded_model():
@@ -74,7 +75,7 @@ def test_the_runtime_never_imports_torch(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.support.paths import ROOT
 
     img = write_images(tmp_path, 1)[0]
     code = ("import sys, contextlib, io\nfrom edge_infer.cli import main\n"

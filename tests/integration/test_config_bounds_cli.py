@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from tests.integration.daemon_util import ROOT, write_config
+from tests.support.daemon import write_config
+from tests.support.paths import ROOT
 
 # `run` imports onnxruntime before it reads the config: ~400 MB of address space.
 MEMORY_CAP = 512 * 1024 * 1024

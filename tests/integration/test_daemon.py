@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import SAMPLES, write_images
-from tests.integration.daemon_util import RunningApp, read_result, wait_for, write_config
+from tests.support.daemon import RunningApp, read_result, wait_for, write_config
+from tests.support.images import write_images
+from tests.support.paths import SAMPLES
 
 
 def done_names(root: Path, sub: str = "done") -> set[str]:

@@ -1,33 +1,18 @@
 """The daemon as systemd runs it: a real subprocess, a real NOTIFY_SOCKET, real signals, real HTTP."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, write_images
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, waiting, write_config
-
-
-def recv_all(sock: socket.socket, until: str, timeout: float) -> list[str]:
-    got: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got.extend(sock.recv(4096).decode().splitlines())
-        except socket.timeout:
-            continue
-        if until in got:
-            return got
-    raise AssertionError(f"no {until!r} within {timeout}s; got {got}")
+from tests.support.cli import run_cli
+from tests.support.daemon import daemon, free_port, http_status, wait_for, waiting, write_config
+from tests.support.images import write_images
+from tests.support.sd_notify import recv_all
 
 
 def test_notify_ready_watchdog_and_a_graceful_drain_on_sigterm(tmp_path, notify_socket):
@@ -83,12 +68,6 @@ def test_readyz_is_503_while_draining(tmp_path):
         assert proc.returncode == 0
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "edge_infer", *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
-
-
 def test_bad_config_exits_78_naming_the_key(tmp_path):
     cfg = write_config(tmp_path, batch={"max_size": 0})
     r = run_cli("run", "-c", str(cfg))
@@ -116,8 +95,8 @@ def test_a_hung_inference_loop_stops_the_watchdog_and_fails_healthz(tmp_path, no
     import threading
 
     from edge_infer.ops.systemd import Notifier
-    from tests.conftest import write_images
-    from tests.integration.daemon_util import RunningApp
+    from tests.support.daemon import RunningApp
+    from tests.support.images import write_images
 
     path, sock = notify_socket
     cfg = write_config(tmp_path)

@@ -17,9 +17,10 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.conftest import ROOT, skip_unless_ci, write_images
-from tests.integration.daemon_util import wait_for, write_config
-from tests.integration.test_daemon_process import daemon, free_port, http_status
+from tests.support.ci import skip_unless_ci
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.images import write_images
+from tests.support.paths import ROOT
 
 DASHBOARD = ROOT / "monitoring" / "grafana" / "edge-infer.json"
 RULES = ROOT / "monitoring" / "prometheus" / "edge-infer-rules.yml"

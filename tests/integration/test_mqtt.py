@@ -17,10 +17,12 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.conftest import ROOT, write_images
-from tests.integration import daemon_util
-from tests.integration.daemon_util import RunningApp, read_result, wait_for, waiting, write_config
-from tests.integration.mqtt_util import Broker, Subscriber, free_port, make_tls, mosquitto_path, openssl_or_skip
+from tests.support.images import write_images
+from tests.support.paths import ROOT
+from tests.support import daemon as daemon_util
+from tests.support.daemon import RunningApp, read_result, wait_for, waiting, write_config
+from tests.support.mqtt import Broker, Subscriber, free_port, make_tls, mosquitto_path
+from tests.support.mqtt import openssl_or_skip
 
 TOPIC = "edge-infer/dev1/drops/results"
 STATUS = "edge-infer/dev1/status"
@@ -133,6 +135,7 @@ def test_two_devices_left_with_the_same_host_name_keep_their_own_connections(tmp
     assert {r["device"] for r in sub.results(topic)} == {"raspberrypi"}
 
 
+@pytest.mark.slow  # the outage is a real minute
 def test_broker_down_mid_burst_then_back_loses_nothing_and_keeps_order(tmp_path):
     imgs = write_images(tmp_path / "staging", 24)
     with Broker(tmp_path / "broker") as broker, Subscriber(broker.port) as sub:
@@ -359,7 +362,7 @@ def test_a_wrong_password_is_refused_by_the_broker_and_results_wait(tmp_path):
 
 
 def test_check_config_and_run_name_an_unreadable_password_file_or_a_password_in_the_config(tmp_path):
-    from tests.integration.test_daemon_process import run_cli
+    from tests.support.cli import run_cli
 
     cfg = mqtt_config(tmp_path, 1883, username="dev1", password_file="missing", allow_insecure_login=True)
     for command in ("check-config", "run"):
@@ -371,7 +374,7 @@ def test_check_config_and_run_name_an_unreadable_password_file_or_a_password_in_
 
 
 def test_a_password_without_tls_is_refused_unless_the_config_allows_it(tmp_path):
-    from tests.integration.test_daemon_process import run_cli
+    from tests.support.cli import run_cli
 
     (tmp_path / "mqtt-password").write_text("s3cret\n")
     cfg = mqtt_config(tmp_path, 1883, username="dev1", password_file="mqtt-password")

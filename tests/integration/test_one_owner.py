@@ -13,9 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, write_images
-from tests.faults.conftest import files_under
-from tests.integration.daemon_util import daemon, free_port, http_status, wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, wait_for, write_config
+from tests.support.fs import files_under
+from tests.support.images import write_images
+from tests.support.paths import ROOT
 
 PHOTOS = 60
 

@@ -22,8 +22,9 @@ from edge_infer.classifier.selftest import SAMPLES_DIR, self_test
 from edge_infer.classifier.session import ModelSession
 from edge_infer.decoding.preprocess import prepare
 from edge_infer.errors import ModelError
-from tests.integration.daemon_util import ROOT, daemon, free_port, http_status, install_model, read_result, scrape
-from tests.integration.daemon_util import wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, install_model, read_result
+from tests.support.daemon import scrape, wait_for, write_config
+from tests.support.paths import ROOT
 
 pytest.importorskip("onnx", reason="making the 3-class model needs the onnx package (the export extra)")
 from tests.support.other_labels import LABELS, make_three_class_model, photo  # noqa: E402

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SAMPLES
+from tests.support.paths import SAMPLES
 from tests.support.rtsp import PYAV_RTSP_OPTIONS, start_rtsp_server
 
 try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 import shutil
 
-from tests.conftest import write_images
-from tests.integration.daemon_util import RunningApp, wait_for, write_config
-from tests.integration.test_daemon_process import free_port, run_cli
+from tests.support.cli import run_cli
+from tests.support.daemon import RunningApp, free_port, wait_for, write_config
+from tests.support.images import write_images
 
 
 def test_status_shows_a_running_daemon(tmp_path, pyav):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 UNIT = ROOT / "systemd" / "edge-infer.service"
 

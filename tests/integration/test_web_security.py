@@ -17,9 +17,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from edge_infer.ops.web import HttpServer
-from tests.integration.daemon_util import wait_for
-from tests.integration.test_web import TIMEOUT, make_server
-from tests.support.tls import Pki, bcrypt_hash, pki  # noqa: F401 - pki: the fixture
+from tests.support.daemon import wait_for
+from tests.support.tls import Pki, bcrypt_hash
+from tests.support.web import TIMEOUT, make_server
 
 
 
@@ -186,8 +186,8 @@ def test_configured_headers_are_sent_on_every_answer(tmp_path, serve):
 
 
 def test_check_config_and_run_refuse_a_bad_web_config_with_78_naming_the_inner_key(tmp_path, pki):
-    from tests.integration.daemon_util import write_config
-    from tests.integration.test_daemon_process import run_cli
+    from tests.support.cli import run_cli
+    from tests.support.daemon import write_config
 
     web = tmp_path / "web.yml"
     cfg = write_config(tmp_path, metrics={"web_config": "web.yml"})  # relative: to the config's folder

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import skip_unless_ci
+from tests.support.ci import skip_unless_ci
 from tests.power.mount import Mount, unavailable
 
 

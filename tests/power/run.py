@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from edge_infer.sinks.durable import fsync_dir
-from tests.integration.daemon_util import free_port, http_status, write_config
+from tests.support.daemon import free_port, http_status, write_config
 from tests.power.mount import Mount, unavailable
 
 SOURCE = "drops"
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     broker = collector = None
     if args.mqtt:
-        from tests.integration.mqtt_util import Broker
+        from tests.support.mqtt import Broker
 
         broker = Broker(work / "broker")
         broker.start()

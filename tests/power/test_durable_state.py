@@ -7,7 +7,7 @@ import os
 
 from edge_infer.commit.ack_sync import AckSync
 from edge_infer.sinks.spool import Spool
-from tests.power.test_cutfs import fsync, power_cycle, write
+from tests.support.power_cut import fsync, power_cycle, write
 
 
 def test_acknowledgements_flushed_survive_a_cut_and_unflushed_ones_come_back(cutfs):

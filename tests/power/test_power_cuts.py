@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLES, write_images
+from tests.support.images import write_images
+from tests.support.paths import SAMPLES
 
 RUN = Path(__file__).with_name("run.py")
 VERDICT = re.compile(r"^cuts (\d+) inputs (\d+) lost (\d+) torn (\d+) unsafe_acks (\d+) duplicates (\d+)$")
@@ -45,7 +46,7 @@ def test_thirty_power_cuts_lose_nothing(tmp_path, fuse_ok):
 
 @pytest.mark.slow
 def test_thirty_power_cuts_with_the_mqtt_spool_deliver_every_result(tmp_path, fuse_ok):
-    from tests.integration.mqtt_util import mosquitto_path
+    from tests.support.mqtt import mosquitto_path
 
     mosquitto_path()
     rc, v, out = run(tmp_path, "--photos", str(photos(tmp_path)), "--cuts", "30", "--seed", str(SEED), "--mqtt")

@@ -7,9 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
-import pytest
-
-from tests.conftest import skip_unless_ci
 
 
 @dataclass(frozen=True)
@@ -46,12 +43,3 @@ def make_pki(folder: Path) -> Pki | None:
 def bcrypt_hash(password: str, cost: int = 4) -> str:
     """Cost 4 (bcrypt's least) keeps the tests quick; the daemon checks any cost the same way."""
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    """A CA and a server certificate for the module's tests (import the fixture where it is used)."""
-    made = make_pki(tmp_path_factory.mktemp("pki"))
-    if made is None:
-        skip_unless_ci("needs the openssl CLI to make a test CA")
-    return made

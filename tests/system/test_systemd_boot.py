@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, skip_unless_ci, write_images
-from tests.integration.daemon_util import free_port, http_status, wait_for
+from tests.support.ci import skip_unless_ci
+from tests.support.daemon import free_port, http_status, wait_for
+from tests.support.images import write_images
+from tests.support.paths import ROOT
 from tests.system.container import Container
 
 pytestmark = pytest.mark.system

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge_infer.classifier.manifest import default_model_path, sha256_file
-from tests.integration.daemon_util import daemon, free_port, http_status, install_model, read_result, scrape
-from tests.integration.daemon_util import wait_for, write_config
+from tests.support.daemon import daemon, free_port, http_status, install_model, read_result, scrape
+from tests.support.daemon import wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

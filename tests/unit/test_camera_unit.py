@@ -80,8 +80,8 @@ def pool_free(pool) -> int:
 def test_the_backoff_starts_again_from_its_minimum_once_a_connection_has_delivered_frames(tmp_path, pyav):
     """A camera that was down for a while and then streams: its next outage is retried at once, not after
     reconnect_max_s, as it would be if every failure of its life still counted."""
-    from tests.conftest import write_images
-    from tests.integration.daemon_util import free_port, wait_for
+    from tests.support.daemon import free_port, wait_for
+    from tests.support.images import write_images
     from tests.support.mjpeg import MjpegServer
 
     port = free_port()
@@ -99,8 +99,8 @@ def test_the_backoff_starts_again_from_its_minimum_once_a_connection_has_deliver
 
 def test_a_camera_that_hangs_up_after_a_few_frames_keeps_backing_off(tmp_path, pyav):
     """Frames for less than reconnect_max_s do not make a good connection: a flapping link is not hammered."""
-    from tests.conftest import write_images
-    from tests.integration.daemon_util import wait_for
+    from tests.support.daemon import wait_for
+    from tests.support.images import write_images
     from tests.support.mjpeg import MjpegServer
 
     with MjpegServer(write_images(tmp_path / "photos", 2), fps=10, frames_per_connection=3) as server:

@@ -19,8 +19,8 @@ from edge_infer.config import FolderSourceConfig
 from edge_infer.errors import ResourceError
 from edge_infer.sinks import durable
 from edge_infer.sources.folder import FolderSource
-from tests.conftest import skip_unless_ci
-from tests.unit.test_workers_writer import _finished_jobs, make_worker, make_writer
+from tests.support.ci import skip_unless_ci
+from tests.support.writer import finished_jobs, make_worker, make_writer
 
 
 def _chattr(flag: str, path: Path) -> None:
@@ -40,7 +40,7 @@ def _until(pred, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
 
 def _in_sub(tmp_path):  # type: ignore[no-untyped-def]
     """One finished job for ``sub/<name>`` in the inbox, and a writer whose route knows the inbox."""
-    job = _finished_jobs(tmp_path, 1)[0]
+    job = finished_jobs(tmp_path, 1)[0]
     (tmp_path / "inbox" / "sub").mkdir()
     job.path = job.path.rename(tmp_path / "inbox" / "sub" / job.rel)
     job.rel = f"sub/{job.rel}"
@@ -153,7 +153,7 @@ def test_an_unwritable_done_root_is_the_stores_problem_and_blocks_until_fixed(tm
 
 
 def test_out_of_descriptors_the_writer_waits_and_fails_nothing(tmp_path, monkeypatch):
-    job = _finished_jobs(tmp_path, 1)[0]
+    job = finished_jobs(tmp_path, 1)[0]
     writer, done = make_writer(tmp_path)
     real, seen = durable._write_tmp, []
 
@@ -177,7 +177,7 @@ def test_out_of_descriptors_the_writer_waits_and_fails_nothing(tmp_path, monkeyp
 
 
 def test_out_of_descriptors_a_worker_waits_for_the_open_instead_of_failing(tmp_path, monkeypatch):
-    job = _finished_jobs(tmp_path, 1)[0]
+    job = finished_jobs(tmp_path, 1)[0]
     real, calls = workers_module.open_input, []
 
     def emfile_twice(*args):  # type: ignore[no-untyped-def]

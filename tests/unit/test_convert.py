@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from edge_infer.decoding.convert import reduction, to_rgb
 from edge_infer.decoding.preprocess import PreprocessSpec, crop_pixels, open_image, resize_crop
-from tests.conftest import SAMPLES
+from tests.support.paths import SAMPLES
 
 SPEC = PreprocessSpec()
 TARGET = 2 * SPEC.resize

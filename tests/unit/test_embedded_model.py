@@ -7,7 +7,7 @@ import pytest
 
 from edge_infer.classifier.manifest import default_model_path, load_manifest, sha256_file
 from edge_infer.classifier.session import ModelSession
-from tests.conftest import SAMPLES
+from tests.support.paths import SAMPLES
 
 
 def test_packaged_model_matches_its_manifest():

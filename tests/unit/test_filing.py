@@ -12,8 +12,8 @@ from edge_infer.sinks import durable, filing
 from edge_infer.sinks.durable import NAME_MAX, move_file, rename_noreplace
 from edge_infer.sinks.durable import record_name
 from edge_infer.sinks.filing import choose, names, suffixed
-from tests.conftest import write_images
-from tests.unit.test_workers_writer import make_worker, make_writer
+from tests.support.images import write_images
+from tests.support.writer import make_worker, make_writer
 
 
 def test_the_suffix_goes_before_the_extension_and_always_fits_a_file_name():

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 import edge_infer.sinks.durable as durable
-from tests.conftest import skip_unless_ci
+from tests.support.ci import skip_unless_ci
 
 
 class _Range(ctypes.Structure):

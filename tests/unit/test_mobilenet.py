@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import WEIGHTS
+from tests.support.paths import WEIGHTS
 
 # Parameter counts of torchvision's mobilenet_v2(width_mult=w): a layout or rounding slip changes them.
 TORCHVISION_PARAMS = {0.5: 1_968_680, 0.75: 2_636_424, 1.0: 3_504_872, 1.4: 6_108_776}

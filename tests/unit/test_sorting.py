@@ -10,7 +10,7 @@ from edge_infer.commit.parked import PARKED_NAME, ParkedInputs
 from edge_infer.commit.writer import SourceRoute
 from edge_infer.ops.metrics import Metrics
 from edge_infer.sinks.filing import label_folder
-from tests.unit.test_workers_writer import _finished_jobs, make_writer
+from tests.support.writer import finished_jobs, make_writer
 
 
 def _sorting_writer(tmp_path, min_score=0.5, **kwargs):  # type: ignore[no-untyped-def]
@@ -31,7 +31,7 @@ def test_label_folder_is_one_safe_path_component():
 
 def test_inputs_go_to_their_label_folder_or_unsure_below_min_score(tmp_path):
     writer, done = _sorting_writer(tmp_path)
-    jobs = _finished_jobs(tmp_path, 3)
+    jobs = finished_jobs(tmp_path, 3)
     jobs[0].predictions = [{"index": 0, "label": "zebra", "score": 0.9}]
     jobs[1].predictions = [{"index": 1, "label": "../evil", "score": 0.7}]
     jobs[2].predictions = [{"index": 0, "label": "zebra", "score": 0.4}]
@@ -48,7 +48,7 @@ def test_inputs_go_to_their_label_folder_or_unsure_below_min_score(tmp_path):
 
 def test_a_label_folder_holding_other_bytes_under_the_name_takes_a_suffix_never_overwrites(tmp_path):
     writer, _ = _sorting_writer(tmp_path)
-    job = _finished_jobs(tmp_path, 1)[0]
+    job = finished_jobs(tmp_path, 1)[0]
     job.predictions = [{"index": 0, "label": "zebra", "score": 1.0}]
     (tmp_path / "done" / "zebra").mkdir(parents=True)
     (tmp_path / "done" / "zebra" / job.rel).write_text("someone else's")
@@ -61,7 +61,7 @@ def test_a_label_folder_holding_other_bytes_under_the_name_takes_a_suffix_never_
 
 def test_a_blocked_label_folder_parks_the_input_and_a_retry_files_it_by_its_record(tmp_path):
     writer, done = _sorting_writer(tmp_path)
-    job = _finished_jobs(tmp_path, 1)[0]
+    job = finished_jobs(tmp_path, 1)[0]
     job.predictions = [{"index": 0, "label": "zebra", "score": 1.0}]
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "zebra").write_text("a file where the class folder goes")

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from edge_infer.sinks.spool import Spool, SpoolFull
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def msg(i: int, size: int = 100) -> bytes:

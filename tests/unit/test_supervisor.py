@@ -16,8 +16,8 @@ from edge_infer.lifecycle import InjectedFault, Stage
 from edge_infer.ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from edge_infer.ops.faults import Faults
 from edge_infer.ops.systemd import check_stop_timeout, parse_timespan, unit_stop_timeout
-from tests.conftest import ROOT
-from tests.integration.daemon_util import wait_for
+from tests.support.daemon import wait_for
+from tests.support.paths import ROOT
 
 
 class Looper(Stage):

@@ -10,7 +10,7 @@ import yaml
 from edge_infer.errors import InvalidConfig
 from edge_infer.ops.web_auth import credentials
 from edge_infer.ops.web_config import load_web_config
-from tests.support.tls import Pki, bcrypt_hash, pki  # noqa: F401 - pki: the fixture
+from tests.support.tls import bcrypt_hash
 
 KEY = "metrics.web_config"
 

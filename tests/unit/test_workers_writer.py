@@ -1,56 +1,15 @@
 """The preprocessing worker and the writer on real files: failures become records, never exceptions."""
 from __future__ import annotations
 
-import functools
 import json
 import os
-import queue
 from pathlib import Path
 
-import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
-from edge_infer.classifier.session import ModelSession
-from edge_infer.commit.writer import ResultWriter, SourceRoute
-from edge_infer.config import PipelineConfig
-from edge_infer.decoding.preprocess import PreprocessSpec
-from edge_infer.decoding.processes import build_decoders
-from edge_infer.ops.metrics import Metrics
 from edge_infer.pipeline.jobs import Job
-from edge_infer.pipeline.state import PipelineState
-from edge_infer.pipeline.tensor_pool import TensorPool
-from edge_infer.pipeline.workers import PreprocessWorker
-from tests.conftest import write_images
-
-
-@functools.lru_cache(maxsize=1)
-def embedded_model() -> ModelSession:
-    """The serving model the pipeline's state names in failure records: loaded once for the module."""
-    return ModelSession.load(None)
-
-
-def pipeline_state() -> PipelineState:
-    return PipelineState(jobs=queue.Queue(), serving=embedded_model())
-
-
-def make_worker(tmp_path, max_bytes=10_000_000, max_decode_mb=256, formats=("JPEG", "PNG"), decoders="thread"):
-    """A worker decoding in its own thread (the decoder processes have their own tests, tests/faults/)."""
-    q: queue.Queue = queue.Queue()
-    cfg = PipelineConfig(max_file_bytes=max_bytes, max_decode_mb=max_decode_mb, formats=formats, decoders=decoders)
-    pool = TensorPool(2, (224, 224, 3), np.uint8)
-    return PreprocessWorker(index=0, jobs=q, prepared=q, finished=q,
-                            decoder=build_decoders(cfg, 1, PreprocessSpec(), pool)[0],
-                            output_dir=tmp_path / "results", max_bytes=max_bytes,
-                            decode_timeout_s=cfg.decode_timeout_s, pool=pool, state=pipeline_state())
-
-
-def make_writer(tmp_path, after="move", **kwargs):
-    done: list[Job] = []
-    routes = {"s": SourceRoute(after, tmp_path / "done", tmp_path / "failed", done.append)}
-    w = ResultWriter(finished=queue.Queue(), output_dir=tmp_path / "results", routes=routes,
-                     metrics=Metrics(CollectorRegistry()), state=pipeline_state(), **kwargs)
-    return w, done
+from tests.support.images import write_images
+from tests.support.writer import finished_jobs, make_worker, make_writer
 
 
 def test_a_file_removed_before_it_is_read_gets_an_error_record(tmp_path):
@@ -154,17 +113,6 @@ def test_a_full_disk_holds_the_job_and_retries_instead_of_failing_it(tmp_path):
         assert writer.join(5)
 
 
-def _finished_jobs(tmp_path, n):
-    imgs = write_images(tmp_path / "inbox", n)
-    jobs = []
-    for p in imgs:
-        job = Job("s", p.name, p)
-        job.sha256, job.width, job.height = "ab" * 32, 320, 240
-        job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
-        jobs.append(job)
-    return jobs
-
-
 def test_a_burst_of_results_syncs_each_own_file_once_and_its_folder_once(tmp_path, monkeypatch):
     import edge_infer.sinks.durable as jf
 
@@ -173,7 +121,7 @@ def test_a_burst_of_results_syncs_each_own_file_once_and_its_folder_once(tmp_pat
     monkeypatch.setattr(jf.os, "fdatasync", lambda fd: (syncs.append("data"), real_fdatasync(fd))[1])
     monkeypatch.setattr(jf.os, "fsync", lambda fd: (syncs.append("fsync"), real_fsync(fd))[1])
     writer, done = make_writer(tmp_path, after="delete")
-    jobs = _finished_jobs(tmp_path, 10)
+    jobs = finished_jobs(tmp_path, 10)
     writer._write_group(jobs)  # what the writer thread does with the jobs it finds waiting together
     # Nothing for the whole file system (syncfs would also flush every other program's data): each record's
     # file, then the one folder they were renamed into (the order: tests/unit/test_group_commit.py).
@@ -192,7 +140,7 @@ def test_a_burst_of_results_syncs_each_own_file_once_and_its_folder_once(tmp_pat
 def test_a_group_that_fails_midway_leaves_no_partial_records_and_each_job_retries_alone(tmp_path, monkeypatch):
     import edge_infer.sinks.durable as jf
 
-    jobs = _finished_jobs(tmp_path, 4)
+    jobs = finished_jobs(tmp_path, 4)
     calls = {"n": 0}
     real = jf._write_tmp
 
@@ -218,7 +166,7 @@ def test_the_writer_waits_for_a_running_batch_to_commit_it_in_the_same_group(tmp
 
     import edge_infer.commit.writer as writer_module
 
-    jobs = _finished_jobs(tmp_path, 4)
+    jobs = finished_jobs(tmp_path, 4)
     # The bound is not what is tested here: a long one, injected.
     w, _ = make_writer(tmp_path, group_wait_s=5.0)
     state = w._state

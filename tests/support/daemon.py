@@ -20,8 +20,7 @@ import yaml
 from edge_infer.app import App
 from edge_infer.config import load_config
 from edge_infer.lifecycle import ShutdownFlags
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

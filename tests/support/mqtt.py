@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import skip_unless_ci
-from tests.integration.daemon_util import free_port, wait_for
+from tests.support.ci import skip_unless_ci
+from tests.support.daemon import free_port, wait_for
 
 
 def restartable_port() -> int:
