@@ -43,6 +43,8 @@ from .pipeline.state import PipelineState
 from .pipeline.tensor_pool import TensorPool
 from .pipeline.workers import PreprocessWorker
 from .regions.crops import RegionCrop, region_crops
+from .regions.lines import CameraLines
+from .regions.stage import RegionsStage
 from .regions.watcher import RegionWatch
 from .sinks.durable import make_dirs
 from .sinks.homeassistant import discovery_messages, state_topics
@@ -84,6 +86,8 @@ class App:
         # Bounded by the tensor pool: at most pool.count prepared images exist at once.
         self.prepared: queue.Queue[Job] = queue.Queue()
         self.finished: queue.Queue[Job | list[Job]] = queue.Queue(maxsize=p.queue_size)  # jobs, or batches
+        # Camera frames, inferred, for the regions stage.
+        self.frames: queue.Queue[list[Job]] = queue.Queue(maxsize=p.queue_size)
         m = config.metrics
         self.http = HttpServer(host=m.host, port=m.port, registry=self.registry, is_alive=self.is_alive,
                                is_ready=self.is_ready, refused=self.metrics.http_refused_total,
@@ -95,6 +99,7 @@ class App:
         self.reloader: ModelReloader | None = None
         self.inference: list[InferenceStage] = []  # pipeline.inference_threads of them, sharing one session
         self.writer: ResultWriter | None = None
+        self.regions: RegionsStage | None = None  # with cameras: frames, JSON Lines, regions
         self.journal = InflightJournal(config.output.dir / JOURNAL_NAME)
         self.parked = ParkedInputs(config.output.dir / PARKED_NAME, self.metrics)
         self.spool: Spool | None = None
@@ -155,7 +160,7 @@ class App:
                                       watch=c.model.path is not None)
         self._start(self.reloader)
         # The publisher first: results spooled before a restart go out while the model warms the rest up.
-        for stage in (self.publisher, self.writer, *self.inference, *self.workers):
+        for stage in (self.publisher, self.writer, self.regions, *self.inference, *self.workers):
             if stage is None:
                 continue
             self._start(stage)
@@ -176,7 +181,7 @@ class App:
 
     def _start(self, stage: Stage) -> None:
         # Loops that beat at least every poll_s: hung past the limit (a worker may wait out two decodes).
-        if stage.kind in ("writer", "inference", "source"):
+        if stage.kind in ("writer", "regions", "inference", "source"):
             stage.hang_s = self.hang_timeout_s
         elif stage.kind == "preprocess":
             stage.hang_s = self.hang_timeout_s + 2 * self.config.pipeline.decode_timeout_s
@@ -209,7 +214,8 @@ class App:
                                                src.root, src.config.min_score) for src in self.sources}
         cams = [s for s in c.sources if isinstance(s, CameraSource)]
         crops = self._region_crops(cams, session)
-        sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes, cam.keep_files)
+        sinks = {cam.name: CameraLines(JsonlSink(c.output.dir / cam.name, cam.name,
+                                                 cam.rotate_bytes, cam.keep_files), cam.name)
                  for cam in cams}
         mqtt = self._build_mqtt(cams)
         lanes = self.plan.inference_threads
@@ -223,7 +229,8 @@ class App:
         self.inference = [InferenceStage(session=session, prepared=self.prepared, finished=self.finished,
                                          metrics=self.metrics, top=c.model.top_k, max_size=c.batch.max_size,
                                          max_wait_s=c.batch.max_wait_ms / 1000.0, pool=pool, state=state,
-                                         name=f"inference-{i}", trims_heap=i == 0)
+                                         name=f"inference-{i}", trims_heap=i == 0,
+                                         frames=self.frames)
                           for i in range(lanes)]
         decoders = build_decoders(c.pipeline, self.plan.workers, m.preprocess, pool, self.metrics)
         self.workers = [PreprocessWorker(index=i, jobs=self.jobs, prepared=self.prepared, finished=self.finished,
@@ -242,8 +249,11 @@ class App:
                    for cam in self.cameras if cam.config.regions}
         # Results name the model that made them; error results, the one serving now (a reload may swap it).
         self.writer = ResultWriter(finished=self.finished, output_dir=c.output.dir, routes=routes,
-                                   metrics=self.metrics, state=state, camera_sinks=sinks, mqtt=mqtt,
-                                   journal=self.journal, parked=self.parked, faults=self.faults, regions=watches)
+                                   metrics=self.metrics, state=state, mqtt=mqtt,
+                                   journal=self.journal, parked=self.parked, faults=self.faults)
+        if cams:
+            self.regions = RegionsStage(frames=self.frames, lines=sinks, watches=watches, mqtt=mqtt,
+                                        metrics=self.metrics, state=state)
 
     def _region_crops(self, cams: list[CameraSource], serving: ModelSession) -> dict[str, tuple[RegionCrop, ...]]:
         """Each camera's regions with their own models loaded (once per file) and checked against them."""
@@ -257,7 +267,8 @@ class App:
 
         return {cam.name: region_crops(cam, serving, load) for cam in cams}
 
-    def _region_watch(self, cam: CameraStage, sink: JsonlSink, mqtt: MqttSink | None) -> RegionWatch:
+    def _region_watch(self, cam: CameraStage, sink: CameraLines,
+                      mqtt: MqttSink | None) -> RegionWatch:
         cfg = cam.config
         samples = None if cfg.samples_dir is None else SampleStore(
             cfg.samples_dir, max_files=cfg.samples_max_files, max_bytes=cfg.samples_max_bytes,
@@ -288,7 +299,8 @@ class App:
             if flags.reload.is_set() and self.reloader is not None:
                 flags.reload.clear()
                 self.reloader.request()
-            self.metrics.set_queue_depth(self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize())
+            self.metrics.set_queue_depth(self.jobs.qsize() + self.prepared.qsize()
+                                         + self.finished.qsize() + self.frames.qsize())
             self.metrics.set_ready(self.is_ready())
             blocked = self.writer.blocked_kind if self.writer else None
             if blocked != was_blocked:  # a blocked output shows in STATUS= at once, not at the next update
@@ -339,7 +351,7 @@ class App:
         if self.in_flight > 0:
             log.warning("drain ended with %d input(s) unacknowledged; they stay in place for the next start",
                         self.in_flight)
-        self._join_all(deadline, (*self.workers, *self.inference, self.writer))
+        self._join_all(deadline, (*self.workers, *self.inference, self.writer, self.regions))
         if self.publisher is not None:
             # Everything is spooled by now: send what the drain allows, then say offline and disconnect.
             self.publisher.drain(time.monotonic() + min(drain.left(), max(0.0, deadline.left() - CLOSE_S)))

@@ -1,4 +1,5 @@
-"""The writer: commit each result durably, then acknowledge its input (move / delete / keep).
+"""The writer: commit each folder input's result durably, then acknowledge its input (move / delete / keep).
+Camera frames never come here: the regions stage (regions/stage.py) has them.
 
 The order is the exactly-once guarantee: an input leaves the inbox only after its result (or its error
 record) is on disk, and a restart that finds the result for the same bytes acknowledges without redoing.
@@ -19,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
 from ..config import sorting_root
 from ..errors import InputError
@@ -28,20 +29,16 @@ from ..ops.faults import Faults
 from ..ops.metrics import Metrics
 from ..pipeline.input_file import still_there
 from ..pipeline.jobs import Job
-from ..pipeline.records import error_result, frame_result, ok_result
+from ..pipeline.outcomes import job_record, observe
 from ..pipeline.state import PipelineState
 from ..sinks.durable import TMP_DIR, clear_tmp, error_path, read_json, result_path, write_json_group
 from ..sinks.filing import UNSURE, choose, drop_interrupted_failure, file_input, sorted_dir
-from ..sinks.jsonl import JsonlSink
 from .ack_sync import AckSync
 from .fs_errors import blocked_kind, describe, raise_unless_own
 from .inflight import InflightJournal
 from .parked import PARKED_NAME, Parked, ParkedInputs
 from .record_names import name_group
-
-if TYPE_CHECKING:
-    from ..regions.watcher import RegionWatch
-    from ..sinks.mqtt_records import MqttSink
+from ..sinks.mqtt_records import MqttSink
 
 log = logging.getLogger(__name__)
 GROUP_MAX = 32  # records made durable together at most (two batches' worth, and a bounded retry set)
@@ -61,11 +58,6 @@ class SourceRoute:
     min_score: float = 0.0  # with {label}: a lower top-1 score files the input under ``unsure``
 
 
-def _timings_ms(job: Job) -> dict[str, float]:
-    """The result's ``timings_ms``: the stages a job went through, in milliseconds."""
-    return {k: 1000 * job.timings.get(k, 0.0) for k in ("queue", "preprocess", "inference")}
-
-
 def _jobs(item: "Job | list[Job]") -> list[Job]:
     """A queue item: one job (a failure or duplicate from a worker), or an inference batch's jobs."""
     return list(item) if isinstance(item, list) else [item]
@@ -79,14 +71,11 @@ class ResultWriter(Stage):
     max_backoff_s = 5.0  # a retry costs one failed write: cheap enough to notice returning space quickly
 
     def __init__(self, *, finished: "queue.Queue[Job | list[Job]]", output_dir: Path, routes: dict[str, SourceRoute],
-                 metrics: Metrics, state: PipelineState, camera_sinks: dict[str, JsonlSink] | None = None,
-                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S,
-                 journal: InflightJournal | None = None, parked: ParkedInputs | None = None,
-                 faults: Faults = Faults(), regions: dict[str, RegionWatch] | None = None) -> None:
+                 metrics: Metrics, state: PipelineState, mqtt: MqttSink | None = None,
+                 group_wait_s: float = GROUP_WAIT_S, journal: InflightJournal | None = None,
+                 parked: ParkedInputs | None = None, faults: Faults = Faults()) -> None:
         super().__init__("writer")
         self._finished, self._output_dir, self._routes = finished, output_dir, routes
-        self._camera_sinks = camera_sinks or {}
-        self._regions = regions or {}  # per camera with regions: their states, changes and samples
         self._mqtt = mqtt
         self._metrics, self._state = metrics, state
         self._group_wait_s = group_wait_s
@@ -109,12 +98,8 @@ class ResultWriter(Stage):
             if n:
                 log.info("removed %d temporary file(s) left under %s by an interrupted run", n, root)
         self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="writer-sync")
-        for watch in self._regions.values():
-            watch.start()
         try:
             while self.should_keep_running():
-                for watch in self._regions.values():
-                    watch.tick()
                 # One more try for each parked input that is due: never holding the others, never blocking.
                 self._parked.retry_due(self._settle, lambda job: self._observe(job, 0.0), self._routes)
                 try:
@@ -133,8 +118,6 @@ class ResultWriter(Stage):
             self._acks.flush(force=True)  # a clean stop leaves every acknowledgement durable
             self._sync_pool.shutdown(wait=False, cancel_futures=True)  # idle: each group waits for its syncs
             self._sync_pool = None
-            for sink in self._camera_sinks.values():
-                sink.close()
 
     def _more(self, have: int) -> list[Job]:
         """Whatever else is ready now; and while a batch is being inferred, its results too (for at most
@@ -195,9 +178,6 @@ class ResultWriter(Stage):
         self.blocked_reason, self.blocked_kind = reason, kind
 
     def commit(self, job: Job) -> None:
-        if job.frame is not None:
-            self._commit_frame(job)
-            return
         assert job.path is not None
         t0 = time.monotonic()
         recorded = True
@@ -266,16 +246,6 @@ class ResultWriter(Stage):
             return failed / TMP_DIR, failed
         return self._output_dir / TMP_DIR, self._output_dir / job.source
 
-    def _record(self, job: Job) -> dict[str, Any]:
-        """The job's result object, or its failure record; it names the model that made the predictions
-        (a reload may have swapped it since), else the one serving now."""
-        model = job.model or self._state.model_ref()
-        if job.error is not None:  # (``stored_as``: None for a camera frame, which is not filed)
-            return error_result(job.source, job.rel, job.sha256, job.error, model, job.stored_as)
-        assert job.predictions is not None
-        return ok_result(job.source, job.rel, job.sha256 or "", job.predictions, model, job.width, job.height,
-                         _timings_ms(job), job.stored_as)
-
     def _record_path(self, job: Job, name: str | None = None) -> Path:
         name = name or job.stored_as or job.rel
         if job.error is not None:
@@ -310,7 +280,8 @@ class ResultWriter(Stage):
     def _write_records(self, jobs: list[Job]) -> None:
         """Commit the result or failure record of each folder job, durably, as one group."""
         jobs = name_group(jobs, self._file_name, self._record_path)  # (those found there are kept)
-        records = [(self._record_path(job), self._record(job),
+        serving = self._state.model_ref()
+        records = [(self._record_path(job), job_record(job, serving),
                     self._routes[job.source].failed_dir if job.error is not None else self._output_dir)
                    for job in jobs]
         write_json_group(records, self._sync_pool)
@@ -328,29 +299,13 @@ class ResultWriter(Stage):
         A failure here changes nothing: each job's ``commit`` then writes its own record, with the retry
         and the blocked-output report that go with it.
         """
-        jobs = [j for j in group if j.frame is None and j.path is not None and not j.committed]
+        jobs = [j for j in group if j.path is not None and not j.committed]
         if len(jobs) < 2:
             return
         try:
             self._write_records(jobs)
         except OSError:
             return
-
-    def _commit_frame(self, job: Job) -> None:
-        """A camera frame: one line in its camera's JSON Lines file; there is no input to acknowledge."""
-        t0 = time.monotonic()
-        assert job.frame is not None
-        watch = self._regions.get(job.source)
-        if watch is None or watch.camera.every_frame:
-            line = frame_result(self._record(job), job.frame)
-            if job.region is not None:
-                line["region"] = job.region
-            self._camera_sinks[job.source].append(line)
-            if self._mqtt is not None:
-                self._mqtt.add_frame(line)
-        if watch is not None:
-            watch.observe(job)
-        self._observe(job, time.monotonic() - t0)
 
     def _spool(self, job: Job, record_path: Path) -> None:
         """Into the MQTT spool, before the input is acknowledged: a result acknowledged is a result kept.
@@ -367,15 +322,7 @@ class ResultWriter(Stage):
         job.spooled = True
 
     def _observe(self, job: Job, write_s: float) -> None:
-        self._metrics.observe_stage("write", write_s)
-        for stage in ("queue", "preprocess"):
-            if stage in job.timings:
-                self._metrics.observe_stage(stage, job.timings[stage])
-        self._metrics.count(job.source, job.outcome, job.error.kind if job.error else None)
-        if job.outcome == "ok":
-            self._metrics.observe_end_to_end(job.source, max(0.0, time.time() - job.detected_at))
-            if job.predictions:
-                self._metrics.predicted(job.source, str(job.predictions[0]["label"]))
+        observe(self._metrics, job, write_s)
 
     def _acknowledge(self, job: Job, route: SourceRoute, dest_dir: Path | None, force_move: bool = False) -> None:
         assert job.path is not None

@@ -43,6 +43,19 @@ def remount(target: Path, mode: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
+def fill(folder: Path) -> Path:
+    """Fill the file system holding ``folder`` to the last byte."""
+    filler = folder / "filler"
+    # Unbuffered: a buffered file would try its last block again at close, and raise there.
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    return filler
+
+
 def files_under(base: Path) -> set[str]:
     """Relative paths of every non-directory entry under ``base`` (symlinks included, never followed)."""
     if not base.exists():

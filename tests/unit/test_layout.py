@@ -19,7 +19,7 @@ LAYERS = (
     ("classifier",),
     ("sinks",),
     # what the stages pass on
-    ("pipeline.jobs", "pipeline.records", "pipeline.state", "pipeline.plan"),
+    ("pipeline.jobs", "pipeline.records", "pipeline.outcomes", "pipeline.state", "pipeline.plan"),
     ("regions",),
     ("commit",),
     ("pipeline",),  # the stages
