@@ -135,12 +135,16 @@ def test_no_two_modules_share_a_name():
 
 
 def test_modules_are_short_or_say_why():
-    long = []
+    long, stale = [], []
     for name, path in _MODULES.items():
         text = path.read_text()
-        if text.count("\n") > MAX_LINES and LONG_REASON not in (ast.get_docstring(ast.parse(text)) or ""):
+        says_why = LONG_REASON in (ast.get_docstring(ast.parse(text)) or "")
+        if text.count("\n") > MAX_LINES and not says_why:
             long.append(f"{name}: {text.count(chr(10))} lines")
+        elif text.count("\n") <= MAX_LINES and says_why:  # split since: the escape goes with the length
+            stale.append(name)
     assert not long, long
+    assert not stale, f"short modules still excusing their length: {stale}"
 
 
 def test_importing_the_cli_loads_no_heavy_library():
