@@ -32,8 +32,8 @@ DECODER_RESTART_REASONS = ("crashed", "timeout")
 # Why the HTTP port turned a connection away: over metrics.max_connections, too slow to send its request,
 # no or wrong credentials, a failed TLS handshake, a web config that no longer reads.
 HTTP_REFUSED_REASONS = ("busy", "timeout", "unauthorized", "tls", "config")
-# The supervised stage kinds (ops.supervisor.Supervisor), one label value each however many of a kind run.
-STAGE_KINDS = ("source", "observer", "camera", "preprocess", "inference", "writer", "publisher", "reloader", "http")
+STAGE_KINDS = ("source", "observer", "camera", "preprocess", "inference", "writer", "regions",
+               "publisher", "reloader", "http")  # supervised: a label value per kind, however many run
 
 # Stages run from sub-millisecond (queue hand-off) to seconds (a slow disk or a cold model on a Pi).
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
