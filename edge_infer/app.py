@@ -125,8 +125,8 @@ class App:
         self.parked.load()
         self.state = PipelineState(jobs=self.jobs, serving=session)
         shared = Shared(jobs=self.jobs, prepared=self.prepared, finished=self.finished,
-                        frames=self.frames, metrics=self.metrics, journal=self.journal, parked=self.parked,
-                        faults=self.faults)
+                        frames=self.frames, metrics=self.metrics, journal=self.journal,
+                        parked=self.parked, faults=self.faults)
         StageBuilder(c, self.plan, shared).build(st, session, self.state)
         self.notifier.status("starting decoders")
         for worker in st.workers:

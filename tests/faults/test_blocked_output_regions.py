@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from tests.conftest import SAMPLES, write_images
-from tests.faults.conftest import fill
-from tests.integration.daemon_util import RunningApp, wait_for, write_config
+from tests.support.daemon import RunningApp, wait_for, write_config
+from tests.support.fs import fill
+from tests.support.images import write_images
+from tests.support.paths import SAMPLES
 
 pytestmark = pytest.mark.usefixtures("pyav")
 STALL_S = 2.0
@@ -19,7 +20,7 @@ STATE = "edge-infer/pi1/cam/whole/state"
 
 def test_regions_go_unknown_when_the_feed_dies_during_a_full_output_disk(tmp_path, tmpfs, shared):
     pytest.importorskip("paho.mqtt", reason="needs paho-mqtt: pip install -e '.[mqtt,dev]'")
-    from tests.integration.mqtt_util import Broker, Subscriber
+    from tests.support.mqtt import Broker, Subscriber
     from tests.support.mjpeg import MjpegServer
 
     out = tmpfs("out", "2m")
