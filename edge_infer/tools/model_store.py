@@ -37,12 +37,16 @@ TRAINING_KEYS = ("classes", "counts", "accuracy", "per_class_recall", "confusion
                  "data_sha256", "data_digest", "split")
 
 
-def _sync_tree(folder: Path) -> None:
-    """Every file under ``folder`` on disk before the folder is renamed into the store."""
+def _seal(folder: Path) -> None:
+    """Every file under ``folder`` readable by all and on disk before the folder is renamed into the
+    store. Readable by all: root's ``models add`` under a umask of 077 would otherwise keep a version
+    the daemon's user cannot even stat, and the daemon's watch would never see the deploy."""
     for dirpath, _, files in os.walk(folder):
+        os.chmod(dirpath, 0o755)
         for name in files:
             fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_CLOEXEC)
             try:
+                os.fchmod(fd, 0o644)
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
@@ -105,7 +109,7 @@ class ModelStore:
         shutil.rmtree(staging, ignore_errors=True)  # what a crash during an earlier add left
         try:
             record = self._stage(src, staging, name)
-            _sync_tree(staging)
+            _seal(staging)
             rename_noreplace(staging, self.root / name)
         except FileExistsError as e:
             raise ModelError(f"version {name!r} exists already in {self.root}") from e
