@@ -54,7 +54,8 @@ def _seal(folder: Path) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds: versions are listed in the order they were added, and one add takes longer.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ModelStore:

@@ -36,9 +36,12 @@ def store_dir(config: AppConfig) -> Path:
 def run(args: argparse.Namespace) -> str:
     """The text the command prints; raises ``ModelError`` (refused) or ``ConfigError``."""
     config = load_config(args.config) if args.config is not None else None
-    if args.store is None and config is None:
+    if args.store is not None:
+        store = ModelStore(args.store)
+    elif config is not None:
+        store = ModelStore(store_dir(config))
+    else:
         raise ConfigError("--store", "give the store's folder, or -c CONFIG to read model.store")
-    store = ModelStore(args.store or store_dir(config))  # type: ignore[arg-type]
     if args.models_command == "list":
         return _list(store, args.json)
     if args.models_command == "add":
@@ -64,7 +67,8 @@ def _list(store: ModelStore, as_json: bool) -> str:
     for r in records:
         accuracy = r.get("training", {}).get("accuracy", {}).get("int8")
         rows.append(["*" if r["serving"] else "-" if r["previous"] else "", r[VERSION_KEY],
-                     str(r.get("created_at", "")), str(r.get("model", {}).get("name", "")),
+                     str(r.get("created_at", ""))[:19].replace("T", " "),
+                     str(r.get("model", {}).get("name", "")),
                      str(len(r.get("labels", []))),
                      "" if accuracy is None else f"{100 * accuracy:.1f}%",
                      str(r.get("model", {}).get("sha256", ""))[:12]])
