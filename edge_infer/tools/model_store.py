@@ -32,9 +32,6 @@ VERSION_FILE = "version.json"
 CURRENT, PREVIOUS = "current", "previous"
 VERSION_KEY = "version"  # in the stored copy of model.json: the daemon reports it as it loads
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# What a trained model's manifest says of its training, kept in version.json when present.
-TRAINING_KEYS = ("classes", "counts", "accuracy", "per_class_recall", "confusion", "seconds",
-                 "data_sha256", "data_digest", "split")
 
 
 def _seal(folder: Path) -> None:
@@ -132,14 +129,16 @@ class ModelStore:
             summary = self_test(session, session)
         except ModelError as e:
             raise ModelError(f"{src} refused: {e}") from e
+        summary = summary.replace(str(staging.resolve()), str((self.root / name).resolve()))
         write_manifest(staging / MODEL_NAME, {**manifest.raw, VERSION_KEY: name})
+        # What training measured (classes, counts, accuracy per class fp32 and int8, confusion
+        # matrices, the data's digest, its time), kept whole: its keys are training's to add to.
         training = manifest.raw.get("training")
-        training = training if isinstance(training, dict) else {}
         record = {"created_at": _now(), "source": str(src.resolve()),
                   "model": {"name": manifest.name, "sha256": session.sha256,
                             "precision": session.precision},
                   "labels": list(manifest.labels), "selftest": summary,
-                  "training": {k: training[k] for k in TRAINING_KEYS if k in training}}
+                  "training": training if isinstance(training, dict) else {}}
         (staging / VERSION_FILE).write_bytes(encode_json(record))
         return record
 

@@ -44,12 +44,13 @@ def test_add_keeps_numbered_versions_with_their_record_and_list_shows_them(tmp_p
     manifest = json.loads((src / "model.json").read_text())
     training = {"classes": ["a", "b"], "accuracy": {"fp32": 0.9, "int8": 0.875},
                 "per_class_recall": {"int8": {"a": 1.0}}, "confusion": {"int8": [[1, 0], [0, 1]]},
-                "seconds": 12.5, "settings": {"not": "kept"}}
+                "seconds": 12.5, "data_sha256": "ab12"}
     (src / "model.json").write_text(json.dumps({**manifest, "training": training}))
     first = store.add(src)
     assert first["version"] == "v1" and first["model"]["name"] == "mobilenet_v2"
     assert "8 of 8 self-test photos" in first["selftest"]
-    assert first["training"] == {k: v for k, v in training.items() if k != "settings"}
+    assert first["training"] == training
+    assert json.loads((tmp_path / "store" / "v1" / "version.json").read_text())["training"] == training
     assert store.add(src)["version"] == "v2"
     assert store.add(src, name="stock")["version"] == "stock"
     assert [r["version"] for r in store.versions()] == ["v1", "v2", "stock"]
