@@ -1,17 +1,17 @@
 """The model store: every model a device has been given, kept as a version, and which one serves.
 
-``<store>/<version>/`` holds ``model.onnx``, ``model.json`` (the manifest, with ``"version"`` added),
-the self-test photos it names and ``version.json`` (where it came from, when, what it knows: classes,
-counts, accuracy per class and the confusion matrix when training wrote them). ``<store>/current`` and
-``<store>/previous`` are relative symlinks to version folders, each replaced by one ``rename``: a
-power cut or a reader at any moment sees the old target or the new, never none. A daemon whose
-``model.path`` is ``<store>/current/model.onnx`` watches that path (every configured model path is
-watched), so the swap of ``current`` is its cue to load, self-test and swap in the new version, the
-same hot swap as a SIGHUP.
+``<store>/<version>/`` holds ``model.onnx``, ``model.json`` (the manifest, with ``"version"``
+added), the self-test photos it names and ``version.json`` (where it came from, when, what it
+knows: classes, counts, accuracy per class and the confusion matrix when training wrote them).
+``<store>/current`` and ``<store>/previous`` are relative symlinks to version folders, each
+replaced by one ``rename``: a power cut or a reader at any moment sees the old target or the new,
+never none. A daemon whose ``model.path`` is ``<store>/current/model.onnx`` watches that path
+(every configured model path is watched), so the swap of ``current`` is its cue to load, self-test
+and swap in the new version, the same hot swap as a SIGHUP.
 
 A version is checked before it is kept (it loads, its sha256 matches its manifest, its self-test
-passes) and again before it is deployed (its preprocessing matches the serving version's): a version
-that fails is refused and ``current`` is left as it was.
+passes) and again before it is deployed (its preprocessing matches the serving version's): a
+version that fails is refused and ``current`` is left as it was.
 """
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _seal(folder: Path) -> None:
-    """Every file under ``folder`` readable by all and on disk before the folder is renamed into the
-    store. Readable by all: root's ``models add`` under a umask of 077 would otherwise keep a version
-    the daemon's user cannot even stat, and the daemon's watch would never see the deploy."""
+    """Every file under ``folder`` readable by all and on disk before the folder is renamed into
+    the store. Readable by all: root's ``models add`` under a umask of 077 would otherwise keep a
+    version the daemon's user cannot even stat, and the daemon's watch would never see the
+    deploy."""
     for dirpath, _, files in os.walk(folder):
         os.chmod(dirpath, 0o755)
         for name in files:
@@ -98,8 +99,8 @@ class ModelStore:
             raise ModelError(f"{src} has no {MODEL_NAME} (give a folder edge-infer train wrote)")
         name = name or self._next_name()
         if not NAME.fullmatch(name) or name in (CURRENT, PREVIOUS):
-            raise ModelError(f"version name {name!r}: letters, digits, '.', '_' and '-', at most 64, "
-                             f"not {CURRENT!r} or {PREVIOUS!r}")
+            raise ModelError(f"version name {name!r}: letters, digits, '.', '_' and '-', at most "
+                             f"64, not {CURRENT!r} or {PREVIOUS!r}")
         if os.path.lexists(self.root / name):
             raise ModelError(f"version {name!r} exists already in {self.root}")
         make_dirs(self.root)

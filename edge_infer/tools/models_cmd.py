@@ -1,5 +1,5 @@
-"""``edge-infer models``: the store's commands as text for the terminal, and a deploy confirmed by the
-running daemon.
+"""``edge-infer models``: the store's commands as text for the terminal, and a deploy confirmed by
+the running daemon.
 
 A deploy or rollback only swaps the store's ``current`` link (after the version's own self-test);
 the daemon, whose ``model.path`` is ``<store>/current/model.onnx``, sees the swap and hot-swaps the
@@ -86,8 +86,9 @@ def _swap(store: ModelStore, config: AppConfig | None, wait: float,
     now = store.pointer(CURRENT)
     text = f"{now} serves in {store.root} (was {old or 'none'}); {summary}\n"
     if config is not None and url is None and wait > 0:
-        return text + (f"note: {config.path}'s model.path is not {store.root / CURRENT / MODEL_NAME}: "
-                       f"its daemon does not serve from this store\n")
+        return text + (f"note: {config.path}'s model.path is not "
+                       f"{store.root / CURRENT / MODEL_NAME}: its daemon does not serve from this "
+                       "store\n")
     if url is None or now == old:
         return text
     if baseline is None:
@@ -99,8 +100,9 @@ def _daemon_url(store: ModelStore, config: AppConfig | None) -> str | None:
     """The daemon's metrics URL when ``config`` serves from this store."""
     if config is None or config.model.path is None:
         return None
-    if os.path.abspath(config.model.path) not in (os.path.abspath(store.root / CURRENT / MODEL_NAME),
-                                                 os.path.abspath(store.root / CURRENT)):
+    current = store.root / CURRENT
+    if os.path.abspath(config.model.path) not in (os.path.abspath(current / MODEL_NAME),
+                                                 os.path.abspath(current)):
         return None
     return url_for(config.metrics.host, config.metrics.port)
 

@@ -1,6 +1,6 @@
-"""The model store with the daemon as the service runs it (uid 65534) and ``edge-infer models`` run by
-root: a version root adds must be one the daemon can read, and a version the daemon refuses is undone
-by the deploy that asked for it."""
+"""The model store with the daemon as the service runs it (uid 65534) and ``edge-infer models``
+run by root: a version root adds must be one the daemon can read, and a version the daemon refuses
+is undone by the deploy that asked for it."""
 from __future__ import annotations
 
 import os
@@ -54,7 +54,8 @@ def test_a_version_the_daemon_refuses_is_undone_and_the_old_one_serves_on(base):
         assert "refused v2 (its log says why); undone, v1 serves on" in refused.stderr
         assert os.readlink(store / "current") == "v1" and not (store / "previous").exists()
         text = scrape(port)
-        assert 'version="v1"' in text and 'edge_infer_model_reloads_total{outcome="failed"} 1.0' in text
+        assert 'version="v1"' in text
+        assert 'edge_infer_model_reloads_total{outcome="failed"} 1.0' in text
         stop(proc)
     log = (base / "daemon.log").read_text()
     assert "model reload (model file changed)" in log and "Permission denied" in log

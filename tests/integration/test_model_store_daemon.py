@@ -1,6 +1,6 @@
-"""``edge-infer models`` against a running daemon: a version added, deployed (the daemon hot-swaps it,
-its /metrics and ``status`` name it), rolled back (the old one serves again). Real daemon process,
-real CLI subprocesses, real scrapes."""
+"""``edge-infer models`` against a running daemon: a version added, deployed (the daemon hot-swaps
+it, its /metrics and ``status`` name it), rolled back (the old one serves again). Real daemon
+process, real CLI subprocesses, real scrapes."""
 from __future__ import annotations
 
 import os
@@ -13,13 +13,14 @@ from edge_infer.classifier.manifest import default_model_path
 from tests.support.cli import run_cli
 from tests.support.daemon import daemon, free_port, http_status, scrape, wait_for, write_config
 
-pytest.importorskip("onnx", reason="making the 3-class model needs the onnx package (the export extra)")
+pytest.importorskip("onnx", reason="making the 3-class model needs the onnx package (export extra)")
 from tests.support.other_labels import make_three_class_model  # noqa: E402
 
 
 def _serving(port: int) -> str:
     text = scrape(port)
-    return next((line for line in text.splitlines() if line.startswith("edge_infer_model_info{")), "")
+    return next((line for line in text.splitlines()
+                 if line.startswith("edge_infer_model_info{")), "")
 
 
 def test_deploy_and_rollback_swap_the_running_daemons_model_and_its_metrics_say_which(tmp_path):
@@ -35,7 +36,8 @@ def test_deploy_and_rollback_swap_the_running_daemons_model_and_its_metrics_say_
     assert added.returncode == 0 and added.stdout.startswith("added v1 ("), added.stderr
     first = run_cli("models", "deploy", "v1", *c)
     assert first.returncode == 0, first.stderr
-    assert f"no daemon answers at http://127.0.0.1:{port}: it serves v1 once it starts" in first.stdout
+    assert (f"no daemon answers at http://127.0.0.1:{port}: it serves v1 once it starts"
+            in first.stdout)
     assert run_cli("models", "add", str(three), "--name", "three", *c).returncode == 0
 
     with daemon(cfg) as proc:

@@ -1,6 +1,6 @@
-"""The model store on disk: versions added after their self-test, ``current`` and ``previous`` swapped
-by rename, a version that fails refused with ``current`` unchanged. Real models (the embedded one,
-copied), real onnxruntime sessions."""
+"""The model store on disk: versions added after their self-test, ``current`` and ``previous``
+swapped by rename, a version that fails refused with ``current`` unchanged. Real models (the
+embedded one, copied), real onnxruntime sessions."""
 from __future__ import annotations
 
 import json
@@ -50,7 +50,8 @@ def test_add_keeps_numbered_versions_with_their_record_and_list_shows_them(tmp_p
     assert first["version"] == "v1" and first["model"]["name"] == "mobilenet_v2"
     assert "8 of 8 self-test photos" in first["selftest"]
     assert first["training"] == training
-    assert json.loads((tmp_path / "store" / "v1" / "version.json").read_text())["training"] == training
+    kept = json.loads((tmp_path / "store" / "v1" / "version.json").read_text())
+    assert kept["training"] == training
     assert store.add(src)["version"] == "v2"
     assert store.add(src, name="stock")["version"] == "stock"
     assert [r["version"] for r in store.versions()] == ["v1", "v2", "stock"]
