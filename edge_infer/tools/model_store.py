@@ -15,12 +15,14 @@ version that fails is refused and ``current`` is left as it was.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..classifier.manifest import MANIFEST_NAME, MODEL_NAME, load_manifest, write_manifest
 from ..classifier.selftest import SELFTEST_KEY, self_test
@@ -62,6 +64,23 @@ class ModelStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Hold the store for one change (an add, a deploy and its confirmation): two at once would
+        each put back the links the other found. Refused at once, not waited for, when another
+        holds it."""
+        make_dirs(self.root)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise ModelError(f"another edge-infer models command is changing {self.root}; "
+                                 "try again once it is done") from e
+            yield
+        finally:
+            os.close(fd)
 
     def pointer(self, which: str) -> str | None:
         """The version ``current`` or ``previous`` names; None when it names none."""

@@ -44,15 +44,16 @@ def run(args: argparse.Namespace) -> str:
         raise ConfigError("--store", "give the store's folder, or -c CONFIG to read model.store")
     if args.models_command == "list":
         return _list(store, args.json)
-    if args.models_command == "add":
-        record = store.add(args.dir, args.name)
-        return f"added {record[VERSION_KEY]} ({record['selftest']}); deploy it with " \
-               f"edge-infer models deploy {record[VERSION_KEY]}\n"
-    if args.wait < 0:
+    if args.models_command != "add" and args.wait < 0:
         raise ConfigError("--wait", "must be >= 0")
-    if args.models_command == "deploy":
-        return _swap(store, config, args.wait, lambda: store.deploy(args.version))
-    return _swap(store, config, args.wait, store.rollback)
+    with store.changing():
+        if args.models_command == "add":
+            record = store.add(args.dir, args.name)
+            return f"added {record[VERSION_KEY]} ({record['selftest']}); deploy it with " \
+                   f"edge-infer models deploy {record[VERSION_KEY]}\n"
+        if args.models_command == "deploy":
+            return _swap(store, config, args.wait, lambda: store.deploy(args.version))
+        return _swap(store, config, args.wait, store.rollback)
 
 
 def _list(store: ModelStore, as_json: bool) -> str:

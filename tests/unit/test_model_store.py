@@ -138,3 +138,20 @@ def test_current_is_never_missing_while_it_is_swapped(tmp_path):
         done.set()
         reader.join()
     assert misses == []
+
+
+def test_a_second_command_changing_the_store_meanwhile_is_refused(tmp_path, capsys):
+    """Two deploys at once would each put back the links the other found: the second is refused."""
+    import fcntl
+
+    root = tmp_path / "store"
+    ModelStore(root).add(_stock(tmp_path / "m"))
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a deploy waiting for its daemon holds it
+        assert main(["models", "deploy", "v1", "--store", str(root)]) == 1
+        assert "another edge-infer models command is changing" in capsys.readouterr().err
+        assert not os.path.lexists(root / CURRENT)
+    finally:
+        os.close(fd)
+    assert main(["models", "deploy", "v1", "--store", str(root)]) == 0
