@@ -115,7 +115,8 @@ class App:
         session.warm_up(c.batch.max_size)
         # Loading frees what graph optimisation and prepacking copied (4 MB here); glibc keeps it.
         heap_trimmer()()
-        self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        self.metrics.set_model(session.manifest.name, session.sha256, session.precision,
+                               session.manifest.version)
         self.metrics.set_labels(session.manifest.labels)
         limit = memory_limit_bytes()
         if limit is not None:
@@ -186,7 +187,8 @@ class App:
         batches. The metrics say so at once: an idle daemon swaps only at its next input."""
         for stage in self.stages.inference:
             stage.offer(session)
-        self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        self.metrics.set_model(session.manifest.name, session.sha256, session.precision,
+                               session.manifest.version)
         self.metrics.set_labels(session.manifest.labels)
 
     # -- main loop --------------------------------------------------------------------------------

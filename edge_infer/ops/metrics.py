@@ -76,7 +76,7 @@ class Metrics:
                                          "with at most metrics.max_label_classes classes.", ["source", "label"],
                                          registry=registry)
         self.model_info = Gauge("edge_infer_model_info", "The loaded model (always 1).",
-                                ["name", "sha256", "precision"], registry=registry)
+                                ["name", "sha256", "precision", "version"], registry=registry)
         self.camera_up = Gauge("edge_infer_camera_up", "1 while the camera stream delivers frames.",
                                ["source"], registry=registry)
         self.camera_reconnects_total = Counter("edge_infer_camera_reconnects", "Camera reconnect attempts.",
@@ -185,11 +185,11 @@ class Metrics:
     def stage_restarted(self, kind: str) -> None:
         self.stage_restarts_total.labels(kind).inc()  # kinds are class constants: a bounded set
 
-    def set_model(self, name: str, sha256: str, precision: str) -> None:
+    def set_model(self, name: str, sha256: str, precision: str, version: str = "") -> None:
         """Expose the loaded model; a reload replaces the old labelset instead of adding a second one."""
         with self._model_lock:
             self.model_info.clear()
-            self.model_info.labels(name, sha256, precision).set(1)
+            self.model_info.labels(name, sha256, precision, version).set(1)
 
     def set_labels(self, labels: tuple[str, ...]) -> None:
         """Count predictions by the serving model's labels from now on; the series of labels the new model
