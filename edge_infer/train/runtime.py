@@ -1,0 +1,183 @@
+"""``edge-infer train`` with the runtime alone: features from the deployed int8 backbone, a numpy head,
+the head appended to that same int8 graph (no second calibration, no torch, no ``onnx`` package).
+
+Memory is bounded by design: images are decoded one at a time and only their feature vectors kept
+(``features.py``); the model is edited as bytes (``onnx_wire.py``). ``--folds K`` cross-validates on
+top of the held-out split when a set is small.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..classifier.manifest import MODEL_NAME, default_model_path, sha256_file, write_manifest
+from ..decoding.preprocess import PreprocessSpec, prepare
+from ..errors import ExportError
+from ..tools.progress import Progress
+from .dataset import find_classes
+from .features import Features, backbone, extract, session_from_bytes
+from .head import Head, fit_knowledge, fit_linear, mean_recall, stock_similarity
+from .plot import confusion_png
+from .report import confusion, recall
+from .selftest_files import SELFTEST_DIR, pick, write_selftest
+from .split import stratified_split
+from .summary import RuntimeReport, cross_validate
+
+OUTPUT = "class_logits"
+VALIDATION = 0.2  # of the training part: picks the head and stops the linear one early
+MIN_IMAGES = 2  # per class: one to train on, one to verify on
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    data: Path
+    out: Path
+    seed: int = 0
+    held_out: float = 0.25
+    views: int = 4
+    folds: int = 0
+    threads: int = 0
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ExportError(f"output folder {out} is not writable: {e.strerror or e}") from e
+
+
+def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
+    start, cpu0 = time.monotonic(), time.process_time()
+    classes = find_classes(opts.data)
+    out = opts.out.resolve()
+    check_writable(out)
+    stratified_split({c: 2 for c in classes}, opts.held_out, opts.seed)  # checks the fraction first
+    feats = extract(classes, opts.views, opts.seed, opts.threads)
+    names = feats.classes
+    _check_counts(feats)
+    idx = {c: [i for i, k in enumerate(feats.labels) if k == n] for n, c in enumerate(names)}
+    split = stratified_split({c: len(v) for c, v in idx.items()}, opts.held_out, opts.seed)
+    train = {c: [idx[c][i] for i in split.train[c]] for c in names}
+    held = [idx[c][i] for c in names for i in split.held_out[c]]
+    model, pooled = backbone()
+    similarity = stock_similarity(model)
+    head, choice = choose_head(feats, train, similarity, opts.seed)
+    graph = _with_head(model, pooled, head)
+    truth = np.array([feats.labels[i] for i in held], dtype=np.int64)
+    numpy_pred = head.scores(*feats.arrays(held, 1)[:2]).argmax(1)
+    served = _serve(graph, [feats.files[i] for i in held], opts.threads)
+    n = len(names)
+    matrix = confusion(truth, served, n)
+    recalls = {"int8": recall(matrix, names)}
+    folds = cross_validate(feats, head.kind, similarity, opts.folds, opts.seed) if opts.folds else None
+    counts = {c: {"train": len(train[c]), "held_out": len(split.held_out[c]), "skipped": len(feats.skipped[c])}
+              for c in names}
+    check_writable(out)
+    (out / MODEL_NAME).write_bytes(graph)
+    held_files = [feats.files[i] for i in held]
+    write_selftest(out, held_files, truth, names, pick(truth, served))
+    top1 = float((served == truth).mean()) if len(truth) else 0.0
+    confusion_png(matrix, names, out / "confusion.png",
+                  f"int8, held-out split: top-1 {100 * top1:.1f}% of {len(truth)}")
+    seconds = round(time.monotonic() - start, 1)
+    training = {
+        "method": "runtime", "head": choice, "classes": names, "counts": counts,
+        "split": {"seed": opts.seed, "held_out_fraction": opts.held_out, "method": "stratified"},
+        "settings": {"views": opts.views, "train_layers": 0, "threads": opts.threads,
+                     "validation_fraction": VALIDATION},
+        "accuracy": {"int8": round(top1, 4), "mean_recall_int8": round(mean_recall(served, truth, n), 4)},
+        "per_class_recall": recalls, "confusion": {"int8": matrix.tolist()},
+        "folds": folds, "seconds": seconds, "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "data_sha256": _digest(feats),
+    }
+    verification = {"images": len(truth), "int8_top1": round(top1, 4), "on": "held-out split",
+                    "agreement_top1": round(float((served == numpy_pred).mean()) if len(truth) else 1.0, 4),
+                    "agreement_with": "the numpy head on the same features", "passed": True}
+    _manifest(out, names, training, verification)
+    return RuntimeReport(out, names, counts, recalls, matrix, top1, verification["agreement_top1"],
+                         choice, folds, seconds)
+
+
+def _check_counts(feats: Features) -> None:
+    for k, c in enumerate(feats.classes):
+        have = feats.labels.count(k)
+        bad = feats.skipped[c]
+        if have == 0:
+            raise ExportError(f"class {c!r} has no readable images: all {len(bad)} of its files were "
+                              f"skipped (e.g. {bad[0][0]}: {bad[0][1]})")
+        if have < MIN_IMAGES:
+            raise ExportError(f"class {c!r} has {have} readable image{'s' * (have != 1)}"
+                              f"{f' ({len(bad)} unreadable skipped)' if bad else ''}; training needs at least "
+                              f"{MIN_IMAGES} per class (one to train on, one to verify on)")
+
+
+def choose_head(feats: Features, train: dict[str, list[int]], similarity: np.ndarray,
+                seed: int, kind: str | None = None) -> tuple[Head, dict[str, object]]:
+    """Both heads fitted on the training part less a validation split; the better mean recall wins."""
+    n = len(feats.classes)
+    val = stratified_split({c: len(v) for c, v in train.items()}, VALIDATION, seed + 1)
+    fit_idx = [v[i] for c, v in train.items() for i in val.train[c]]
+    val_idx = [v[i] for c, v in train.items() for i in val.held_out[c]]
+    all_idx = [i for v in train.values() for i in v]
+    vf, vs, vy = feats.arrays(val_idx, 1)
+    bar = Progress(range(1), "training", total=None)
+    f, s, y = feats.arrays(fit_idx)
+    linear = fit_linear(f, y, n, vf, vy, on_epoch=bar.advance) if kind != "knowledge" else None
+    knowledge = fit_knowledge(*feats.arrays(all_idx)[1:], n, similarity)
+    bar.close()
+    scores = {}
+    if len(vy) and kind is None:
+        probe = fit_knowledge(s, y, n, similarity)
+        scores = {h.kind: round(mean_recall(h.scores(vf, vs).argmax(1), vy, n), 4) for h in (probe, linear)}
+    pick_linear = kind == "linear" or (kind is None and scores and scores["linear"] > scores["knowledge"])
+    head = linear if pick_linear else knowledge
+    return head, {"kind": head.kind, "validation_mean_recall": scores, "validation_images": len(vy),
+                  "epochs": head.epochs}
+
+
+def _with_head(model: bytes, pooled: str, head: Head) -> bytes:
+    from . import onnx_wire
+
+    nodes, inits = head.onnx(pooled, OUTPUT)
+    return onnx_wire.edit(model, [(OUTPUT, None)], nodes, inits)
+
+
+def _serve(graph: bytes, files: list[Path], threads: int) -> np.ndarray:
+    """The assembled graph run on the held-out photos as the daemon would (decode, crop, normalise)."""
+    session = session_from_bytes(graph, threads)
+    spec, preds = PreprocessSpec(), []
+    for f in Progress(files, "verification"):
+        preds.append(int(session.run([OUTPUT], {"input": prepare(f, spec).tensor[None]})[0].argmax()))
+    return np.array(preds, dtype=np.int64)
+
+
+def _digest(feats: Features) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, f in zip(feats.labels, feats.files):
+        h.update(f"{feats.classes[k]}\0{f.name}\0{f.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def _manifest(out: Path, names: list[str], training: dict, verification: dict) -> None:  # type: ignore[type-arg]
+    stock = json.loads(default_model_path().with_name("model.json").read_text(encoding="utf-8"))
+    m = {k: v for k, v in stock.items() if k not in ("verification", "labels", "sha256")}
+    m["architecture"] = {**stock.get("architecture", {}), "num_classes": len(names),
+                         "head": training["head"]["kind"]}
+    m["output"] = {"name": OUTPUT, "shape": ["batch", len(names)], "kind": "logits"}
+    m["backbone_sha256"] = stock["sha256"]
+    m["tools"] = {**stock.get("tools", {}), "edge_infer_train": __version__}
+    m["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    m.update(labels=names, sha256=sha256_file(out / MODEL_NAME), selftest=SELFTEST_DIR,
+             training=training, verification=verification)
+    write_manifest(out / MODEL_NAME, m)
