@@ -73,9 +73,9 @@ def _add_train(sub: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--held-out", type=float, default=0.25,
                    help="fraction of each class held out for verification (default 0.25, at least "
                         "one image)")
-    s.add_argument("--views", type=int, default=ft.views,
-                   help=f"views per training image: centre crop + random crops/flips "
-                        f"(default {ft.views})")
+    s.add_argument("--views", type=int,
+                   help="views per training image: centre crop + random crops/flips (default 1 "
+                        f"on the runtime path, where crops measured worse; {ft.views} with torch)")
     s.add_argument("--train-layers", type=int, default=ft.train_layers,
                    help="trained layers at the end of the network besides the classifier "
                         f"(default {ft.train_layers}; 0: the classifier only)")

@@ -20,6 +20,9 @@ def _quiet_runtime() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    torch_path = args.train_layers > 0 or args.weights is not None
+    if args.views is None:
+        args.views = FineTuneSettings().views if torch_path else 1
     if args.views < 1:
         raise ExportError(f"--views must be >= 1, got {args.views}")
     for name, value in (("--train-layers", args.train_layers), ("--epochs", args.epochs),
@@ -29,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.folds == 1:
         raise ExportError("--folds must be 0 (none) or at least 2")
     _quiet_runtime()
-    if args.train_layers == 0 and args.weights is None:
+    if not torch_path:
         from .runtime import RuntimeOptions, run_runtime_training
 
         report = run_runtime_training(RuntimeOptions(

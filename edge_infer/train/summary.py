@@ -9,7 +9,6 @@ import numpy as np
 
 from .report import confusion_text, recall_table
 
-
 NOISE_BELOW = 100  # held-out images: under this, 2 points of top-1 are one or two photos
 
 
@@ -42,33 +41,3 @@ class RuntimeReport:
                          f"{100 * self.folds['mean_recall']:.1f}%")
         lines.append(f"trained in {self.seconds:.0f} s; confusion matrix: {self.out / 'confusion.png'}")
         return "\n".join(lines)
-
-
-def cross_validate(feats, kind: str, similarity: np.ndarray, k: int, seed: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """Each image held out once (``k`` stratified folds): the chosen head's kind refitted per fold."""
-    from .head import mean_recall
-    from .runtime import choose_head
-
-    names, n = feats.classes, len(feats.classes)
-    idx = {c: [i for i, lab in enumerate(feats.labels) if lab == j] for j, c in enumerate(names)}
-    fold_of = np.zeros(len(feats.labels), dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    offset = 0
-    for c in names:  # round-robin within each class, continuing across classes: folds stay balanced
-        order = rng.permutation(idx[c])
-        fold_of[order] = (np.arange(len(order)) + offset) % k
-        offset += len(order)
-    pred = np.zeros(len(feats.labels), dtype=np.int64)
-    for f in range(k):
-        train = {c: [i for i in idx[c] if fold_of[i] != f] for c in names}
-        test = [i for i in range(len(feats.labels)) if fold_of[i] == f]
-        if not test:
-            continue
-        head, _ = choose_head(feats, train, similarity, seed, kind=kind)
-        pred[test] = head.scores(*feats.arrays(test, 1)[:2]).argmax(1)
-    y = np.array(feats.labels)
-    return {"k": k, "images": len(y), "top1": round(float((pred == y).mean()), 4),
-            "mean_recall": round(mean_recall(pred, y, n), 4)}
-
-
-
