@@ -1,4 +1,4 @@
-"""``edge-infer train``'s command: the runtime path by default, the torch path for ``--train-layers N``."""
+"""``edge-infer train``: the runtime path, torch's with ``--train-layers`` or ``--weights``."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from .settings import FineTuneSettings
 
 
 def _quiet_runtime() -> None:
-    """onnxruntime's own log lines (warnings while it optimises a graph) are not the user's business."""
+    """onnxruntime's own log lines (warnings as it optimises a graph) are not the user's concern."""
     os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
     try:
         import onnxruntime as ort

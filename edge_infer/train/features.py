@@ -1,9 +1,10 @@
-"""Features from the deployed int8 backbone, streamed: one image decoded at a time, only its vectors kept.
+"""Features from the deployed int8 backbone, streamed: one image decoded at a time, only its vectors
+kept.
 
-The embedded model is run by onnxruntime with two outputs exposed (``onnx_wire.edit``): the pooled 1280
-features the stock classifier reads (quantized and dequantized, exactly as the deployed graph computes
-them) and the stock 1000 ImageNet logits. Per image that is ~9 KB per view, so 2,000 photos with 4 views
-hold ~73 MB; the decoded pixels are dropped as soon as their views are computed.
+The embedded model is run by onnxruntime with two outputs exposed (``onnx_wire.edit``): the pooled
+1280 features the stock classifier reads (quantized and dequantized, exactly as the deployed graph
+computes them) and the stock 1000 ImageNet logits. Per image that is ~9 KB per view, so 2,000 photos
+with 4 views hold ~73 MB; the decoded pixels are dropped as soon as their views are computed.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from ..classifier.manifest import default_model_path
-from ..decoding.preprocess import PreprocessSpec, crop_pixels, normalise
+from ..decoding.preprocess import PreprocessSpec, crop_pixels, prepare
 from ..errors import ExportError, InputError
 from ..tools.progress import Progress
 from . import onnx_wire
 from .augment import view
-from .dataset import centre, square_spec
+from .dataset import square_spec
 
 log = logging.getLogger(__name__)
 STOCK_OUTPUT = "logits"
@@ -34,11 +35,15 @@ class Features:
     stock: list[np.ndarray] = field(default_factory=list)  # (views, 1000) float32 per image
     skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
-    def arrays(self, index: list[int], views: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(pooled, stock, labels) of the images ``index``, each view a row (``views``: the first ones)."""
+    def arrays(self, index: list[int],
+               views: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pooled, stock, labels) of the images ``index``, a row a view (``views``: first)."""
         v = slice(None) if views is None else slice(0, views)
-        f = np.concatenate([self.pooled[i][v] for i in index]) if index else np.zeros((0, 1280), np.float32)
-        s = np.concatenate([self.stock[i][v] for i in index]) if index else np.zeros((0, 1000), np.float32)
+        if not index:
+            empty = np.zeros(0, np.int64)
+            return np.zeros((0, 1280), np.float32), np.zeros((0, 1000), np.float32), empty
+        f = np.concatenate([self.pooled[i][v] for i in index])
+        s = np.concatenate([self.stock[i][v] for i in index])
         per = self.pooled[0][v].shape[0] if self.pooled else 1
         return f, s, np.repeat(np.array([self.labels[i] for i in index], dtype=np.int64), per)
 
@@ -59,7 +64,8 @@ def backbone() -> tuple[bytes, str]:
 
 def extract(classes: dict[str, list[Path]], views: int, seed: int, threads: int = 0) -> Features:
     model, pooled = backbone()
-    session = session_from_bytes(onnx_wire.edit(model, [(pooled, 1280), (STOCK_OUTPUT, 1000)]), threads)
+    both = onnx_wire.edit(model, [(pooled, 1280), (STOCK_OUTPUT, 1000)])
+    session = session_from_bytes(both, threads)
     spec, out = PreprocessSpec(), Features(list(classes))
     square, rng = square_spec(spec), np.random.default_rng(seed)
     progress = Progress(range(sum(len(f) for f in classes.values())), "features")
@@ -67,14 +73,17 @@ def extract(classes: dict[str, list[Path]], views: int, seed: int, threads: int 
         out.skipped[name] = []
         for f in files:
             try:
-                pixels = crop_pixels(f, square).tensor
+                # The centre view by the runtime's own ``prepare``: a square crop's centre is
+                # resampled differently (measured: pooled features up to 0.47 apart, 3.8% of top-1
+                # changed).
+                first = prepare(f, spec).tensor
+                pixels = crop_pixels(f, square).tensor if views > 1 else None
             except InputError as e:
                 log.warning("class %s: skipping %s: %s (%s)", name, f, e.message, e.kind)
                 out.skipped[name].append((str(f), f"{e.kind}: {e.message}"))
                 progress.advance()
                 continue
-            batch = np.stack([normalise(centre(pixels, spec.crop), spec)]
-                             + [view(pixels, spec, rng) for _ in range(views - 1)])
+            batch = np.stack([first] + [view(pixels, spec, rng) for _ in range(views - 1)])
             feats, logits = session.run(None, {"input": batch})
             out.files.append(f)
             out.labels.append(k)
@@ -86,7 +95,7 @@ def extract(classes: dict[str, list[Path]], views: int, seed: int, threads: int 
 
 
 def session_from_bytes(model: bytes, threads: int = 0):  # type: ignore[no-untyped-def]
-    """An onnxruntime session of a model held in memory, silent below errors (no library chatter)."""
+    """An onnxruntime session of a model held in memory, silent below errors (no chatter)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

@@ -1,14 +1,15 @@
 """The two heads ``train`` fits in numpy on the backbone's outputs, and each one's ONNX nodes.
 
-- ``knowledge``: the stock head's 1000 ImageNet probabilities summed into the new classes through a map
-  ``G`` (1000 x classes). Each ImageNet class's row is the training photos' mean probability of it per
-  class, then smoothed over its nearest ImageNet classes by the stock weights' cosine similarity (label
-  propagation), so classes no training photo showed inherit their neighbours' class. Measured on the
-  shared photos with whole ImageNet classes held out (5-fold): 94.0% top-1, 90.0% mean recall, where a
-  linear head on the pooled features reached 87.0% / 66.7% and on the log-probabilities 87.0% / 71.3%.
+- ``knowledge``: the stock head's 1000 ImageNet probabilities summed into the new classes through a
+  map ``G`` (1000 x classes). Each ImageNet class's row is the training photos' mean probability of
+  it per class, then smoothed over its nearest ImageNet classes by the stock weights' cosine
+  similarity (label propagation), so classes no training photo showed inherit their neighbours'
+  class. Measured on the shared photos with whole ImageNet classes held out (5-fold): 94.0% top-1,
+  90.0% mean recall, where a linear head on the pooled features reached 87.0% / 66.7% and on the
+  log-probabilities 87.0% / 71.3%.
 - ``linear``: softmax regression on the pooled features (L2, class-balanced, early stopping on the
-  validation split): for classes the ImageNet classes do not tell apart (a door open or shut).
-The validation split picks between them by mean per-class recall.
+  validation split): for classes the ImageNet classes do not tell apart (a door open or shut). The
+  validation split picks between them by mean per-class recall.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class Head:
         return pooled @ self.weight + self.bias
 
     def onnx(self, pooled: str, output: str) -> tuple[list[bytes], list[bytes]]:
-        """(nodes, initializers) computing ``output`` from the backbone's tensors, as ``scores`` does."""
+        """(nodes, initializers) computing ``output`` from the backbone's tensors."""
         w = onnx_wire
         if self.kind == "linear":
             return ([w.node("MatMul", [pooled, "head.W"], ["head.mm"], "head/MatMul"),
@@ -47,7 +48,8 @@ class Head:
                  w.node("MatMul", ["head.p", "head.G"], ["head.mm"], "head/MatMul"),
                  w.node("Add", ["head.mm", "head.eps"], ["head.sum"], "head/Add"),
                  w.node("Log", ["head.sum"], [output], "head/Log")],
-                [w.tensor("head.G", self.weight), w.tensor("head.eps", np.array([EPS], np.float32))])
+                [w.tensor("head.G", self.weight),
+                 w.tensor("head.eps", np.array([EPS], np.float32))])
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -84,8 +86,9 @@ def fit_knowledge(stock: np.ndarray, y: np.ndarray, n: int, similarity: np.ndarr
 
 def fit_linear(x: np.ndarray, y: np.ndarray, n: int, val_x: np.ndarray, val_y: np.ndarray,
                on_epoch=None) -> Head:  # type: ignore[no-untyped-def]
-    """Full-batch Adam on standardised features; the weights of the best validation loss are kept."""
-    mu, sd = x.mean(0), x.std(0) + 1e-6
+    """Full-batch Adam on standardised features; the weights of the best validation loss kept."""
+    # A floor near one quantization step: a feature constant in training must not get a huge weight.
+    mu, sd = x.mean(0), np.maximum(x.std(0), 1e-2)
     z, vz = (x - mu) / sd, (val_x - mu) / sd
     w, b = np.zeros((x.shape[1], n)), np.zeros(n)
     counts = np.bincount(y, minlength=n)
@@ -110,7 +113,8 @@ def fit_linear(x: np.ndarray, y: np.ndarray, n: int, val_x: np.ndarray, val_y: n
                 break
     _, w, b, epochs = best if len(val_y) else (0, w, b, MAX_EPOCHS)
     # Standardisation folded into the weights: the graph multiplies the raw pooled features.
-    return Head("linear", (w / sd[:, None]).astype(np.float32), (b - (mu / sd) @ w).astype(np.float32), epochs)
+    return Head("linear", (w / sd[:, None]).astype(np.float32),
+                (b - (mu / sd) @ w).astype(np.float32), epochs)
 
 
 def mean_recall(pred: np.ndarray, y: np.ndarray, n: int) -> float:

@@ -1,10 +1,12 @@
-"""Just enough of the protobuf wire format to re-point an ONNX graph's outputs and append a linear head.
+"""Just enough of the protobuf wire format to re-point an ONNX graph's outputs and append a linear
+head.
 
-The runtime has onnxruntime but not the ``onnx`` package (an export-time tool), and onnxruntime cannot
-edit a graph. The edits ``train`` needs are small (new outputs, a MatMul + Add, their weights, dropping the
-stock classifier), so they are done on the serialized bytes: every field the edit does not touch is copied
-byte for byte, so the int8 backbone that serves is exactly the one the features were computed with.
-Field numbers are onnx.proto's (ModelProto.graph = 7; GraphProto: node 1, initializer 5, output 12; ...).
+The runtime has onnxruntime but not the ``onnx`` package (an export-time tool), and onnxruntime
+cannot edit a graph. The edits ``train`` needs are small (new outputs, a MatMul + Add, their
+weights, dropping the stock classifier), so they are done on the serialized bytes: every field the
+edit does not touch is copied byte for byte, so the int8 backbone that serves is exactly the one the
+features were computed with. Field numbers are onnx.proto's (ModelProto.graph = 7; GraphProto: node
+1, initializer 5, output 12; ...).
 """
 from __future__ import annotations
 
@@ -82,7 +84,8 @@ def _int(number: int, value: int) -> bytes:
 
 def node(op: str, inputs: list[str], outputs: list[str], name: str) -> bytes:
     """NodeProto: input 1, output 2, name 3, op_type 4."""
-    return (b"".join(ld(1, s.encode()) for s in inputs) + b"".join(ld(2, s.encode()) for s in outputs)
+    return (b"".join(ld(1, s.encode()) for s in inputs)
+            + b"".join(ld(2, s.encode()) for s in outputs)
             + ld(3, name.encode()) + ld(4, op.encode()))
 
 
@@ -94,7 +97,7 @@ def tensor(name: str, array: np.ndarray) -> bytes:
 
 
 def value_info(name: str, width: int | None) -> bytes:
-    """ValueInfoProto of a float (batch, width) tensor: name 1, type 2 -> tensor_type 1 -> elem 1, shape 2."""
+    """A float (batch, width) tensor: name 1, type 2 (tensor_type 1: elem 1, shape 2)."""
     dims = ld(1, ld(2, b"batch")) + (ld(1, _int(1, width)) if width else b"")
     return ld(1, name.encode()) + ld(2, ld(1, _int(1, FLOAT) + ld(2, dims)))
 
@@ -107,7 +110,7 @@ def _graph(model: bytes) -> bytes:
 
 
 def _prune(graph_fields: list[Field], outputs: list[str]) -> list[Field]:
-    """Drop the nodes nothing needs for ``outputs`` (walking back from them) and initializers none uses."""
+    """Drop the nodes nothing needs for ``outputs`` (walking back), then unused tensors."""
     nodes = [f for f in graph_fields if f.number == NODE]
     needed, keep = set(outputs), set()
     for k in range(len(nodes) - 1, -1, -1):  # nodes are topologically sorted
@@ -130,13 +133,14 @@ def _prune(graph_fields: list[Field], outputs: list[str]) -> list[Field]:
 
 def edit(model: bytes, outputs: list[tuple[str, int | None]], nodes: list[bytes] = (),
          initializers: list[bytes] = ()) -> bytes:
-    """``model`` with ``nodes`` and ``initializers`` appended and exactly ``outputs`` (name, width) as its
-    outputs; what no output needs is dropped."""
+    """``model`` with ``nodes`` and ``initializers`` appended and exactly ``outputs`` (name, width)
+    as its outputs; what no output needs is dropped."""
     kept = [f for f in fields(_graph(model)) if f.number != OUTPUT]
     extra = [Field(NODE, ld(NODE, n), n) for n in nodes]
     extra += [Field(INITIALIZER, ld(INITIALIZER, t), t) for t in initializers]
     pruned = _prune(kept + extra, [name for name, _ in outputs])
-    graph = b"".join(f.raw for f in pruned) + b"".join(ld(OUTPUT, value_info(n, w)) for n, w in outputs)
+    graph = b"".join(f.raw for f in pruned)
+    graph += b"".join(ld(OUTPUT, value_info(n, w)) for n, w in outputs)
     return b"".join(ld(GRAPH, graph) if f.number == GRAPH else f.raw for f in fields(model))
 
 
@@ -148,7 +152,7 @@ def node_outputs(model: bytes) -> list[tuple[str, list[str], list[str]]]:
 
 
 def initializer(model: bytes, name: str) -> np.ndarray:
-    """A float32 (1) or int8 (3) / uint8 (2) initializer of ``model`` as an array (raw_data only)."""
+    """A float32 (1), uint8 (2) or int8 (3) initializer of ``model`` as an array."""
     types = {1: "<f4", 2: "u1", 3: "i1"}
     for f in fields(_graph(model)):
         if f.number != INITIALIZER or f.payload is None or _strings(f.payload, 8) != [name]:

@@ -1,5 +1,6 @@
-"""``edge-infer train`` with the runtime alone: features from the deployed int8 backbone, a numpy head,
-the head appended to that same int8 graph (no second calibration, no torch, no ``onnx`` package).
+"""``edge-infer train`` with the runtime alone: features from the deployed int8 backbone, a numpy
+head, the head appended to that same int8 graph (no second calibration, no torch, no ``onnx``
+package).
 
 Memory is bounded by design: images are decoded one at a time and only their feature vectors kept
 (``features.py``); the model is edited as bytes (``onnx_wire.py``). ``--folds K`` cross-validates on
@@ -13,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,9 +80,11 @@ def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
     n = len(names)
     matrix = confusion(truth, served, n)
     recalls = {"int8": recall(matrix, names)}
-    folds = cross_validate(feats, head.kind, similarity, opts.folds, opts.seed) if opts.folds else None
-    counts = {c: {"train": len(train[c]), "held_out": len(split.held_out[c]), "skipped": len(feats.skipped[c])}
-              for c in names}
+    folds = None
+    if opts.folds:
+        folds = cross_validate(feats, head.kind, similarity, opts.folds, opts.seed)
+    counts = {c: {"train": len(train[c]), "held_out": len(split.held_out[c]),
+                  "skipped": len(feats.skipped[c])} for c in names}
     check_writable(out)
     (out / MODEL_NAME).write_bytes(graph)
     held_files = [feats.files[i] for i in held]
@@ -94,13 +98,15 @@ def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
         "split": {"seed": opts.seed, "held_out_fraction": opts.held_out, "method": "stratified"},
         "settings": {"views": opts.views, "train_layers": 0, "threads": opts.threads,
                      "validation_fraction": VALIDATION},
-        "accuracy": {"int8": round(top1, 4), "mean_recall_int8": round(mean_recall(served, truth, n), 4)},
+        "accuracy": {"int8": round(top1, 4),
+                     "mean_recall_int8": round(mean_recall(served, truth, n), 4)},
         "per_class_recall": recalls, "confusion": {"int8": matrix.tolist()},
         "folds": folds, "seconds": seconds, "cpu_seconds": round(time.process_time() - cpu0, 1),
         "data_sha256": _digest(feats),
     }
+    agreement = float((served == numpy_pred).mean()) if len(truth) else 1.0
     verification = {"images": len(truth), "int8_top1": round(top1, 4), "on": "held-out split",
-                    "agreement_top1": round(float((served == numpy_pred).mean()) if len(truth) else 1.0, 4),
+                    "agreement_top1": round(agreement, 4),
                     "agreement_with": "the numpy head on the same features", "passed": True}
     _manifest(out, names, training, verification)
     return RuntimeReport(out, names, counts, recalls, matrix, top1, verification["agreement_top1"],
@@ -112,12 +118,13 @@ def _check_counts(feats: Features) -> None:
         have = feats.labels.count(k)
         bad = feats.skipped[c]
         if have == 0:
-            raise ExportError(f"class {c!r} has no readable images: all {len(bad)} of its files were "
-                              f"skipped (e.g. {bad[0][0]}: {bad[0][1]})")
+            raise ExportError(f"class {c!r} has no readable images: all {len(bad)} of its files "
+                              f"were skipped (e.g. {bad[0][0]}: {bad[0][1]})")
         if have < MIN_IMAGES:
-            raise ExportError(f"class {c!r} has {have} readable image{'s' * (have != 1)}"
-                              f"{f' ({len(bad)} unreadable skipped)' if bad else ''}; training needs at least "
-                              f"{MIN_IMAGES} per class (one to train on, one to verify on)")
+            skipped = f" ({len(bad)} unreadable skipped)" if bad else ""
+            raise ExportError(f"class {c!r} has {have} readable image{'s' * (have != 1)}{skipped}; "
+                              f"training needs at least {MIN_IMAGES} per class (one to train on, "
+                              "one to verify on)")
 
 
 def _with_head(model: bytes, pooled: str, head: Head) -> bytes:
@@ -128,11 +135,12 @@ def _with_head(model: bytes, pooled: str, head: Head) -> bytes:
 
 
 def _serve(graph: bytes, files: list[Path], threads: int) -> np.ndarray:
-    """The assembled graph run on the held-out photos as the daemon would (decode, crop, normalise)."""
+    """The assembled graph run on the held-out photos as the daemon runs it."""
     session = session_from_bytes(graph, threads)
     spec, preds = PreprocessSpec(), []
     for f in Progress(files, "verification"):
-        preds.append(int(session.run([OUTPUT], {"input": prepare(f, spec).tensor[None]})[0].argmax()))
+        scores = session.run([OUTPUT], {"input": prepare(f, spec).tensor[None]})[0]
+        preds.append(int(scores.argmax()))
     return np.array(preds, dtype=np.int64)
 
 
@@ -145,7 +153,8 @@ def _digest(feats: Features) -> str:
     return h.hexdigest()
 
 
-def _manifest(out: Path, names: list[str], training: dict, verification: dict) -> None:  # type: ignore[type-arg]
+def _manifest(out: Path, names: list[str], training: dict[str, Any],
+              verification: dict[str, Any]) -> None:
     stock = json.loads(default_model_path().with_name("model.json").read_text(encoding="utf-8"))
     m = {k: v for k, v in stock.items() if k not in ("verification", "labels", "sha256")}
     m["architecture"] = {**stock.get("architecture", {}), "num_classes": len(names),

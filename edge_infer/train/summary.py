@@ -36,8 +36,10 @@ class RuntimeReport:
             lines.append(f"note: {held} held-out images: a difference of 2 points is noise here "
                          "(try --folds 5)")
         if self.folds:
-            lines.append(f"{self.folds['k']}-fold cross-validation over all {self.folds['images']} images: "
-                         f"top-1 {100 * self.folds['top1']:.1f}%, mean per-class recall "
+            lines.append(f"{self.folds['k']}-fold cross-validation over all "
+                         f"{self.folds['images']} images: top-1 {100 * self.folds['top1']:.1f}%, "
+                         "mean per-class recall "
                          f"{100 * self.folds['mean_recall']:.1f}%")
-        lines.append(f"trained in {self.seconds:.0f} s; confusion matrix: {self.out / 'confusion.png'}")
+        lines.append(f"trained in {self.seconds:.0f} s; "
+                     f"confusion matrix: {self.out / 'confusion.png'}")
         return "\n".join(lines)

@@ -1,6 +1,6 @@
-"""``edge-infer train`` with the runtime alone (no torch): generated data in a subprocess where importing
-torch fails, bad input, the camera samples layout; and on the shared photos, whole ImageNet classes held
-out (accuracy floor) and the peak memory (VmHWM of the training process)."""
+"""``edge-infer train`` with the runtime alone (no torch): generated data in a subprocess where
+importing torch fails, bad input, the camera samples layout; and on the shared photos, whole
+ImageNet classes held out (accuracy floor) and the peak memory (VmHWM of the training process)."""
 from __future__ import annotations
 
 import json
@@ -89,7 +89,8 @@ def test_too_few_images_is_an_error_naming_the_class(tmp_path):
 def test_unwritable_out(colours, tmp_path):
     (tmp_path / "file").write_text("a file")
     proc = train_no_torch("--data", colours, "--out", tmp_path / "file" / "out")
-    assert proc.returncode == 1 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "is not writable" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.shared
@@ -98,6 +99,26 @@ def test_held_out_imagenet_classes_and_peak_memory(coarse7_data, tmp_path):
     proc = train_no_torch("--data", coarse7_data, "--out", tmp_path / "out", "--folds", "5")
     assert proc.returncode == 0, proc.stderr
     t = json.loads((tmp_path / "out" / "model.json").read_text())["training"]
-    # 200 images, each held out once: top-1 is in steps of 0.5 points. Measured: 91.0% / 86.1%.
+    # 200 images, each held out once: top-1 moves in steps of 0.5 points. Measured: 91.5% / 86.2%
+    # (seeds 1-3: 92.0-93.5% / 88.3-89.4%).
     assert t["folds"]["top1"] >= 0.90 and t["folds"]["mean_recall"] >= 0.85, t["folds"]
     assert peak_mb(proc) <= 500, proc.stdout
+
+
+@pytest.mark.shared
+def test_training_features_are_what_the_served_graph_computes(shared):
+    """The head is trained on the very features the daemon's preprocessing feeds it (found: a square
+    crop's centre, resampled differently, moved features by up to 0.47 and 3.8% of top-1)."""
+    import numpy as np
+
+    from edge_infer.decoding.preprocess import PreprocessSpec, prepare
+    from edge_infer.train import onnx_wire
+    from edge_infer.train.features import backbone, extract, session_from_bytes
+
+    photos = sorted((shared / "images" / "imagenet-samples").glob("*.JPEG"))[:12]
+    feats = extract({"a": photos[:6], "b": photos[6:]}, views=1, seed=0)
+    model, pooled = backbone()
+    session = session_from_bytes(onnx_wire.edit(model, [(pooled, 1280)]))
+    for f, trained in zip(feats.files, feats.pooled):
+        served = session.run(None, {"input": prepare(f, PreprocessSpec()).tensor[None]})[0]
+        np.testing.assert_array_equal(served[0], trained[0], err_msg=f.name)
