@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from .split import stratified_split
 from .summary import RuntimeReport
 
 OUTPUT = "class_logits"
+SPARE = 1 << 20  # the manifest and the confusion plot, with room to spare
 MIN_IMAGES = 2  # per class: one to train on, one to verify on
 
 
@@ -55,6 +57,13 @@ def check_writable(out: Path) -> None:
             pass
     except OSError as e:
         raise ExportError(f"output folder {out} is not writable: {e.strerror or e}") from e
+
+
+def check_space(out: Path, need: int) -> None:
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise ExportError(f"no space for the model in {out}: it needs {need / 1e6:.1f} MB, "
+                          f"{free / 1e6:.1f} MB are free")
 
 
 def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
@@ -85,13 +94,18 @@ def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
         folds = cross_validate(feats, head.kind, similarity, opts.folds, opts.seed)
     counts = {c: {"train": len(train[c]), "held_out": len(split.held_out[c]),
                   "skipped": len(feats.skipped[c])} for c in names}
-    check_writable(out)
-    (out / MODEL_NAME).write_bytes(graph)
     held_files = [feats.files[i] for i in held]
-    write_selftest(out, held_files, truth, names, pick(truth, served))
+    chosen = pick(truth, served)
     top1 = float((served == truth).mean()) if len(truth) else 0.0
-    confusion_png(matrix, names, out / "confusion.png",
-                  f"int8, held-out split: top-1 {100 * top1:.1f}% of {len(truth)}")
+    need = len(graph) + sum(held_files[i].stat().st_size for i in chosen) + SPARE
+    try:
+        check_space(out, need)
+        (out / MODEL_NAME).write_bytes(graph)
+        write_selftest(out, held_files, truth, names, chosen)
+        confusion_png(matrix, names, out / "confusion.png",
+                      f"int8, held-out split: top-1 {100 * top1:.1f}% of {len(truth)}")
+    except OSError as e:
+        raise ExportError(f"cannot write the model to {out}: {e.strerror or e}") from e
     seconds = round(time.monotonic() - start, 1)
     training = {
         "method": "runtime", "head": choice, "classes": names, "counts": counts,
@@ -108,7 +122,10 @@ def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
     verification = {"images": len(truth), "int8_top1": round(top1, 4), "on": "held-out split",
                     "agreement_top1": round(agreement, 4),
                     "agreement_with": "the numpy head on the same features", "passed": True}
-    _manifest(out, names, training, verification)
+    try:
+        _manifest(out, names, training, verification)
+    except OSError as e:
+        raise ExportError(f"cannot write the manifest to {out}: {e.strerror or e}") from e
     return RuntimeReport(out, names, counts, recalls, matrix, top1, verification["agreement_top1"],
                          choice, folds, seconds)
 

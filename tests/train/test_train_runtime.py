@@ -122,3 +122,22 @@ def test_training_features_are_what_the_served_graph_computes(shared):
     for f, trained in zip(feats.files, feats.pooled):
         served = session.run(None, {"input": prepare(f, PreprocessSpec()).tensor[None]})[0]
         np.testing.assert_array_equal(served[0], trained[0], err_msg=f.name)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (the trained model is ~3 MB): a full disk without filling the real one."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs to mount a tmpfs (root in a namespace that allows it)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_no_space_for_the_output_is_an_error_not_a_traceback(colours, small_disk):
+    proc = train_no_torch("--data", colours, "--out", small_disk / "out")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"no space for the model in {small_disk / 'out'}" in proc.stderr, proc.stderr
