@@ -9,6 +9,7 @@ import numpy as np
 from ..tools.progress import Progress
 from .features import Features
 from .head import Head, fit_knowledge, fit_linear, mean_recall
+from .report import confusion, recall
 from .split import stratified_split
 
 VALIDATION = 0.2  # of the training part: picks the head and stops the linear one early
@@ -67,4 +68,5 @@ def cross_validate(feats: Features, kind: str, similarity: np.ndarray, k: int,
     bar.close()
     y = np.array(feats.labels)
     return {"k": k, "images": len(y), "top1": round(float((pred == y).mean()), 4),
-            "mean_recall": round(mean_recall(pred, y, n), 4)}
+            "mean_recall": round(mean_recall(pred, y, n), 4),
+            "per_class_recall": recall(confusion(y, pred, n), names)}
