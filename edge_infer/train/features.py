@@ -79,7 +79,6 @@ def extract(classes: dict[str, list[Path]], views: int, seed: int, threads: int 
                 first = prepare(f, spec).tensor
                 pixels = crop_pixels(f, square).tensor if views > 1 else None
             except InputError as e:
-                log.warning("class %s: skipping %s: %s (%s)", name, f, e.message, e.kind)
                 out.skipped[name].append((str(f), f"{e.kind}: {e.message}"))
                 progress.advance()
                 continue
@@ -91,6 +90,9 @@ def extract(classes: dict[str, list[Path]], views: int, seed: int, threads: int 
             out.stock.append(np.asarray(logits, np.float32))
             progress.advance()
     progress.close()
+    for name, skipped in out.skipped.items():  # after the bar, which a log line would cut in two
+        for f, why in skipped:
+            log.warning("class %s: skipping %s: %s", name, f, why)
     return out
 
 

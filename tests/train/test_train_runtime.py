@@ -141,3 +141,35 @@ def test_no_space_for_the_output_is_an_error_not_a_traceback(colours, small_disk
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"no space for the model in {small_disk / 'out'}" in proc.stderr, proc.stderr
+
+
+def test_a_terminal_sees_one_bar_per_phase_and_no_library_chatter(colours, tmp_path):
+    import os
+    import pty
+
+    main_fd, child_fd = pty.openpty()  # stderr a terminal, as for a person at a shell
+    proc = subprocess.Popen([sys.executable, "-c", NO_TORCH, "train", "--data", str(colours),
+                             "--out", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=child_fd)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=300)
+    os.close(main_fd)
+    assert proc.returncode == 0
+    text = b"".join(chunks).decode()
+    lines = [line.rstrip("\r").split("\r")[-1] for line in text.split("\n") if line.strip()]
+    phases = [line.split(" [")[0].split(" ")[0] for line in lines]
+    # One finished bar per phase; the only other line is the skipped broken file's warning.
+    assert [p for p in phases if p in ("features", "training", "verification")] == [
+        "features", "training", "verification"], lines
+    others = [line for line in lines
+              if line.split(" ")[0] not in ("features", "training", "verification")]
+    assert len(others) == 1 and "skipping" in others[0] and "broken.jpg" in others[0], others
