@@ -56,9 +56,9 @@ def _add_train(sub: argparse._SubParsersAction[Any]) -> None:
                     "class, or is a camera's samples_dir (<region>/<state>/: the states are the "
                     "classes). --weights or --train-layers N fine-tune with torch instead (the "
                     "'export' extra) and calibrate a new int8 model.",
-        epilog="exit status: 0 ok; 3 verification failed (int8 agrees with fp32 on fewer held-out "
-               "images than --min-agreement, torch path); 1 any other error (bad --data, "
-               "unwritable --out, bad weights)")
+        epilog="exit status: 0 ok; 3 verification failed (int8 agrees with fp32, or the served "
+               "graph with the trained head, on fewer held-out images than --min-agreement); 1 any "
+               "other error (bad --data, unwritable --out, bad weights)")
     s.add_argument("--data", required=True, type=Path,
                    help="one sub-folder per class; class names = sorted folder names")
     s.add_argument("--out", required=True, type=Path,
@@ -90,5 +90,6 @@ def _add_train(sub: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--threads", type=int, default=0,
                    help="onnxruntime / torch threads (0: one per core)")
     s.add_argument("--min-agreement", type=float, default=0.90,
-                   help="fail (exit 3) when int8 top-1 agrees with fp32 on fewer held-out images "
+                   help="fail (exit 3) when int8 top-1 agrees with fp32 (torch path), or the "
+                        "served graph with the trained head, on fewer held-out images "
                         "(default 0.90)")

@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         report = run_runtime_training(RuntimeOptions(
             data=args.data, out=args.out, seed=args.seed, held_out=args.held_out, views=args.views,
-            folds=args.folds, threads=args.threads))
+            folds=args.folds, threads=args.threads, min_agreement=args.min_agreement))
         print(report.text())
         print(f"wrote {report.out}/model.onnx, selftest/ (model.json beside)")
         return 0

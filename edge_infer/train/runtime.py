@@ -22,7 +22,7 @@ import numpy as np
 from .. import __version__
 from ..classifier.manifest import MODEL_NAME, default_model_path, sha256_file, write_manifest
 from ..decoding.preprocess import PreprocessSpec, prepare
-from ..errors import ExportError
+from ..errors import ExportError, VerificationError
 from ..tools.progress import Progress
 from .dataset import find_classes
 from .features import Features, backbone, extract, session_from_bytes
@@ -48,6 +48,7 @@ class RuntimeOptions:
     views: int = 1  # centre crops: random crops measured 1-3 points worse (5-fold, 7 groups)
     folds: int = 0
     threads: int = 0
+    min_agreement: float = 0.90  # of the served graph with the numpy head, on the held-out split
 
 
 def check_writable(out: Path) -> None:
@@ -121,13 +122,20 @@ def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
     agreement = float((served == numpy_pred).mean()) if len(truth) else 1.0
     verification = {"images": len(truth), "int8_top1": round(top1, 4), "on": "held-out split",
                     "agreement_top1": round(agreement, 4),
-                    "agreement_with": "the numpy head on the same features", "passed": True}
+                    "agreement_with": "the numpy head on the same features",
+                    "min_agreement": opts.min_agreement, "passed": agreement >= opts.min_agreement}
     try:
         _manifest(out, names, training, verification)
     except OSError as e:
         raise ExportError(f"cannot write the manifest to {out}: {e.strerror or e}") from e
-    return RuntimeReport(out, names, counts, recalls, matrix, top1, verification["agreement_top1"],
-                         choice, folds, seconds)
+    report = RuntimeReport(out, names, counts, recalls, matrix, top1, verification["agreement_top1"],
+                           choice, folds, seconds)
+    if not verification["passed"]:
+        raise VerificationError(
+            f"the served graph agrees with the trained head on {100 * agreement:.1f}% of "
+            f"{len(truth)} held-out images, under --min-agreement {100 * opts.min_agreement:.1f}%"
+            f"\n{report.text()}")
+    return report
 
 
 def _check_counts(feats: Features) -> None:

@@ -173,3 +173,10 @@ def test_a_terminal_sees_one_bar_per_phase_and_no_library_chatter(colours, tmp_p
     others = [line for line in lines
               if line.split(" ")[0] not in ("features", "training", "verification")]
     assert len(others) == 1 and "skipping" in others[0] and "broken.jpg" in others[0], others
+
+
+def test_verification_failure_exits_3(colours, tmp_path):
+    # The served graph cannot agree with the head on more than 100% of the images.
+    proc = train_no_torch("--data", colours, "--out", tmp_path / "out", "--min-agreement", "1.01")
+    assert proc.returncode == 3, proc.stderr
+    assert "verification failed: the served graph agrees with the trained head" in proc.stderr
