@@ -65,6 +65,8 @@ class App:
         # Bounded by the tensor pool: at most pool.count prepared images exist at once.
         self.prepared: queue.Queue[Job] = queue.Queue()
         self.finished: queue.Queue[Job | list[Job]] = queue.Queue(maxsize=p.queue_size)  # or lists
+        # Camera frames, inferred, for the regions stage.
+        self.frames: queue.Queue[list[Job]] = queue.Queue(maxsize=p.queue_size)
         m = config.metrics
         self.http = HttpServer(host=m.host, port=m.port, registry=self.registry,
                                is_alive=self.is_alive, is_ready=self.is_ready,
@@ -113,7 +115,8 @@ class App:
         session.warm_up(c.batch.max_size)
         # Loading frees what graph optimisation and prepacking copied (4 MB here); glibc keeps it.
         heap_trimmer()()
-        self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        self.metrics.set_model(session.manifest.name, session.sha256, session.precision,
+                               session.manifest.version)
         self.metrics.set_labels(session.manifest.labels)
         limit = memory_limit_bytes()
         if limit is not None:
@@ -123,8 +126,8 @@ class App:
         self.parked.load()
         self.state = PipelineState(jobs=self.jobs, serving=session)
         shared = Shared(jobs=self.jobs, prepared=self.prepared, finished=self.finished,
-                        metrics=self.metrics, journal=self.journal, parked=self.parked,
-                        faults=self.faults)
+                        frames=self.frames, metrics=self.metrics, journal=self.journal,
+                        parked=self.parked, faults=self.faults)
         StageBuilder(c, self.plan, shared).build(st, session, self.state)
         self.notifier.status("starting decoders")
         for worker in st.workers:
@@ -137,7 +140,7 @@ class App:
                                       watch=c.model.path is not None)
         self._start(self.reloader)
         # The publisher first: results spooled before a restart go out while the rest warm up.
-        for stage in (st.publisher, st.writer, *st.inference, *st.workers):
+        for stage in (st.publisher, st.writer, st.regions, *st.inference, *st.workers):
             if stage is None:
                 continue
             self._start(stage)
@@ -160,7 +163,7 @@ class App:
 
     def _start(self, stage: Stage) -> None:
         # Loops that beat at least every poll_s: hung past the limit (a worker may wait 2 decodes).
-        if stage.kind in ("writer", "inference", "source"):
+        if stage.kind in ("writer", "regions", "inference", "source"):
             stage.hang_s = self.hang_timeout_s
         elif stage.kind == "preprocess":
             stage.hang_s = self.hang_timeout_s + 2 * self.config.pipeline.decode_timeout_s
@@ -184,7 +187,8 @@ class App:
         batches. The metrics say so at once: an idle daemon swaps only at its next input."""
         for stage in self.stages.inference:
             stage.offer(session)
-        self.metrics.set_model(session.manifest.name, session.sha256, session.precision)
+        self.metrics.set_model(session.manifest.name, session.sha256, session.precision,
+                               session.manifest.version)
         self.metrics.set_labels(session.manifest.labels)
 
     # -- main loop --------------------------------------------------------------------------------
@@ -198,7 +202,8 @@ class App:
             if flags.reload.is_set() and self.reloader is not None:
                 flags.reload.clear()
                 self.reloader.request()
-            depth = self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize()
+            depth = (self.jobs.qsize() + self.prepared.qsize() + self.finished.qsize()
+                     + self.frames.qsize())
             self.metrics.set_queue_depth(depth)
             self.metrics.set_ready(self.is_ready())
             blocked = self.stages.writer.blocked_kind if self.stages.writer else None
@@ -254,7 +259,7 @@ class App:
         if self.in_flight > 0:
             log.warning("drain ended with %d input(s) unacknowledged; they stay in place for the "
                         "next start", self.in_flight)
-        self._join_all(deadline, (*st.workers, *st.inference, st.writer))
+        self._join_all(deadline, (*st.workers, *st.inference, st.writer, st.regions))
         if st.publisher is not None:
             # Everything is spooled by now: send what the drain allows, say offline, disconnect.
             st.publisher.drain(time.monotonic()

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     commands = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
                 "info": cmd_info, "classify": cmd_classify, "export": cmd_export,
-                "train": cmd_train, "bench": cmd_bench}
+                "train": cmd_train, "models": cmd_models, "bench": cmd_bench}
     try:
         return commands[args.command](args)
     except EdgeInferError as e:
@@ -190,6 +190,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.command import cmd_train as train
 
     return train(args)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .tools.models_cmd import run
+
+    sys.stdout.write(run(args))
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

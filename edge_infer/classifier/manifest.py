@@ -76,6 +76,11 @@ class Manifest:
             raw=d,
         )
 
+    @property
+    def version(self) -> str:
+        """The model store's name for this model (``edge-infer models``); "" outside a store."""
+        return str(self.raw.get("version", ""))
+
 
 def load_manifest(model_path: str | os.PathLike[str]) -> Manifest:
     path = manifest_path_for(model_path)

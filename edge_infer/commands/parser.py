@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import daemon_args, model_args, tool_args
+from . import daemon_args, model_args, store_args, tool_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,5 +17,6 @@ def build_parser() -> argparse.ArgumentParser:
     daemon_args.add_commands(sub)
     tool_args.add_info_classify(sub)
     model_args.add_commands(sub)
+    store_args.add_commands(sub)
     tool_args.add_bench(sub)
     return p

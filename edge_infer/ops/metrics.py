@@ -32,8 +32,8 @@ DECODER_RESTART_REASONS = ("crashed", "timeout")
 # Why the HTTP port turned a connection away: over metrics.max_connections, too slow to send its request,
 # no or wrong credentials, a failed TLS handshake, a web config that no longer reads.
 HTTP_REFUSED_REASONS = ("busy", "timeout", "unauthorized", "tls", "config")
-# The supervised stage kinds (ops.supervisor.Supervisor), one label value each however many of a kind run.
-STAGE_KINDS = ("source", "observer", "camera", "preprocess", "inference", "writer", "publisher", "reloader", "http")
+STAGE_KINDS = ("source", "observer", "camera", "preprocess", "inference", "writer", "regions",
+               "publisher", "reloader", "http")  # supervised: a label value per kind, however many run
 
 # Stages run from sub-millisecond (queue hand-off) to seconds (a slow disk or a cold model on a Pi).
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -76,7 +76,7 @@ class Metrics:
                                          "with at most metrics.max_label_classes classes.", ["source", "label"],
                                          registry=registry)
         self.model_info = Gauge("edge_infer_model_info", "The loaded model (always 1).",
-                                ["name", "sha256", "precision"], registry=registry)
+                                ["name", "sha256", "precision", "version"], registry=registry)
         self.camera_up = Gauge("edge_infer_camera_up", "1 while the camera stream delivers frames.",
                                ["source"], registry=registry)
         self.camera_reconnects_total = Counter("edge_infer_camera_reconnects", "Camera reconnect attempts.",
@@ -185,11 +185,11 @@ class Metrics:
     def stage_restarted(self, kind: str) -> None:
         self.stage_restarts_total.labels(kind).inc()  # kinds are class constants: a bounded set
 
-    def set_model(self, name: str, sha256: str, precision: str) -> None:
+    def set_model(self, name: str, sha256: str, precision: str, version: str = "") -> None:
         """Expose the loaded model; a reload replaces the old labelset instead of adding a second one."""
         with self._model_lock:
             self.model_info.clear()
-            self.model_info.labels(name, sha256, precision).set(1)
+            self.model_info.labels(name, sha256, precision, version).set(1)
 
     def set_labels(self, labels: tuple[str, ...]) -> None:
         """Count predictions by the serving model's labels from now on; the series of labels the new model

@@ -133,7 +133,9 @@ def render(now: Scrape, before: Scrape | None, url: str, wall_time: float | None
         since = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         lines.append(f"  uptime      {_duration(wall - started)} (since {since})")
     models = now.series("edge_infer_model_info")
-    model = ", ".join(f"{m['name']} {m['precision']} sha256 {m['sha256'][:12]}" for m, _ in models) or "not loaded"
+    model = ", ".join(f"{m['name']} {m['precision']} sha256 {m['sha256'][:12]}"
+                      + (f" version {m['version']}" if m.get("version") else "")
+                      for m, _ in models) or "not loaded"
     lines.append(f"  model       {model}")
     lines.append(f"  queue       {now.value('edge_infer_queue_depth') or 0:.0f} waiting, "
                  f"{now.value('edge_infer_inputs_in_flight') or 0:.0f} in flight")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,7 +57,8 @@ def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: 
 
 
 class InferenceStage(Stage):
-    """prepared -> finished, in batches of up to ``max_size`` collected within ``max_wait_s``.
+    """prepared -> finished (folder inputs, to the writer) and frames (camera frames, to the
+    regions stage), in batches of up to ``max_size`` collected within ``max_wait_s``.
 
     Several may share one ``prepared`` queue and one session (``pipeline.inference_threads``); ``trims_heap``
     is set on one of them only, since trimming is process-wide.
@@ -68,12 +69,12 @@ class InferenceStage(Stage):
     def __init__(self, *, session: ModelSession, prepared: "queue.Queue[Job]",
                  finished: "queue.Queue[Job | list[Job]]", metrics: Metrics, top: int, max_size: int,
                  max_wait_s: float, pool: TensorPool, state: PipelineState, name: str = "inference",
-                 trims_heap: bool = True) -> None:
+                 trims_heap: bool = True, frames: "queue.Queue[list[Job]] | None" = None) -> None:
         super().__init__(name)
         self.session = session
         self.model_ref = model_ref(session.manifest.name, session.sha256, session.precision)
         self._offered: ModelSession | None = None
-        self._prepared, self._finished = prepared, finished
+        self._prepared, self._finished, self._frames = prepared, finished, frames
         self._metrics = metrics
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
         self._pool = pool
@@ -168,9 +169,18 @@ class InferenceStage(Stage):
             job.timings["inference"] = elapsed
 
     def _put(self, batch: list[Job]) -> None:
+        """Folder inputs to the writer, camera frames to the regions stage: one put each, whole."""
+        frames = [j for j in batch if j.frame is not None]
+        folder = [j for j in batch if j.frame is None] if frames else batch
+        for jobs, to in ((folder, self._finished), (frames, self._frames)):
+            if jobs:
+                assert to is not None
+                self._put_into(to, jobs)
+
+    def _put_into(self, to: "queue.Queue[Any]", jobs: list[Job]) -> None:
         while self.should_keep_running():
             try:
-                self._finished.put(batch, timeout=self.poll_s)
+                to.put(jobs, timeout=self.poll_s)
                 return
             except queue.Full:
-                self.heartbeat.beat()  # blocked by the writer, not hung
+                self.heartbeat.beat()  # blocked by the stage downstream, not hung

@@ -39,7 +39,7 @@ class Job:
     take: Callable[[], "list[Job] | None"] | None = None
     region: str | None = None  # a camera region's crop (sources[].regions[].name)
     session: Any = None  # the region's own model (a ModelSession); None: the daemon's serving model
-    crop: Any = None  # the region's crop as a PIL image, kept until the writer for samples_dir
+    crop: Any = None  # the region's crop as a PIL image, kept until the regions stage for samples_dir
     predictions: list[dict[str, Any]] | None = None
     model: dict[str, str] | None = None  # the model that made ``predictions`` (a reload may swap it)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage

@@ -1,10 +1,10 @@
-"""A camera's regions, on the writer's side: each region's classified frames, in order, through its state
-machine (``state_machine.py``), and what that confirms published.
+"""A camera's regions, in the regions stage (``stage.py``): each region's classified frames, in
+order, through its state machine (``state_machine.py``), and what that confirms published.
 
 Each confirmed change is one JSON Lines event in the camera's results, a retained state message and an
 event message over MQTT, and the ``edge_infer_region_state`` metrics. A camera that has delivered no frame for
-its ``stall_after_s`` makes every region ``unknown`` again (checked by ``tick``, which the writer calls
-between groups). The writer is one thread, so nothing here needs a lock.
+its ``stall_after_s`` makes every region ``unknown`` again (checked by ``tick``, which the regions
+stage calls on every turn of its loop). That stage is one thread, so nothing here needs a lock.
 """
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from ..config import CameraSourceConfig
 from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
 from ..pipeline.records import utc_now
-from ..sinks.jsonl import JsonlSink
 from ..sinks.mqtt_records import MqttSink
 from ..sinks.samples import SampleStore
+from .lines import CameraLines
 from .state_machine import UNKNOWN, Change, RegionState
 
 log = logging.getLogger(__name__)
 
 
 class RegionWatch:
-    def __init__(self, *, camera: CameraSourceConfig, sink: JsonlSink, mqtt: MqttSink | None,
+    def __init__(self, *, camera: CameraSourceConfig, sink: CameraLines, mqtt: MqttSink | None,
                  metrics: Metrics, samples: SampleStore | None = None,
                  last_frame: Callable[[], float] | None = None) -> None:
         """``last_frame``: the monotonic time of the camera's last decoded frame (None: never goes down)."""
@@ -41,7 +41,7 @@ class RegionWatch:
 
     def start(self) -> None:
         """Every region starts unknown: a retained state left by the previous run is not trusted. Once: a
-        writer restarted in place after it died carries on with the states it had."""
+        regions stage restarted in place after it died carries on with the states it had."""
         if self._started:
             return
         self._started = True

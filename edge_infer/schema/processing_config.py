@@ -20,6 +20,10 @@ class ModelConfig:
     """The ONNX model."""
     path: Optional[Path] = setting(
         None, "a .onnx model with model.json beside it; None: the embedded one")
+    store: Optional[Path] = setting(
+        None, "the folder of model versions edge-infer models keeps, deploys and rolls back (a "
+              "store-managed device sets path to <store>/current/model.onnx); None: models/ "
+              "beside output.dir")
     top_k: int = setting(5, "predictions per result", ge=1, le=1000)
     threads: int = setting(0, "onnxruntime intra-op threads per batch; 0: the cores shared out "
                               "among the batches run at once (see PipelineConfig)", ge=0, le=64)

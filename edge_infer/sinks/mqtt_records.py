@@ -95,10 +95,11 @@ class MqttSink:
     def _add_camera(self, record: bytes, topic: str) -> None:
         try:
             self._append(record, topic, durable=False)
-        except SpoolFull as e:
+        except OSError as e:
+            # SpoolFull, or the spool's disk refusing: dropped, as a busy daemon drops frames
             self._metrics.mqtt_dropped_total.inc()
             if not self._refusing:
-                log.error("camera results not sent over MQTT: %s", e.strerror)
+                log.error("camera results not sent over MQTT: %s", e.strerror or e)
             self._refusing = True
             return
         self._refusing = False

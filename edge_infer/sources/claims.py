@@ -59,6 +59,15 @@ class Claims:
         """The claim folder, durably (a claim into a folder that a power cut takes back would lose it)."""
         make_dirs(self.folder)
 
+    def release(self) -> None:
+        """The claim folder and the daemon's own folder removed while nothing is claimed, so that an idle
+        inbox holds only what people put there (made again, durably, at the next claim)."""
+        for folder in (self.folder, self.folder.parent):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # something is still claimed (a parked input), or it is gone already
+
     def claim(self, path: str, rel: str, again: bool = True) -> str | None:
         """The path to work on: the claimed one, ``path`` itself when it cannot be claimed (processed in
         place), or None when nothing is there any more (replaced by nothing, or its folder renamed: its new

@@ -37,6 +37,7 @@ from .leases import held_open_for_writing
 from .watch import FolderWatch
 
 log = logging.getLogger(__name__)
+RELEASE_S = 0.5  # idle this long, the claim folder goes (an inbox at rest holds only people's files)
 
 
 class FolderSource(Stage):
@@ -56,6 +57,7 @@ class FolderSource(Stage):
         # Taken (claimed, see claims.py) and waiting for room in the job queue, before anything ready.
         self._held: dict[str, tuple[str, float]] = {}
         self._claims = Claims(self.root) if config.after != "keep" else None  # keep: never moved
+        self._busy_at: float | None = time.monotonic()  # last seen with inputs; None: claims released
         self._settling: dict[str, tuple[int, float, float]] = {}  # abs path -> (size, mtime, still since)
         self._in_flight: set[str] = set()
         # The observer, kept watching whatever the folder does; the reconciliation scan (watch.py).
@@ -217,7 +219,20 @@ class FolderSource(Stage):
             self._wake.clear()
             self._settle()
             self._dispatch()
+            self._release_claims()
             self._wake.wait(0.05 if self._settling else self.poll_s)
+
+    def _release_claims(self) -> None:
+        """Once idle for RELEASE_S, the claim folder goes (claims.py: Claims.release)."""
+        if self._claims is None:
+            return
+        with self._lock:
+            busy = self._ready or self._held or self._in_flight or self._settling
+            if busy:
+                self._busy_at = time.monotonic()
+            elif self._busy_at is not None and time.monotonic() - self._busy_at >= RELEASE_S:
+                self._busy_at = None
+                self._claims.release()
 
     def _dispatch(self, block: bool = True) -> None:
         """Ready files to the workers. ``block=False`` (the observer thread) never waits: when another
@@ -261,6 +276,8 @@ class FolderSource(Stage):
         """The job is acknowledged (result durable, input moved/deleted/kept): forget it."""
         with self._lock:
             self._in_flight.discard(str(job.path))
+            if not self._in_flight:
+                self._wake.set()  # the claim folder may go once idle: time it from now
 
     def stop(self) -> None:
         super().stop()

@@ -36,7 +36,7 @@ def _is_regular(path: str) -> bool:
 class Handler(FileSystemEventHandler):
     def __init__(self, source: Any) -> None:  # a FolderSource (which imports this module)
         self.source = source
-        self._own = os.path.join(str(source.root), OWN_DIR, "")  # the daemon's own folder in the inbox
+        self._own = os.path.join(str(source.root), OWN_DIR)  # the daemon's own folder in the inbox
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)

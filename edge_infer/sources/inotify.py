@@ -25,6 +25,8 @@ from typing import Any, Callable
 from watchdog.events import FileSystemEvent
 from watchdog.observers.inotify import InotifyFullEmitter, InotifyObserver, InotifyWatchGroup
 
+from .claims import OWN_DIR
+
 LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)  # out of watches, out of inotify instances
 WatchLimit = Callable[[OSError], None]
 
@@ -62,8 +64,20 @@ class _WatchGroup(InotifyWatchGroup):
         if self.emitter is not None:
             self.emitter.queue_event(OverflowEvent(self.emitter.watch.path))
 
+    def on_event(self, event: Any) -> None:
+        # A file moved out of a watched folder (an acknowledgement, a claim, someone's mv) is never an
+        # arrival, and watchdog holds each unpaired IN_MOVED_FROM for 0.5 s at the head of its queue,
+        # waiting for its pair: every event behind it waited too (light-load latency 324 ms against
+        # 23 ms, measured). Dropped; a file renamed within the inbox arrives by its IN_MOVED_TO alone.
+        # Folders keep theirs: watchdog moves its watches by them.
+        if event.is_moved_from and not event.is_directory:
+            return
+        super().on_event(event)
+
     def _add_callback(self, path: bytes) -> None:
-        if not self.exhausted:
+        # Not the daemon's own folder in the inbox (claims.py): its claims are no arrivals, and a watch
+        # there would cost one more watch and two events in Python per input.
+        if not self.exhausted and os.fsencode(OWN_DIR) not in path.split(b"/"):
             super()._add_callback(path)
 
 

@@ -29,6 +29,8 @@ from ..pipeline.state import PipelineState
 from ..pipeline.tensor_pool import TensorPool
 from ..pipeline.workers import PreprocessWorker
 from ..regions.crops import RegionCrop, region_crops
+from ..regions.lines import CameraLines
+from ..regions.stage import RegionsStage
 from ..regions.watcher import RegionWatch
 from ..sinks.homeassistant import discovery_messages, state_topics
 from ..sinks.jsonl import JsonlSink
@@ -51,6 +53,7 @@ class Stages:
     workers: list[PreprocessWorker] = field(default_factory=list)
     inference: list[InferenceStage] = field(default_factory=list)  # sharing one session
     writer: ResultWriter | None = None
+    regions: RegionsStage | None = None  # with cameras: frames, JSON Lines, regions
     pool: TensorPool | None = None  # a dead stage's tensors go back to it
     spool: Spool | None = None
     publisher: MqttPublisher | None = None
@@ -63,6 +66,7 @@ class Shared:
     jobs: queue.Queue[Job]
     prepared: queue.Queue[Job]
     finished: queue.Queue[Job | list[Job]]  # jobs, or batches
+    frames: queue.Queue[list[Job]]  # camera frames, inferred, for the regions stage
     metrics: Metrics
     journal: InflightJournal
     parked: ParkedInputs
@@ -99,8 +103,8 @@ class StageBuilder:
                   for src in into.sources}
         cams = [s for s in c.sources if isinstance(s, CameraSourceConfig)]
         crops = camera_region_crops(cams, session, self.plan.intra_op, c.batch.max_size)
-        sinks = {cam.name: JsonlSink(c.output.dir / cam.name, cam.name, cam.rotate_bytes,
-                                     cam.keep_files)
+        sinks = {cam.name: CameraLines(JsonlSink(c.output.dir / cam.name, cam.name,
+                                                 cam.rotate_bytes, cam.keep_files), cam.name)
                  for cam in cams}
         mqtt = self._mqtt(into, cams)
         lanes = self.plan.inference_threads
@@ -114,7 +118,7 @@ class StageBuilder:
             InferenceStage(session=session, prepared=sh.prepared, finished=sh.finished,
                            metrics=sh.metrics, top=c.model.top_k, max_size=c.batch.max_size,
                            max_wait_s=c.batch.max_wait_ms / 1000.0, pool=pool, state=state,
-                           name=f"inference-{i}", trims_heap=i == 0)
+                           name=f"inference-{i}", trims_heap=i == 0, frames=sh.frames)
             for i in range(lanes)]
         decoders = build_decoders(c.pipeline, self.plan.workers, m.preprocess, pool, sh.metrics)
         into.workers = [
@@ -137,11 +141,13 @@ class StageBuilder:
         # Results name the model that made them; error results, the one serving now (a reload may
         # swap it).
         into.writer = ResultWriter(finished=sh.finished, output_dir=c.output.dir, routes=routes,
-                                   metrics=sh.metrics, state=state, camera_sinks=sinks, mqtt=mqtt,
-                                   journal=sh.journal, parked=sh.parked, faults=sh.faults,
-                                   regions=watches)
+                                   metrics=sh.metrics, state=state, mqtt=mqtt,
+                                   journal=sh.journal, parked=sh.parked, faults=sh.faults)
+        if cams:
+            into.regions = RegionsStage(frames=sh.frames, lines=sinks, watches=watches, mqtt=mqtt,
+                                        metrics=sh.metrics, state=state)
 
-    def _region_watch(self, cam: CameraSource, sink: JsonlSink,
+    def _region_watch(self, cam: CameraSource, sink: CameraLines,
                       mqtt: MqttSink | None) -> RegionWatch:
         cfg = cam.config
         samples = None if cfg.samples_dir is None else SampleStore(

@@ -94,7 +94,8 @@ def test_a_changed_model_file_is_swapped_in_only_when_its_self_test_passes(tmp_p
     with RunningApp(cfg) as run:
         reloads = lambda outcome: run.sample("edge_infer_model_reloads_total", outcome=outcome)  # noqa: E731
         info = lambda sha: run.app.registry.get_sample_value(  # noqa: E731
-            "edge_infer_model_info", {"name": "mobilenet_v2", "sha256": sha, "precision": "int8"}) or 0
+            "edge_infer_model_info",
+            {"name": "mobilenet_v2", "sha256": sha, "precision": "int8", "version": ""}) or 0
         assert _drop_and_read_model(tmp_path, "a.jpg") == first_sha
 
         # Loads and runs, but answers class 0 for everything: refused; the old model keeps serving.

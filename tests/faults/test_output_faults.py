@@ -12,21 +12,8 @@ from pathlib import Path
 
 from edge_infer.ops.systemd import Notifier
 from tests.support.daemon import RunningApp, wait_for, waiting, write_config
-from tests.support.fs import files_under, remount
+from tests.support.fs import files_under, fill, remount
 from tests.support.images import write_images
-
-
-def fill(folder: Path) -> Path:
-    """Fill the file system holding ``folder`` to the last byte."""
-    filler = folder / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def blocked(run: RunningApp, reason: str) -> float:

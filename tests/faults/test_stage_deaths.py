@@ -131,6 +131,21 @@ def test_a_dead_camera_thread_is_restarted(tmp_path, notify_socket):
     assert proc.returncode == 0, out
 
 
+def test_a_dead_regions_stage_is_restarted_and_the_folder_goes_on(tmp_path, notify_socket):
+    pytest.importorskip("av", reason="cameras need PyAV (the camera extra)")
+    sources = [{"name": "cam", "type": "camera", "url": "/dev/video63", "reconnect_min_s": 0.2,
+                "reconnect_max_s": 1, "regions": [{"name": "whole", "crop": [0, 0, 1, 1]}]},
+               {"name": "drops", "type": "folder", "path": "inbox", "done_dir": "done",
+                "failed_dir": "failed"}]
+    with _daemon(tmp_path, notify_socket, "kill_stage=regions", sources) as (proc, port, sock):
+        wait_for(lambda: _restarts(port, "regions") == 1, 30, "the regions stage restarted")
+        assert http_status(port, "/healthz") == 200
+        assert metric(port, 'edge_infer_region_state{region="whole",source="cam",state="unknown"}') == 1
+        _results(tmp_path, _drop(tmp_path, 2, "rg"))
+        out = _stop(proc)
+    assert proc.returncode == 0, out
+
+
 def test_a_dead_mqtt_publisher_is_restarted_and_publishes(tmp_path, notify_socket):
     pytest.importorskip("paho.mqtt", reason="needs paho-mqtt")
     from tests.support.mqtt import Broker, Subscriber, mosquitto_path

@@ -20,3 +20,16 @@ def files_under(base: Path) -> set[str]:
     if not base.exists():
         return set()
     return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_symlink() or not p.is_dir()}
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system holding ``folder`` to the last byte."""
+    filler = folder / "filler"
+    # Unbuffered: a buffered file would try its last block again at close, and raise there.
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    return filler

@@ -141,9 +141,9 @@ def test_end_to_end_and_batch_histograms(metrics, registry):
 
 def test_set_model_replaces_the_previous_labelset(metrics, registry):
     metrics.set_model("mobilenet_v2", "aaa", "int8")
-    metrics.set_model("mobilenet_v2", "bbb", "fp32")
-    old = {"name": "mobilenet_v2", "sha256": "aaa", "precision": "int8"}
-    new = {"name": "mobilenet_v2", "sha256": "bbb", "precision": "fp32"}
+    metrics.set_model("mobilenet_v2", "bbb", "fp32", "v2")
+    old = {"name": "mobilenet_v2", "sha256": "aaa", "precision": "int8", "version": ""}
+    new = {"name": "mobilenet_v2", "sha256": "bbb", "precision": "fp32", "version": "v2"}
     assert registry.get_sample_value("edge_infer_model_info", old) is None
     assert registry.get_sample_value("edge_infer_model_info", new) == 1
 

@@ -110,3 +110,10 @@ def test_a_folder_source_not_seeing_all_of_its_folder_says_so_and_a_healthy_one_
             "ran out of watches: raise fs.inotify.max_user_watches, see README), 2 folder(s) it "
             "cannot list (named in the log), 3 file(s) found by rescans that no event "
             "reported\n") in text, text
+
+
+def test_the_model_line_names_the_store_version_that_serves():
+    m = _daemon()
+    m.set_model("three_things", SHA, "int8", "v2")
+    lines = render(_scrape(m, at=1.0), None, "http://x").splitlines()
+    assert f"  model       three_things int8 sha256 {SHA[:12]} version v2" in lines
