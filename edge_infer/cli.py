@@ -187,28 +187,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    try:
-        from .train.run import TrainOptions, run_training
-    except ImportError as e:
-        raise ExportError("train needs the 'export' extra (pip install 'edge-infer[export]'): "
-                          f"{e}") from e
+    from .train.command import cmd_train as train
 
-    if args.views < 1:
-        raise ExportError(f"--views must be >= 1, got {args.views}")
-    for name, value in (("--train-layers", args.train_layers), ("--epochs", args.epochs),
-                        ("--tail-epochs", args.tail_epochs)):
-        if value < 0:
-            raise ExportError(f"{name} must be >= 0, got {value}")
-    finetune = FineTuneSettings(views=args.views, train_layers=args.train_layers,
-                                tail_epochs=args.tail_epochs, head_epochs=args.epochs,
-                                seed=args.seed, threads=args.threads)
-    opts = TrainOptions(data=args.data, out=args.out, weights=args.weights,
-                        width_mult=args.width_mult, seed=args.seed, held_out=args.held_out,
-                        finetune=finetune, min_agreement=args.min_agreement)
-    report = run_training(opts)
-    print(report.text())
-    print(f"wrote {report.out}/model.onnx, fp32/, selftest/ (each model with model.json)")
-    return EXIT_OK
+    return train(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

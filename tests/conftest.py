@@ -123,3 +123,15 @@ def coarse7_model(coarse7_data, torch_module, tmp_path_factory) -> Path:
     code = main(["train", "--data", str(coarse7_data), "--out", str(out), "--weights", str(WEIGHTS)])
     assert code == 0, f"edge-infer train exited {code}"
     return out
+
+
+@pytest.fixture(scope="session")
+def coarse7_runtime_model(coarse7_data, tmp_path_factory) -> Path:
+    """``edge-infer train`` on the 7-group set with the runtime alone (the default path), once per
+    session: the model folder OUT (model.onnx + model.json, selftest/, confusion.png). Seconds."""
+    from edge_infer.cli import main
+
+    out = tmp_path_factory.mktemp("coarse7-runtime-model")
+    code = main(["train", "--data", str(coarse7_data), "--out", str(out)])
+    assert code == 0, f"edge-infer train exited {code}"
+    return out

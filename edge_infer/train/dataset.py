@@ -1,4 +1,5 @@
-"""The ImageFolder layout: one sub-folder per class, class names the sorted folder names.
+"""The ImageFolder layout: one sub-folder per class, class names the sorted folder names; or a camera's
+samples layout (``<samples_dir>/<region>/<state>/``, every folder a region of state folders): the states.
 
 Each readable image is decoded once, safely (the runtime's own decoder), into a square uint8 crop of the
 resize size (256 x 256): augmentation crops from it, and its centre 224 x 224 is exactly what the runtime
@@ -36,7 +37,11 @@ def find_classes(data: Path) -> dict[str, list[Path]]:
     if not folders:
         raise ExportError(f"--data {data} is empty: expected one sub-folder of images per class "
                           f"(e.g. {data}/cat/*.jpg, {data}/dog/*.jpg)")
-    classes = {f.name: sorted(p for p in f.rglob("*") if p.is_file() and is_image_name(p.name)) for f in folders}
+    if all(_is_region(f) for f in folders):
+        classes = _states(folders)  # <samples_dir>/<region>/<state>/: a state's crops of every region
+    else:
+        classes = {f.name: sorted(p for p in f.rglob("*") if p.is_file() and is_image_name(p.name))
+                   for f in folders}
     if len(classes) < MIN_CLASSES:
         raise ExportError(f"--data {data} has {len(classes)} class folder ({', '.join(classes)}); "
                           f"training needs at least {MIN_CLASSES}")
@@ -44,6 +49,25 @@ def find_classes(data: Path) -> dict[str, list[Path]]:
     if empty:
         raise ExportError(f"--data {data}: class folder(s) {', '.join(empty)} hold no images (.jpg, .png, ...)")
     return classes
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_region(folder: Path) -> bool:
+    """A camera's samples region: state sub-folders of images and no image of its own."""
+    return bool(_subfolders(folder)) and not any(p.is_file() and is_image_name(p.name)
+                                                 for p in folder.iterdir())
+
+
+def _states(regions: list[Path]) -> dict[str, list[Path]]:
+    states: dict[str, list[Path]] = {}
+    for region in regions:
+        for state in _subfolders(region):
+            states.setdefault(state.name, []).extend(
+                p for p in state.rglob("*") if p.is_file() and is_image_name(p.name))
+    return {name: sorted(files) for name, files in sorted(states.items())}
 
 
 def square_spec(spec: PreprocessSpec) -> PreprocessSpec:

@@ -18,14 +18,16 @@ def recall(matrix: np.ndarray, classes: list[str]) -> dict[str, float | None]:
 
 
 def recall_table(classes: list[str], counts: dict[str, dict[str, int]],
-                 fp32: dict[str, float | None], int8: dict[str, float | None]) -> str:
+                 fp32: dict[str, float | None] | None, int8: dict[str, float | None]) -> str:
+    """Per class: images trained on, held out, skipped, and recall (fp32 only when there is an fp32 model)."""
     pct = lambda r: "-" if r is None else f"{100 * r:.1f}%"  # noqa: E731
     w = max(len("class"), *(len(c) for c in classes))
-    lines = [f"{'class':<{w}}  {'train':>5}  {'held':>5}  {'skip':>5}  {'fp32':>7}  {'int8':>7}"]
+    fp = f"  {'fp32':>7}" if fp32 is not None else ""
+    lines = [f"{'class':<{w}}  {'train':>5}  {'held':>5}  {'skip':>5}{fp}  {'int8':>7}"]
     for c in classes:
         n = counts[c]
-        lines.append(f"{c:<{w}}  {n['train']:>5}  {n['held_out']:>5}  {n['skipped']:>5}  "
-                     f"{pct(fp32[c]):>7}  {pct(int8[c]):>7}")
+        fp = f"  {pct(fp32[c]):>7}" if fp32 is not None else ""
+        lines.append(f"{c:<{w}}  {n['train']:>5}  {n['held_out']:>5}  {n['skipped']:>5}{fp}  {pct(int8[c]):>7}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Acceptance: a daemon serving the stock ImageNet model swaps in the model ``train`` made from the 7-group
 set on SIGHUP, labels new photos with the group names and sorts them into ``done/{label}/`` (slow: it
-trains once per session, shared with tests/train/test_train_coarse7.py)."""
+trains once per session, shared with tests/train/test_train_coarse7.py; the runtime path's model too)."""
 from __future__ import annotations
 
 import json
@@ -29,8 +29,10 @@ def _drop(root: Path, photo: Path, name: str) -> dict:
                     60, f"result for {name}")
 
 
+@pytest.mark.parametrize("trained", ["coarse7_runtime_model", "coarse7_model"])
 def test_a_daemon_on_the_stock_model_swaps_in_the_trained_one_on_sighup_and_sorts_by_group(
-        tmp_path, coarse7_model, coarse7_data):
+        tmp_path, trained, request):
+    coarse7_model = request.getfixturevalue(trained)  # the runtime path's model, then torch's
     trained = json.loads((coarse7_model / "model.json").read_text())
     groups = trained["labels"]
     model_dir = tmp_path / "model"
