@@ -9,20 +9,9 @@ import pytest
 from edge_infer.classifier.manifest import REQUIRED_KEYS
 from edge_infer.cli import main
 from edge_infer.train.split import stratified_split
+from tests.support.colour_classes import COLOURS, write_class
 
 CLASSES = ["blue", "green", "red"]
-COLOURS = {"red": (200, 40, 40), "green": (40, 190, 40), "blue": (40, 40, 200)}
-
-
-def write_class(folder, colour, n, seed):
-    """``n`` JPEGs of smooth noise around ``colour``."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        small = (np.array(colour) + rng.integers(-40, 40, size=(6, 8, 3))).clip(0, 255).astype(np.uint8)
-        Image.fromarray(small, "RGB").resize((320, 240), Image.Resampling.BICUBIC).save(folder / f"{i:02d}.jpg")
 
 
 @pytest.fixture(scope="module")

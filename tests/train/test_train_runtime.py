@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from edge_infer.classifier.session import ModelSession
-from tests.train.test_train import COLOURS, write_class
+from tests.support.colour_classes import COLOURS, write_class
 
 # Runs train with torch unimportable, then prints the process's peak RSS (kB) as the last line.
 NO_TORCH = """
