@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 from ..sinks.durable import NAME_MAX, make_dirs, rename_noreplace
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 OWN_DIR = ".edge-infer"  # the daemon's own folder in each inbox (hidden: never an input)
 CLAIMED = "claimed"
 _ESCAPED = re.compile("%(25|2F)")
+# A file written in place is claimed once its inode has been still this long: producers act on it by path
+# right after closing it (GNU mv across file systems copies its attributes, Python's shutil.copy its mode)
+# and would find it gone. Renamed-in files are finished and claimed at once.
+QUIET_S = 0.05
+RELEASE_S = 0.5  # idle this long, the claim folder goes (an inbox at rest holds only people's files)
 
 
 def encode(ino: int, rel: str) -> str:
@@ -54,10 +60,20 @@ class Claims:
     def __init__(self, inbox: Path) -> None:
         self.folder = inbox / OWN_DIR / CLAIMED
         self._refused: set[int] = set()  # errnos already logged: one line per kind of refusal, not per input
+        self._busy_at: float | None = time.monotonic()  # last told it had inputs; None: released
 
     def prepare(self) -> None:
         """The claim folder, durably (a claim into a folder that a power cut takes back would lose it)."""
         make_dirs(self.folder)
+
+    def idle(self, busy: bool) -> None:
+        """Told at each turn of the source's loop whether it has inputs; idle for RELEASE_S, it releases."""
+        now = time.monotonic()
+        if busy:
+            self._busy_at = now
+        elif self._busy_at is not None and now - self._busy_at >= RELEASE_S:
+            self._busy_at = None
+            self.release()
 
     def release(self) -> None:
         """The claim folder and the daemon's own folder removed while nothing is claimed, so that an idle
@@ -67,6 +83,15 @@ class Claims:
                 folder.rmdir()
             except OSError:
                 return  # something is still claimed (a parked input), or it is gone already
+
+    @staticmethod
+    def wait_for_quiet(path: str, quiet_s: float) -> float:
+        """Seconds until ``path``'s inode has been unchanged (its ctime) for ``quiet_s``; 0: claim it now."""
+        try:
+            changed = os.lstat(path).st_ctime_ns / 1e9
+        except OSError:
+            return 0.0  # gone, or unreadable: the claim says which
+        return max(0.0, min(quiet_s, changed + quiet_s - time.time()))
 
     def claim(self, path: str, rel: str, again: bool = True) -> str | None:
         """The path to work on: the claimed one, ``path`` itself when it cannot be claimed (processed in

@@ -31,13 +31,12 @@ from ..ops.metrics import Metrics
 from ..pipeline.jobs import Job
 from ..pipeline.state import PipelineState
 from ..sinks.durable import make_dirs
-from .claims import Claims
+from .claims import QUIET_S, Claims
 from .folder_events import Handler, is_transient
 from .leases import held_open_for_writing
 from .watch import FolderWatch
 
 log = logging.getLogger(__name__)
-RELEASE_S = 0.5  # idle this long, the claim folder goes (an inbox at rest holds only people's files)
 
 
 class FolderSource(Stage):
@@ -57,7 +56,8 @@ class FolderSource(Stage):
         # Taken (claimed, see claims.py) and waiting for room in the job queue, before anything ready.
         self._held: dict[str, tuple[str, float]] = {}
         self._claims = Claims(self.root) if config.after != "keep" else None  # keep: never moved
-        self._busy_at: float | None = time.monotonic()  # last seen with inputs; None: claims released
+        self._moved_in: set[str] = set()  # ready files that were renamed in (no quiet period)
+        self._claim_at: float | None = None  # when the first ready file is quiet enough to claim
         self._settling: dict[str, tuple[int, float, float]] = {}  # abs path -> (size, mtime, still since)
         self._in_flight: set[str] = set()
         # The observer, kept watching whatever the folder does; the reconciliation scan (watch.py).
@@ -71,7 +71,8 @@ class FolderSource(Stage):
         self._parked = parked  # inputs with their record that cannot be moved: skipped until they change
 
     # -- detection ------------------------------------------------------------------------------------------
-    def candidate(self, path: str, settled: bool) -> None:
+    def candidate(self, path: str, settled: bool, moved: bool = False) -> None:
+        """``moved``: renamed or moved in, finished by its producer (claimed at once; others wait QUIET_S)."""
         rel = self._rel(path)
         if rel is None or is_transient(rel) or (self._parked is not None and self._parked.skip(path)):
             return
@@ -89,6 +90,8 @@ class FolderSource(Stage):
                 # is finished. Offering it would fail it as vanished.
                 return
             self._ready[path] = (rel, time.time())
+            if moved:
+                self._moved_in.add(path)
             self._wake.set()  # this stage's thread takes over whatever the hand-over below leaves
         # Handed over on the calling (observer) thread: a lone photo skips one thread wake-up on its way.
         self._dispatch(block=False)
@@ -220,19 +223,16 @@ class FolderSource(Stage):
             self._settle()
             self._dispatch()
             self._release_claims()
-            self._wake.wait(0.05 if self._settling else self.poll_s)
+            timeout = 0.05 if self._settling else self.poll_s
+            if self._claim_at is not None:
+                timeout = min(timeout, max(0.0, self._claim_at - time.monotonic()))
+                self._claim_at = None
+            self._wake.wait(timeout)
 
     def _release_claims(self) -> None:
-        """Once idle for RELEASE_S, the claim folder goes (claims.py: Claims.release)."""
-        if self._claims is None:
-            return
-        with self._lock:
-            busy = self._ready or self._held or self._in_flight or self._settling
-            if busy:
-                self._busy_at = time.monotonic()
-            elif self._busy_at is not None and time.monotonic() - self._busy_at >= RELEASE_S:
-                self._busy_at = None
-                self._claims.release()
+        if self._claims is not None:
+            with self._lock:
+                self._claims.idle(bool(self._ready or self._held or self._in_flight or self._settling))
 
     def _dispatch(self, block: bool = True) -> None:
         """Ready files to the workers. ``block=False`` (the observer thread) never waits: when another
@@ -266,6 +266,12 @@ class FolderSource(Stage):
         new file's, and must find the path free); None when nothing is ready."""
         while not self._held and self._ready:
             path, (rel, detected) = next(iter(self._ready.items()))
+            if self._claims is not None and path not in self._moved_in:
+                wait = self._claims.wait_for_quiet(path, QUIET_S)
+                if wait > 0:  # written in place a moment ago: its producer may not be done with it
+                    self._claim_at = time.monotonic() + wait
+                    break
+            self._moved_in.discard(path)
             del self._ready[path]
             taken = self._claims.claim(path, rel) if self._claims is not None else path
             if taken is not None:  # None: nothing there any more (its new name, if any, is seen anew)

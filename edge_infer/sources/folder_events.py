@@ -45,7 +45,7 @@ class Handler(FileSystemEventHandler):
         if isinstance(event, FileClosedEvent):
             self.source.candidate(src, settled=True)
         elif isinstance(event, FileMovedEvent) and event.dest_path:
-            self.source.candidate(os.fsdecode(event.dest_path), settled=True)
+            self.source.candidate(os.fsdecode(event.dest_path), settled=True, moved=True)
         elif isinstance(event, DirMovedEvent) and event.dest_path:
             self.source.scan(Path(os.fsdecode(event.dest_path)))  # a whole folder moved in
         elif isinstance(event, DirCreatedEvent):

@@ -162,3 +162,20 @@ def test_folders_renamed_with_inputs_in_flight_give_one_record_each(tmp_path):
     for r in records:  # each record's input is in done/ under its name, with its bytes
         done = tmp_path / "done" / r["stored_as"]
         assert hashlib.sha256(done.read_bytes()).hexdigest() == r["input_sha256"], r["stored_as"]
+
+
+def test_a_producer_that_touches_its_file_right_after_closing_it_still_finds_it(tmp_path):
+    """GNU mv across file systems sets the copy's attributes by path after closing it, and Python's
+    shutil.copy its mode: a file written in place is claimed only once it has been still for QUIET_S."""
+    imgs = write_images(tmp_path / "staging", 4)
+    cfg = write_config(tmp_path)
+    inbox = tmp_path / "inbox"
+    with RunningApp(cfg) as run:
+        for i in range(60):
+            dest = inbox / f"p{i:02d}.jpg"
+            dest.write_bytes(imgs[i % 4].read_bytes() + str(i).encode())
+            time.sleep(0.01)  # a producer busy for a moment after the close (mv copying xattrs)
+            os.chmod(dest, 0o640)  # by path, after the close: must still be there
+            os.utime(dest)
+        wait_for(lambda: len(files_under(tmp_path / "done")) == 60, 60, "all 60 done")
+        assert run.sample("edge_infer_images_total", source="drops", outcome="ok") == 60

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.support.ci import skip_unless_ci
-from tests.support.daemon import free_port, http_status, wait_for
+from tests.support.daemon import free_port, http_status, wait_for, waiting
 from tests.support.images import write_images
 from tests.support.paths import ROOT
 from tests.system.container import Container
@@ -226,7 +226,7 @@ def test_sandbox_allows_writes_only_to_its_state_directory(box, installed):
              in journal(box), 60, "the refusal in the journal")
     wait_for(lambda: "output blocked (readonly)" in box.show(UNIT, "StatusText")["StatusText"], 60,
              "the refusal in STATUS")
-    assert (box.root / STATE.lstrip("/") / "inbox/sandbox.jpg").exists()
+    assert "sandbox.jpg" in waiting(box.root / STATE.lstrip("/") / "inbox")  # in place, or claimed there
     assert not any((box.root / "srv/results").rglob("*.json"))
     # Back on its own directory, the same photo gets its result.
     start_with(box, installed)

@@ -46,10 +46,16 @@ def _config(tmp_path) -> FolderSourceConfig:  # type: ignore[no-untyped-def]
                               after="delete")
 
 
-def test_a_closed_file_is_handed_over_by_the_observer_thread(tmp_path):
+def _rename_in(tmp_path, name: str, data: bytes) -> None:
+    """A finished file renamed in: claimed at once (one written in place waits QUIET_S, claims.py)."""
+    (tmp_path / f".{name}").write_bytes(data)
+    (tmp_path / f".{name}").rename(tmp_path / "in" / name)
+
+
+def test_a_renamed_in_file_is_handed_over_by_the_observer_thread(tmp_path):
     jobs = RecordingQueue()
     with running(IdleThreadSource(config=_config(tmp_path), jobs=jobs)):
-        (tmp_path / "in" / "a.jpg").write_bytes(b"x")
+        _rename_in(tmp_path, "a.jpg", b"x")
         job: Job = jobs.get(timeout=10)
         assert job.rel == "a.jpg"
         assert jobs.putters and not jobs.putters[0].startswith("source-")
@@ -73,11 +79,11 @@ def test_a_late_event_for_an_input_already_done_is_not_offered_again(tmp_path):
     # report comes after the input was done and moved away, offering it again would fail it as "vanished".
     jobs = RecordingQueue()
     with running(IdleThreadSource(config=_config(tmp_path), jobs=jobs)) as src:
-        (tmp_path / "in" / "a.jpg").write_bytes(b"x")
+        _rename_in(tmp_path, "a.jpg", b"x")
         job = jobs.get(timeout=10)
         job.path.rename(tmp_path / "a.jpg")  # acknowledged (the claimed file): moved to done...
         src.done(job)  # ...then forgotten, in the writer's order
         src.candidate(str(tmp_path / "in" / "a.jpg"), settled=True)  # the late report
         assert jobs.empty()
-        (tmp_path / "in" / "a.jpg").write_bytes(b"y")  # a new file of the same name is a new input
+        _rename_in(tmp_path, "a.jpg", b"y")  # a new file of the same name is a new input
         assert jobs.get(timeout=10).rel == "a.jpg"
