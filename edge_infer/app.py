@@ -29,7 +29,7 @@ from .ops.preflight import check_supported
 from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .ops.systemd import Notifier
 from .ops.web import HttpServer
-from .pipeline.jobs import Job
+from .pipeline.jobs import CameraFrame, FolderInput, Job, Ticket
 from .pipeline.plan import plan_threads
 from .pipeline.state import PipelineState
 from .sinks.durable import make_dirs
@@ -61,12 +61,14 @@ class App:
         self.draining = False
         self.state: PipelineState | None = None  # made with the model it serves
         p = config.pipeline
-        self.jobs: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
+        self.jobs: queue.Queue[FolderInput] = queue.Queue(maxsize=p.queue_size)
         # Bounded by the tensor pool: at most pool.count prepared images exist at once.
-        self.prepared: queue.Queue[Job] = queue.Queue()
-        self.finished: queue.Queue[Job | list[Job]] = queue.Queue(maxsize=p.queue_size)  # or lists
+        self.prepared: queue.Queue[Job | Ticket] = queue.Queue()
+        # Folder inputs, one by one or a batch in a list:
+        self.finished: queue.Queue[FolderInput | list[FolderInput]] = queue.Queue(
+            maxsize=p.queue_size)
         # Camera frames, inferred, for the regions stage.
-        self.frames: queue.Queue[list[Job]] = queue.Queue(maxsize=p.queue_size)
+        self.frames: queue.Queue[list[CameraFrame]] = queue.Queue(maxsize=p.queue_size)
         m = config.metrics
         self.http = HttpServer(host=m.host, port=m.port, registry=self.registry,
                                is_alive=self.is_alive, is_ready=self.is_ready,
@@ -177,7 +179,7 @@ class App:
             pool.release(job.tensor)
             job.tensor = None
         src = next((s for s in self.stages.sources if s.config.name == job.source), None)
-        if job.path is not None and src is not None and src.give_back(job):
+        if isinstance(job, FolderInput) and src is not None and src.give_back(job):
             log.warning("%s/%r was in hand of a stage that died; offered again", job.source,
                         job.rel)
 

@@ -24,7 +24,7 @@ from ..lifecycle import Stage, backoff_s
 from ..ops.faults import Faults
 from ..sinks.filing import find_result
 from .input_file import open_input
-from .jobs import Job
+from .jobs import FolderInput
 from .state import PipelineState
 from .tensor_pool import TensorPool
 
@@ -41,8 +41,8 @@ class PreprocessWorker(Stage):
 
     kind = "preprocess"
 
-    def __init__(self, *, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
-                 finished: "queue.Queue[Job]", decoder: Decodes, output_dir: Path, max_bytes: int,
+    def __init__(self, *, index: int, jobs: "queue.Queue[FolderInput]", prepared: "queue.Queue[FolderInput]",
+                 finished: "queue.Queue[FolderInput]", decoder: Decodes, output_dir: Path, max_bytes: int,
                  decode_timeout_s: float, pool: TensorPool, state: PipelineState,
                  journal: InflightJournal | None = None,
                  faults: Faults = Faults()) -> None:
@@ -77,8 +77,7 @@ class PreprocessWorker(Stage):
             # else: stopped while waiting for a tensor; the input stays for the next start
             self.in_hand = []
 
-    def process(self, job: Job) -> None:
-        assert job.path is not None  # workers take folder inputs; camera frames arrive prepared
+    def process(self, job: FolderInput) -> None:
         fd = -1
         try:
             fd, st = self._open(job)
@@ -121,7 +120,7 @@ class PreprocessWorker(Stage):
             self._pool.release(job.tensor)
             job.tensor = None
 
-    def _open(self, job: Job) -> tuple[int, os.stat_result]:
+    def _open(self, job: FolderInput) -> tuple[int, os.stat_result]:
         """``open_input``; out of descriptors or memory, the open is retried (descriptors come back as soon as
         someone lets go of one: a short backoff)."""
         path = job.path
@@ -142,7 +141,7 @@ class PreprocessWorker(Stage):
                 if self.wait(backoff_s(failures, lo_s, hi_s)):
                     raise _Stopping() from e
 
-    def _decode_in_flight(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
+    def _decode_in_flight(self, job: FolderInput, fd: int, size: int, slot: int) -> Decoded:
         """The decode, marked in the in-flight journal while it runs: only an input being decoded when the
         daemon dies is held against (a photo merely waiting for inference or its commit is not: with ~10
         of those at any moment, every kill would mark healthy photos, and two kills in a row quarantine them)."""
@@ -156,7 +155,7 @@ class PreprocessWorker(Stage):
             if self._journal is not None and key is not None:
                 self._journal.committed(key)  # decoded (or failed in its decoder): it did not take us down
 
-    def _decode(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
+    def _decode(self, job: FolderInput, fd: int, size: int, slot: int) -> Decoded:
         """The decoder's answer; a decoder that dies or overruns is replaced and the input tried once more."""
         died: Died | None = None
         for attempt in (1, 2):
@@ -193,7 +192,7 @@ class PreprocessWorker(Stage):
                 return out
         return None
 
-    def _put(self, q: "queue.Queue[Job]", job: Job) -> None:
+    def _put(self, q: "queue.Queue[FolderInput]", job: FolderInput) -> None:
         while self.should_keep_running():
             try:
                 q.put(job, timeout=self.poll_s)

@@ -15,7 +15,7 @@ import time
 
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import CameraFrame
 from ..pipeline.outcomes import job_record, observe
 from ..pipeline.records import frame_result
 from ..pipeline.state import PipelineState
@@ -31,7 +31,7 @@ class RegionsStage(Stage):
 
     kind = "regions"
 
-    def __init__(self, *, frames: "queue.Queue[list[Job]]", lines: dict[str, CameraLines],
+    def __init__(self, *, frames: "queue.Queue[list[CameraFrame]]", lines: dict[str, CameraLines],
                  watches: dict[str, RegionWatch], mqtt: MqttSink | None, metrics: Metrics,
                  state: PipelineState) -> None:
         super().__init__("regions")
@@ -57,7 +57,7 @@ class RegionsStage(Stage):
             for lines in self._lines.values():
                 lines.close()
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: CameraFrame) -> None:
         """One line in its camera's JSON Lines (every frame, or with regions only when asked to),
         and the region's state machine; there is no input to acknowledge."""
         t0 = time.monotonic()

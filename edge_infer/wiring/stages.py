@@ -23,7 +23,7 @@ from ..decoding.processes import build_decoders
 from ..ops.faults import Faults
 from ..ops.metrics import Metrics
 from ..pipeline.inference import InferenceStage
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import CameraFrame, FolderInput, Job, Ticket
 from ..pipeline.plan import ThreadPlan
 from ..pipeline.state import PipelineState
 from ..pipeline.tensor_pool import TensorPool
@@ -63,10 +63,10 @@ class Stages:
 class Shared:
     """What the app made before the model loaded, handed to the stages: the queues between them and
     the stores they share."""
-    jobs: queue.Queue[Job]
-    prepared: queue.Queue[Job]
-    finished: queue.Queue[Job | list[Job]]  # jobs, or batches
-    frames: queue.Queue[list[Job]]  # camera frames, inferred, for the regions stage
+    jobs: queue.Queue[FolderInput]
+    prepared: queue.Queue[Job | Ticket]
+    finished: queue.Queue[FolderInput | list[FolderInput]]  # inputs, or batches
+    frames: queue.Queue[list[CameraFrame]]  # camera frames, inferred, for the regions stage
     metrics: Metrics
     journal: InflightJournal
     parked: ParkedInputs

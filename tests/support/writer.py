@@ -12,7 +12,7 @@ from edge_infer.pipeline.tensor_pool import TensorPool
 from edge_infer.config import PipelineConfig
 from edge_infer.classifier.session import ModelSession
 from edge_infer.decoding.processes import build_decoders
-from edge_infer.pipeline.jobs import Job
+from edge_infer.pipeline.jobs import FolderInput
 from edge_infer.pipeline.state import PipelineState
 from edge_infer.ops.metrics import Metrics
 from edge_infer.decoding.preprocess import PreprocessSpec
@@ -43,7 +43,7 @@ def make_worker(tmp_path, max_bytes=10_000_000, max_decode_mb=256, formats=("JPE
 
 
 def make_writer(tmp_path, after="move", **kwargs):
-    done: list[Job] = []
+    done: list[FolderInput] = []
     routes = {"s": SourceRoute(after, tmp_path / "done", tmp_path / "failed", done.append)}
     w = ResultWriter(finished=queue.Queue(), output_dir=tmp_path / "results", routes=routes,
                      metrics=Metrics(CollectorRegistry()), state=pipeline_state(), **kwargs)
@@ -54,7 +54,7 @@ def finished_jobs(tmp_path, n):
     imgs = write_images(tmp_path / "inbox", n)
     jobs = []
     for p in imgs:
-        job = Job("s", p.name, p)
+        job = FolderInput("s", p.name, p)
         job.sha256, job.width, job.height = "ab" * 32, 320, 240
         job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
         jobs.append(job)

@@ -8,7 +8,7 @@ import threading
 from typing import Iterator
 
 from edge_infer.config import FolderSourceConfig
-from edge_infer.pipeline.jobs import Job
+from edge_infer.pipeline.jobs import FolderInput
 from edge_infer.sources.folder import FolderSource
 
 
@@ -50,7 +50,7 @@ def test_a_closed_file_is_handed_over_by_the_observer_thread(tmp_path):
     jobs = RecordingQueue()
     with running(IdleThreadSource(config=_config(tmp_path), jobs=jobs)):
         (tmp_path / "in" / "a.jpg").write_bytes(b"x")
-        job: Job = jobs.get(timeout=10)
+        job: FolderInput = jobs.get(timeout=10)
         assert job.rel == "a.jpg"
         assert jobs.putters and not jobs.putters[0].startswith("source-")
 
@@ -59,7 +59,7 @@ def test_files_completed_while_the_queue_is_full_all_arrive_in_order(tmp_path):
     # The observer's hand-over gives up on a full queue (it must not wait there: it also reads inotify); the
     # files stay ready and the source's thread, or a later hand-over, delivers them once there is room.
     jobs = RecordingQueue(maxsize=1)
-    jobs.put(Job(source="in", rel="blocker", path=tmp_path / "blocker"))
+    jobs.put(FolderInput(source="in", rel="blocker", path=tmp_path / "blocker"))
     with running(FolderSource(config=_config(tmp_path), jobs=jobs)):
         (tmp_path / "in" / "a.jpg").write_bytes(b"x")
         (tmp_path / "in" / "b.jpg").write_bytes(b"x")
