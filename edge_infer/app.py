@@ -29,13 +29,14 @@ from .ops.preflight import check_supported
 from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .ops.systemd import Notifier
 from .ops.web import HttpServer
+from .pipeline.context import StageContext
 from .pipeline.jobs import CameraFrame, FolderInput, Job, Ticket
 from .pipeline.plan import plan_threads
 from .pipeline.state import PipelineState
 from .sinks.durable import make_dirs
 from .sinks.mqtt_publisher import CLOSE_S
 from .sources.inbox_lock import InboxLocks
-from .wiring.stages import Shared, StageBuilder, Stages
+from .wiring.stages import StageBuilder, Stages
 
 log = logging.getLogger(__name__)
 HANG_TIMEOUT_S = 30.0  # a stage loop silent this long is hung: /healthz fails, WATCHDOG=1 stops
@@ -126,10 +127,10 @@ class App:
         self.journal.open()
         self.parked.load()
         self.state = PipelineState(jobs=self.jobs, serving=session)
-        shared = Shared(jobs=self.jobs, prepared=self.prepared, finished=self.finished,
-                        frames=self.frames, metrics=self.metrics, journal=self.journal,
-                        parked=self.parked, faults=self.faults)
-        StageBuilder(c, self.plan, shared).build(st, session, self.state)
+        ctx = StageContext(jobs=self.jobs, prepared=self.prepared, finished=self.finished,
+                           frames=self.frames, metrics=self.metrics, journal=self.journal,
+                           parked=self.parked, faults=self.faults)
+        StageBuilder(c, self.plan, ctx).build(st, session, self.state)
         self.notifier.status("starting decoders")
         for worker in st.workers:
             worker.start_decoder()

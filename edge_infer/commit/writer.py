@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from ..lifecycle import Stage
-from ..ops.faults import Faults
 from ..ops.metrics import Metrics
+from ..pipeline.context import StageContext
 from ..pipeline.jobs import FolderInput
 from ..pipeline.outcomes import observe
 from ..pipeline.state import PipelineState
@@ -32,7 +32,6 @@ from ..sinks.mqtt_records import MqttSink
 from .acknowledge import Acknowledger
 from .fs_errors import blocked_kind
 from .handoff import spool
-from .inflight import InflightJournal
 from .naming import Naming, SourceRoute
 from .parked import PARKED_NAME, Parked, ParkedInputs
 from .record_writes import RecordWrites
@@ -55,21 +54,21 @@ class ResultWriter(Stage):
 
     max_backoff_s = 5.0  # a retry costs one failed write: cheap enough to see space come back soon
 
-    def __init__(self, *, finished: "queue.Queue[FolderInput | list[FolderInput]]", output_dir: Path,
-                 routes: dict[str, SourceRoute], metrics: Metrics, state: PipelineState,
-                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S,
-                 journal: InflightJournal | None = None, parked: ParkedInputs | None = None,
-                 faults: Faults = Faults()) -> None:
+    def __init__(self, ctx: StageContext, *, output_dir: Path, routes: dict[str, SourceRoute],
+                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S) -> None:
         super().__init__("writer")
-        self._finished, self._output_dir, self._routes = finished, output_dir, routes
+        assert ctx.metrics is not None and ctx.state is not None
+        self._finished, self._output_dir, self._routes = ctx.finished, output_dir, routes
         self._mqtt = mqtt
-        self._metrics, self._state = metrics, state
+        self._metrics: Metrics = ctx.metrics
+        self._state: PipelineState = ctx.state
         self._group_wait_s = group_wait_s
-        self._journal = journal
+        self._journal = ctx.journal
+        parked = ctx.parked
         self._parked = parked if parked is not None else ParkedInputs(output_dir / PARKED_NAME)
-        self._faults = faults
+        self._faults = ctx.faults
         self._naming = Naming(output_dir, routes)
-        self._records = RecordWrites(self._naming, state, self._parked)
+        self._records = RecordWrites(self._naming, ctx.state, self._parked)
         self._acks = Acknowledger(self._naming, self._parked)
         self.blocked_reason: str | None = None  # while the disk refuses writes: a line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..lifecycle import Stage
 from ..ops.memory import heap_trimmer
 from ..ops.metrics import Metrics
+from .context import StageContext
 from .jobs import CameraFrame, Job, Ticket
 from .records import model_ref
 from .state import PipelineState
@@ -66,19 +67,18 @@ class InferenceStage(Stage):
 
     kind = "inference"
 
-    def __init__(self, *, session: ModelSession, prepared: "queue.Queue[Job | Ticket]",
-                 finished: "queue.Queue[Any]", metrics: Metrics, top: int, max_size: int,
-                 max_wait_s: float, pool: TensorPool, state: PipelineState, name: str = "inference",
-                 trims_heap: bool = True, frames: "queue.Queue[Any] | None" = None) -> None:
+    def __init__(self, ctx: StageContext, *, session: ModelSession, top: int, max_size: int,
+                 max_wait_s: float, name: str = "inference", trims_heap: bool = True) -> None:
         super().__init__(name)
+        assert ctx.metrics is not None and ctx.pool is not None and ctx.state is not None
         self.session = session
         self.model_ref = model_ref(session.manifest.name, session.sha256, session.precision)
         self._offered: ModelSession | None = None
-        self._prepared, self._finished, self._frames = prepared, finished, frames
-        self._metrics = metrics
+        self._prepared, self._finished, self._frames = ctx.prepared, ctx.finished, ctx.frames
+        self._metrics: Metrics = ctx.metrics
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
-        self._pool = pool
-        self._state = state
+        self._pool: TensorPool = ctx.pool
+        self._state: PipelineState = ctx.state
         self._batch = np.empty((max_size, *session.input_shape), np.float32)
         self._trim_heap = heap_trimmer() if trims_heap else None
         self._trimmed_at = 0.0
@@ -177,7 +177,6 @@ class InferenceStage(Stage):
         folder = [j for j in batch if not isinstance(j, CameraFrame)] if frames else batch
         for jobs, to in ((folder, self._finished), (frames, self._frames)):
             if jobs:
-                assert to is not None
                 self._put_into(to, jobs)
 
     def _put_into(self, to: "queue.Queue[Any]", jobs: list[Job]) -> None:

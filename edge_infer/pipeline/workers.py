@@ -17,13 +17,13 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from ..commit.inflight import InflightJournal, input_key
+from ..commit.inflight import input_key
 from ..decoding.processes import Decoded, Decodes, DecoderStartError, Died, Outcome
 from ..errors import InputError, ResourceError
 from ..lifecycle import Stage, backoff_s
-from ..ops.faults import Faults
 from ..sinks.filing import find_result
 from .input_file import open_input
+from .context import StageContext
 from .jobs import FolderInput
 from .state import PipelineState
 from .tensor_pool import TensorPool
@@ -41,19 +41,17 @@ class PreprocessWorker(Stage):
 
     kind = "preprocess"
 
-    def __init__(self, *, index: int, jobs: "queue.Queue[FolderInput]", prepared: "queue.Queue[FolderInput]",
-                 finished: "queue.Queue[FolderInput]", decoder: Decodes, output_dir: Path, max_bytes: int,
-                 decode_timeout_s: float, pool: TensorPool, state: PipelineState,
-                 journal: InflightJournal | None = None,
-                 faults: Faults = Faults()) -> None:
+    def __init__(self, ctx: StageContext, *, index: int, decoder: Decodes, output_dir: Path,
+                 max_bytes: int, decode_timeout_s: float) -> None:
         super().__init__(f"preprocess-{index}")
-        self._jobs, self._prepared, self._finished = jobs, prepared, finished
+        assert ctx.pool is not None and ctx.state is not None
+        self._jobs, self._prepared, self._finished = ctx.jobs, ctx.prepared, ctx.finished
         self._decoder, self._output_dir = decoder, output_dir
         self._max_bytes, self._timeout_s = max_bytes, decode_timeout_s
-        self._pool = pool
-        self._state = state
-        self._journal = journal
-        self._faults = faults
+        self._pool: TensorPool = ctx.pool
+        self._state: PipelineState = ctx.state
+        self._journal = ctx.journal
+        self._faults = ctx.faults
 
     def run(self) -> None:
         while self.should_keep_running():

@@ -15,6 +15,7 @@ import time
 
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
+from ..pipeline.context import StageContext
 from ..pipeline.jobs import CameraFrame
 from ..pipeline.outcomes import job_record, observe
 from ..pipeline.records import frame_result
@@ -31,12 +32,14 @@ class RegionsStage(Stage):
 
     kind = "regions"
 
-    def __init__(self, *, frames: "queue.Queue[list[CameraFrame]]", lines: dict[str, CameraLines],
-                 watches: dict[str, RegionWatch], mqtt: MqttSink | None, metrics: Metrics,
-                 state: PipelineState) -> None:
+    def __init__(self, ctx: StageContext, *, lines: dict[str, CameraLines],
+                 watches: dict[str, RegionWatch], mqtt: MqttSink | None) -> None:
         super().__init__("regions")
-        self._frames, self._lines, self._watches = frames, lines, watches
-        self._mqtt, self._metrics, self._state = mqtt, metrics, state
+        assert ctx.metrics is not None and ctx.state is not None
+        self._frames, self._lines, self._watches = ctx.frames, lines, watches
+        self._mqtt = mqtt
+        self._metrics: Metrics = ctx.metrics
+        self._state: PipelineState = ctx.state
 
     def run(self) -> None:
         for watch in self._watches.values():

@@ -24,12 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..commit.parked import ParkedInputs
 from ..config import FolderSourceConfig
 from ..lifecycle import Stage
-from ..ops.metrics import Metrics
 from ..pipeline.jobs import FolderInput
-from ..pipeline.state import PipelineState
+from ..pipeline.context import StageContext
 from ..sinks.durable import make_dirs
 from .claims import Claims
 from .folder_events import Handler, is_transient
@@ -46,13 +44,13 @@ class FolderSource(Stage):
 
     kind = "source"
 
-    def __init__(self, *, config: FolderSourceConfig, jobs: "queue.Queue[FolderInput]", state: PipelineState | None = None,
-                 metrics: Metrics | None = None, parked: ParkedInputs | None = None) -> None:
+    def __init__(self, ctx: StageContext, *, config: FolderSourceConfig) -> None:
+        state, metrics, parked = ctx.state, ctx.metrics, ctx.parked
         super().__init__(f"source-{config.name}")
         self.config = config
         self.root = Path(config.path)
         self.polling = config.polling
-        self._jobs = jobs
+        self._jobs = ctx.jobs
         self._lock = threading.Lock()
         self._ready: dict[str, tuple[str, float]] = {}  # abs path -> (rel, detected_at), in arrival order
         # Taken (claimed, see claims.py) and waiting for room in the job queue, before anything ready.
