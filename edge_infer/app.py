@@ -29,13 +29,14 @@ from .ops.preflight import check_supported
 from .ops.supervisor import SHUTDOWN_MARGIN_S, Deadline, Probe, Supervisor
 from .ops.systemd import Notifier
 from .ops.web import HttpServer
-from .pipeline.jobs import Job
+from .pipeline.context import StageContext
+from .pipeline.jobs import CameraFrame, FolderInput, Job, Ticket
 from .pipeline.plan import plan_threads
 from .pipeline.state import PipelineState
 from .sinks.durable import make_dirs
 from .sinks.mqtt_publisher import CLOSE_S
 from .sources.inbox_lock import InboxLocks
-from .wiring.stages import Shared, StageBuilder, Stages
+from .wiring.stages import StageBuilder, Stages
 
 log = logging.getLogger(__name__)
 HANG_TIMEOUT_S = 30.0  # a stage loop silent this long is hung: /healthz fails, WATCHDOG=1 stops
@@ -61,12 +62,14 @@ class App:
         self.draining = False
         self.state: PipelineState | None = None  # made with the model it serves
         p = config.pipeline
-        self.jobs: queue.Queue[Job] = queue.Queue(maxsize=p.queue_size)
+        self.jobs: queue.Queue[FolderInput] = queue.Queue(maxsize=p.queue_size)
         # Bounded by the tensor pool: at most pool.count prepared images exist at once.
-        self.prepared: queue.Queue[Job] = queue.Queue()
-        self.finished: queue.Queue[Job | list[Job]] = queue.Queue(maxsize=p.queue_size)  # or lists
+        self.prepared: queue.Queue[Job | Ticket] = queue.Queue()
+        # Folder inputs, one by one or a batch in a list:
+        self.finished: queue.Queue[FolderInput | list[FolderInput]] = queue.Queue(
+            maxsize=p.queue_size)
         # Camera frames, inferred, for the regions stage.
-        self.frames: queue.Queue[list[Job]] = queue.Queue(maxsize=p.queue_size)
+        self.frames: queue.Queue[list[CameraFrame]] = queue.Queue(maxsize=p.queue_size)
         m = config.metrics
         self.http = HttpServer(host=m.host, port=m.port, registry=self.registry,
                                is_alive=self.is_alive, is_ready=self.is_ready,
@@ -125,10 +128,10 @@ class App:
         self.journal.open()
         self.parked.load()
         self.state = PipelineState(jobs=self.jobs, serving=session)
-        shared = Shared(jobs=self.jobs, prepared=self.prepared, finished=self.finished,
-                        frames=self.frames, metrics=self.metrics, journal=self.journal,
-                        parked=self.parked, faults=self.faults)
-        StageBuilder(c, self.plan, shared).build(st, session, self.state)
+        ctx = StageContext(jobs=self.jobs, prepared=self.prepared, finished=self.finished,
+                           frames=self.frames, metrics=self.metrics, journal=self.journal,
+                           parked=self.parked, faults=self.faults)
+        StageBuilder(c, self.plan, ctx).build(st, session, self.state)
         self.notifier.status("starting decoders")
         for worker in st.workers:
             worker.start_decoder()
@@ -178,7 +181,7 @@ class App:
             pool.release(job.tensor)
             job.tensor = None
         src = next((s for s in self.stages.sources if s.config.name == job.source), None)
-        if job.path is not None and src is not None and src.give_back(job):
+        if isinstance(job, FolderInput) and src is not None and src.give_back(job):
             log.warning("%s/%r was in hand of a stage that died; offered again", job.source,
                         job.rel)
 

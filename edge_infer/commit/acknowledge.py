@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import sorting_root
 from ..pipeline.input_file import still_there
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import FolderInput
 from ..sinks.filing import file_input
 from .ack_sync import AckSync
 from .fs_errors import describe, raise_unless_own
@@ -23,7 +23,7 @@ class Acknowledger:
         self._naming, self._parked = naming, parked
         self._acks = AckSync()  # the acknowledgements' folders, synced at most once a second
 
-    def acknowledge(self, job: Job) -> None:
+    def acknowledge(self, job: FolderInput) -> None:
         """The store's errors are raised as they are (the caller holds the job); an error of this
         input alone parks it (raising ``Parked``)."""
         route = self._naming.routes[job.source]
@@ -52,9 +52,8 @@ class Acknowledger:
         """The acknowledgements' folders synced (at most once a second, unless ``force``)."""
         self._acks.flush(force=force)
 
-    def _acknowledge(self, job: Job, route: SourceRoute, dest_dir: Path | None,
+    def _acknowledge(self, job: FolderInput, route: SourceRoute, dest_dir: Path | None,
                      force_move: bool = False) -> None:
-        assert job.path is not None
         if not still_there(job.path, job.identity):  # processed in place, replaced since read
             log.info("%s/%s was replaced by a newer file since it was read: its record stands, the "
                      "newer file is a new input", job.source, job.rel)

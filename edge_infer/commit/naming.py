@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import FolderInput
 from ..sinks.durable import TMP_DIR, error_path, read_json, result_path
 from ..sinks.filing import UNSURE, choose, sorted_dir
 
@@ -21,7 +21,7 @@ class SourceRoute:
     after: str  # move | delete | keep
     done_dir: Path | None  # may hold {label}: a folder per top-1 label (see Naming.done_dir)
     failed_dir: Path
-    on_done: Callable[[Job], None]
+    on_done: Callable[[FolderInput], None]
     inbox: Path | None = None  # the watched folder: the store's too (see fs_errors.store_problem)
     min_score: float = 0.0  # with {label}: a lower top-1 score files the input under ``unsure``
 
@@ -33,24 +33,24 @@ class Naming:
     def __init__(self, output_dir: Path, routes: dict[str, SourceRoute]) -> None:
         self.output_dir, self.routes = output_dir, routes
 
-    def record_path(self, job: Job, name: str | None = None) -> Path:
+    def record_path(self, job: FolderInput, name: str | None = None) -> Path:
         name = name or job.stored_as or job.rel
         if job.error is not None:
             return error_path(self.routes[job.source].failed_dir, name)
         return result_path(self.output_dir, job.source, name)
 
-    def record_roots(self, job: Job) -> tuple[Path, Path]:
+    def record_roots(self, job: FolderInput) -> tuple[Path, Path]:
         """The store's folders a record is written through: its temporary folder and its root."""
         if job.error is not None:
             failed = self.routes[job.source].failed_dir
             return failed / TMP_DIR, failed
         return self.output_dir / TMP_DIR, self.output_dir / job.source
 
-    def record_root(self, job: Job) -> Path:
+    def record_root(self, job: FolderInput) -> Path:
         """The folder holding the temporary files a record is written through."""
         return self.routes[job.source].failed_dir if job.error is not None else self.output_dir
 
-    def file_name(self, job: Job, taken: set[Path]) -> str:
+    def file_name(self, job: FolderInput, taken: set[Path]) -> str:
         """A name that holds nothing else for the job's record and input (sinks/filing.py)."""
         route = self.routes[job.source]
         dest_dir = (route.failed_dir if job.error
@@ -58,7 +58,7 @@ class Naming:
         return choose(job.rel, job.sha256, lambda name: self.record_path(job, name), job.path,
                       dest_dir, job.error.kind if job.error is not None else None, taken)
 
-    def done_dir(self, job: Job) -> Path | None:
+    def done_dir(self, job: FolderInput) -> Path | None:
         """Where an ok input is moved: the source's done_dir, its ``{label}`` filled in from the
         top-1 prediction (``unsure`` below min_score). A duplicate, or an input acknowledged after a
         restart, has no predictions in hand: its record on disk has them, so it joins the earlier

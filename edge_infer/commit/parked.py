@@ -25,7 +25,7 @@ from typing import Any, Callable, Container
 
 from ..errors import InputError
 from ..ops.metrics import Metrics
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import FolderInput
 from ..sinks.durable import write_json_atomic
 from .inflight import input_key
 
@@ -69,16 +69,18 @@ class ParkedInput:
     stored_as: str | None = None  # the name it is filed under (its record's, and its own in done/ or failed/)
     since: float = 0.0
     # This run only:
-    job: Job | None = None
+    job: FolderInput | None = None
     next_try: float = 0.0
     delay: float = FIRST_RETRY_S
 
-    def as_job(self) -> Job:
+    def as_job(self) -> FolderInput:
         """The job to acknowledge: this run's own, or one rebuilt from what an earlier run saved."""
         if self.job is not None:
             return self.job
-        return Job(source=self.source, rel=self.rel, path=Path(self.path), sha256=self.sha256, committed=True,
-                   spooled=True, error=InputError(*self.error) if self.error else None, stored_as=self.stored_as)
+        return FolderInput(source=self.source, rel=self.rel, path=Path(self.path),
+                           sha256=self.sha256, committed=True, spooled=True,
+                           error=InputError(*self.error) if self.error else None,
+                           stored_as=self.stored_as)
 
     def saved(self) -> dict[str, Any]:
         return {"source": self.source, "rel": self.rel, "path": self.path, "key": self.key, "reason": self.reason,
@@ -115,9 +117,8 @@ class ParkedInputs:
             log.info("%d input(s) parked by an earlier run are skipped until they change, and their "
                      "acknowledgement retried (%s)", len(entries), self.path)
 
-    def park(self, job: Job, reason: str, recorded: bool) -> Parked:
+    def park(self, job: FolderInput, reason: str, recorded: bool) -> Parked:
         """Park ``job``'s input (logged once, not at each retry); the exception for the writer to raise."""
-        assert job.path is not None
         path = str(job.path)
         with self._lock:
             if path in self._entries:
@@ -136,8 +137,8 @@ class ParkedInputs:
                     "it stays where it is, without a record; retried up to once a minute, and at the next start")
         return Parked(recorded)
 
-    def retry_due(self, settle: Callable[[Job], None], recorded_now: Callable[[Job], None],
-                  sources: Container[str]) -> None:
+    def retry_due(self, settle: Callable[[FolderInput], None],
+                  recorded_now: Callable[[FolderInput], None], sources: Container[str]) -> None:
         """The writer's one more try (``settle``) for each parked input that is due; ``recorded_now`` for one
         that had no record. Any error puts it off again: a parked input never holds or blocks the others."""
         for entry in self.due():

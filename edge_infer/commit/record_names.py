@@ -16,14 +16,14 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import FolderInput
 from ..sinks.durable import read_json
 
 log = logging.getLogger(__name__)
 
 
-def name_group(jobs: list[Job], file_name: Callable[[Job, set[Path]], str],
-               record_path: Callable[[Job], Path]) -> list[Job]:
+def name_group(jobs: list[FolderInput], file_name: Callable[[FolderInput, set[Path]], str],
+               record_path: Callable[[FolderInput], Path]) -> list[FolderInput]:
     """Each job's ``stored_as`` (``file_name`` chooses it among the paths the group has not taken:
     two inputs of one name in a group never share one); the jobs whose records are to be written."""
     taken: set[Path] = set()
@@ -32,7 +32,7 @@ def name_group(jobs: list[Job], file_name: Callable[[Job, set[Path]], str],
     return [job for job in jobs if not adopt(job, record_path(job))]
 
 
-def adopt(job: Job, path: Path) -> bool:
+def adopt(job: FolderInput, path: Path) -> bool:
     """True when ``path`` (the record path chosen for ``job``) already holds a record of this input,
     these very bytes (or, unread, none): it is then the job's record, committed."""
     record = read_json(path)

@@ -7,7 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import InputError
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import FolderInput
 from ..pipeline.outcomes import job_record
 from ..pipeline.state import PipelineState
 from ..sinks.durable import write_json_group
@@ -34,13 +34,13 @@ class RecordWrites:
             self._sync_pool.shutdown(wait=False, cancel_futures=True)
         self._sync_pool = None
 
-    def write(self, jobs: list[Job]) -> None:
+    def write(self, jobs: list[FolderInput]) -> None:
         """Commit the result or failure record of each folder job, durably, as one group."""
         naming = self._naming
         jobs = name_group(jobs, naming.file_name, naming.record_path)  # (those found are kept)
         serving = self._state.model_ref()
-        records = [(naming.record_path(job), job_record(job, serving), naming.record_root(job))
-                   for job in jobs]
+        records = [(naming.record_path(job), job_record(job, serving, job.sha256, job.stored_as),
+                    naming.record_root(job)) for job in jobs]
         write_json_group(records, self._sync_pool)
         for job, (_, obj, _) in zip(jobs, records):
             job.record, job.committed = obj, True
@@ -48,7 +48,7 @@ class RecordWrites:
                 failed_dir = naming.routes[job.source].failed_dir
                 drop_interrupted_failure(failed_dir, job.rel, job.sha256)
 
-    def group(self, group: list[Job]) -> None:
+    def group(self, group: list[FolderInput]) -> None:
         """Group commit: under load, the records of every job waiting are made durable together.
 
         Each durable record costs two syncs (its data, then its rename), ~1-3 ms on this VM's disk
@@ -57,7 +57,7 @@ class RecordWrites:
         never the whole file system. A failure here changes nothing: each job's commit then writes
         its own record, with the retry and the blocked-output report that go with it.
         """
-        jobs = [j for j in group if j.path is not None and not j.committed]
+        jobs = [j for j in group if not j.committed]
         if len(jobs) < 2:
             return
         try:
@@ -65,7 +65,7 @@ class RecordWrites:
         except OSError:
             return
 
-    def own(self, job: Job) -> None:
+    def own(self, job: FolderInput) -> None:
         """The job's record; a result that cannot be written for reasons of its own becomes a
         failure record saying why, and an input that cannot get even that is parked without one
         (raising ``Parked``). The store's errors are raised as they are."""

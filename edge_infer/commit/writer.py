@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from ..lifecycle import Stage
-from ..ops.faults import Faults
 from ..ops.metrics import Metrics
-from ..pipeline.jobs import Job
+from ..pipeline.context import StageContext
+from ..pipeline.jobs import FolderInput
 from ..pipeline.outcomes import observe
 from ..pipeline.state import PipelineState
 from ..sinks.durable import clear_tmp
@@ -32,7 +32,6 @@ from ..sinks.mqtt_records import MqttSink
 from .acknowledge import Acknowledger
 from .fs_errors import blocked_kind
 from .handoff import spool
-from .inflight import InflightJournal
 from .naming import Naming, SourceRoute
 from .parked import PARKED_NAME, Parked, ParkedInputs
 from .record_writes import RecordWrites
@@ -43,7 +42,7 @@ GROUP_MAX = 32  # records made durable together at most (two batches, and a boun
 GROUP_WAIT_S = 0.015  # for a running batch's results: about one batch of four on one core
 
 
-def _jobs(item: "Job | list[Job]") -> list[Job]:
+def _jobs(item: "FolderInput | list[FolderInput]") -> list[FolderInput]:
     """A queue item: one job (a failure or duplicate from a worker), or a batch's jobs."""
     return list(item) if isinstance(item, list) else [item]
 
@@ -55,21 +54,21 @@ class ResultWriter(Stage):
 
     max_backoff_s = 5.0  # a retry costs one failed write: cheap enough to see space come back soon
 
-    def __init__(self, *, finished: "queue.Queue[Job | list[Job]]", output_dir: Path,
-                 routes: dict[str, SourceRoute], metrics: Metrics, state: PipelineState,
-                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S,
-                 journal: InflightJournal | None = None, parked: ParkedInputs | None = None,
-                 faults: Faults = Faults()) -> None:
+    def __init__(self, ctx: StageContext, *, output_dir: Path, routes: dict[str, SourceRoute],
+                 mqtt: MqttSink | None = None, group_wait_s: float = GROUP_WAIT_S) -> None:
         super().__init__("writer")
-        self._finished, self._output_dir, self._routes = finished, output_dir, routes
+        assert ctx.metrics is not None and ctx.state is not None
+        self._finished, self._output_dir, self._routes = ctx.finished, output_dir, routes
         self._mqtt = mqtt
-        self._metrics, self._state = metrics, state
+        self._metrics: Metrics = ctx.metrics
+        self._state: PipelineState = ctx.state
         self._group_wait_s = group_wait_s
-        self._journal = journal
+        self._journal = ctx.journal
+        parked = ctx.parked
         self._parked = parked if parked is not None else ParkedInputs(output_dir / PARKED_NAME)
-        self._faults = faults
+        self._faults = ctx.faults
         self._naming = Naming(output_dir, routes)
-        self._records = RecordWrites(self._naming, state, self._parked)
+        self._records = RecordWrites(self._naming, ctx.state, self._parked)
         self._acks = Acknowledger(self._naming, self._parked)
         self.blocked_reason: str | None = None  # while the disk refuses writes: a line for STATUS=
         self.blocked_kind: str | None = None  # the same, as a metric label (see blocked_kind())
@@ -109,12 +108,12 @@ class ResultWriter(Stage):
             self._acks.flush(force=True)  # a clean stop leaves every acknowledgement durable
             self._records.close()
 
-    def _more(self, have: int) -> list[Job]:
+    def _more(self, have: int) -> list[FolderInput]:
         """Whatever else is ready now; and while a batch is being inferred, its results too (for
         at most ``group_wait_s``): a group's syncs cost little more for 8 results than for 2, and on
         two cores committing each inference thread's batch alone cost 4% of throughput. A lone photo
         never waits: no batch is running once its own is done."""
-        more: list[Job] = []
+        more: list[FolderInput] = []
         deadline = time.monotonic() + self._group_wait_s
         while have + len(more) < GROUP_MAX:
             try:
@@ -131,7 +130,7 @@ class ResultWriter(Stage):
                 break
         return more
 
-    def _commit_with_retry(self, job: Job) -> None:
+    def _commit_with_retry(self, job: FolderInput) -> None:
         # A full or read-only disk must not turn good inputs into failures: hold this job (which
         # backs the pipeline up to the sources) and retry until the disk accepts it or we stop.
         delay = 0.5
@@ -144,9 +143,8 @@ class ResultWriter(Stage):
             except Exception:  # noqa: BLE001 - a bug with one job must not stop every later one
                 # As if the daemon had crashed for this input alone: it stays for the next start.
                 log.exception("cannot commit %s/%r; it stays in the inbox", job.source, job.rel)
-                if job.path is not None:
-                    self._routes[job.source].on_done(job)
-                    self._state.in_flight.add(-1)
+                self._routes[job.source].on_done(job)
+                self._state.in_flight.add(-1)
                 return
             if self.wait(delay):
                 return  # stopping: the input stays unacknowledged, redone at the next start
@@ -159,7 +157,7 @@ class ResultWriter(Stage):
             self.blocked_reason = self.blocked_kind = None
             self._metrics.set_output_blocked(None)
 
-    def _set_blocked(self, e: OSError, job: Job) -> None:
+    def _set_blocked(self, e: OSError, job: FolderInput) -> None:
         kind = blocked_kind(e)
         reason = f"output blocked ({kind}): {e.strerror or e}"
         if kind != self.blocked_kind:  # log the transition, not every retry
@@ -168,8 +166,7 @@ class ResultWriter(Stage):
             self._metrics.set_output_blocked(kind)
         self.blocked_reason, self.blocked_kind = reason, kind
 
-    def commit(self, job: Job) -> None:
-        assert job.path is not None
+    def commit(self, job: FolderInput) -> None:
         t0 = time.monotonic()
         recorded = True
         try:
@@ -184,7 +181,7 @@ class ResultWriter(Stage):
         self._routes[job.source].on_done(job)
         self._state.in_flight.add(-1)
 
-    def _settle(self, job: Job) -> None:
+    def _settle(self, job: FolderInput) -> None:
         """Record, spool, acknowledge. The store's errors are raised as they are (the caller holds
         the job); an error of this input alone fails it (at its result) or parks it (``Parked``)."""
         # ``committed``: the record is on disk (this run, before a retry, or a previous run): never
@@ -195,11 +192,11 @@ class ResultWriter(Stage):
         self._faults.committed(job.rel)
         self._acks.acknowledge(job)
 
-    def _write_records(self, jobs: list[Job]) -> None:
+    def _write_records(self, jobs: list[FolderInput]) -> None:
         self._records.write(jobs)
 
-    def _write_group(self, group: list[Job]) -> None:
+    def _write_group(self, group: list[FolderInput]) -> None:
         self._records.group(group)
 
-    def _observe(self, job: Job, write_s: float) -> None:
+    def _observe(self, job: FolderInput, write_s: float) -> None:
         observe(self._metrics, job, write_s)

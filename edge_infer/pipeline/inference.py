@@ -19,7 +19,8 @@ from ..errors import InputError
 from ..lifecycle import Stage
 from ..ops.memory import heap_trimmer
 from ..ops.metrics import Metrics
-from .jobs import Job
+from .context import StageContext
+from .jobs import CameraFrame, Job, Ticket
 from .records import model_ref
 from .state import PipelineState
 from .tensor_pool import TensorPool
@@ -29,8 +30,8 @@ TRIM_EVERY_S = 0.2  # under load: often enough to keep the peak flat, rarely eno
 TRIM_IDLE_S = 1.0  # otherwise once the pipeline has been idle this long
 
 
-def collect_batch(q: "queue.Queue[Job]", first: Job, max_size: int, max_wait_s: float,
-                  more_coming: Callable[[], bool] = lambda: True) -> list[Job]:
+def collect_batch(q: "queue.Queue[Any]", first: Any, max_size: int, max_wait_s: float,
+                  more_coming: Callable[[], bool] = lambda: True) -> list[Any]:
     """``first`` plus whatever else arrives within ``max_wait_s``, up to ``max_size`` jobs.
 
     The wait is only worth paying when more work is on its way; ``more_coming`` says so (inputs queued or
@@ -66,19 +67,18 @@ class InferenceStage(Stage):
 
     kind = "inference"
 
-    def __init__(self, *, session: ModelSession, prepared: "queue.Queue[Job]",
-                 finished: "queue.Queue[Job | list[Job]]", metrics: Metrics, top: int, max_size: int,
-                 max_wait_s: float, pool: TensorPool, state: PipelineState, name: str = "inference",
-                 trims_heap: bool = True, frames: "queue.Queue[list[Job]] | None" = None) -> None:
+    def __init__(self, ctx: StageContext, *, session: ModelSession, top: int, max_size: int,
+                 max_wait_s: float, name: str = "inference", trims_heap: bool = True) -> None:
         super().__init__(name)
+        assert ctx.metrics is not None and ctx.pool is not None and ctx.state is not None
         self.session = session
         self.model_ref = model_ref(session.manifest.name, session.sha256, session.precision)
         self._offered: ModelSession | None = None
-        self._prepared, self._finished, self._frames = prepared, finished, frames
-        self._metrics = metrics
+        self._prepared, self._finished, self._frames = ctx.prepared, ctx.finished, ctx.frames
+        self._metrics: Metrics = ctx.metrics
         self._top, self._max_size, self._max_wait_s = top, max_size, max_wait_s
-        self._pool = pool
-        self._state = state
+        self._pool: TensorPool = ctx.pool
+        self._state: PipelineState = ctx.state
         self._batch = np.empty((max_size, *session.input_shape), np.float32)
         self._trim_heap = heap_trimmer() if trims_heap else None
         self._trimmed_at = 0.0
@@ -108,15 +108,15 @@ class InferenceStage(Stage):
                 continue
             batch = collect_batch(self._prepared, first, self._max_size, self._max_wait_s, self._state.more_coming)
             # Camera tickets become the newest frame of their camera: a job for each of its regions.
-            batch = [j for t in batch for j in ((t.take() or []) if t.take else [t])]
-            if not batch:
+            jobs = [j for t in batch for j in (t.take() or [] if isinstance(t, Ticket) else [t])]
+            if not jobs:
                 continue
-            self.in_hand = batch  # given back should this thread die before handing it on
+            self.in_hand = jobs  # given back should this thread die before handing it on
             self._swap_if_offered()  # here, not before the wait: the next batch after the offer gets the new model
-            self._infer(batch)
+            self._infer(jobs)
             # One put for the whole batch: the writer then commits it as one group (its syncs shared), where
             # putting job by job let it wake at the first and commit that one alone with its own fsyncs.
-            self._put(batch)
+            self._put(jobs)
             self.in_hand = []
             self._last_batch_at = time.monotonic()
             # Trimming hands freed pages back, and the next image pays ~0.6 ms to fault them in again: worth
@@ -134,9 +134,12 @@ class InferenceStage(Stage):
         frame with regions brings several jobs at once."""
         by_model: dict[int, list[Job]] = {}
         for job in batch:
-            by_model.setdefault(id(job.session), []).append(job)
+            # A region's own model, if it has one; else the serving model (None).
+            own = job.session if isinstance(job, CameraFrame) else None
+            by_model.setdefault(id(own), []).append(job)
         for jobs in by_model.values():
-            session = jobs[0].session or self.session
+            first = jobs[0]
+            session = (first.session if isinstance(first, CameraFrame) else None) or self.session
             ref = self.model_ref if session is self.session else model_ref(session.manifest.name, session.sha256,
                                                                              session.precision)
             for i in range(0, len(jobs), self._max_size):
@@ -170,11 +173,10 @@ class InferenceStage(Stage):
 
     def _put(self, batch: list[Job]) -> None:
         """Folder inputs to the writer, camera frames to the regions stage: one put each, whole."""
-        frames = [j for j in batch if j.frame is not None]
-        folder = [j for j in batch if j.frame is None] if frames else batch
+        frames = [j for j in batch if isinstance(j, CameraFrame)]
+        folder = [j for j in batch if not isinstance(j, CameraFrame)] if frames else batch
         for jobs, to in ((folder, self._finished), (frames, self._frames)):
             if jobs:
-                assert to is not None
                 self._put_into(to, jobs)
 
     def _put_into(self, to: "queue.Queue[Any]", jobs: list[Job]) -> None:

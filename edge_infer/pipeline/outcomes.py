@@ -15,15 +15,17 @@ def timings_ms(job: Job) -> dict[str, float]:
     return {k: 1000 * job.timings.get(k, 0.0) for k in ("queue", "preprocess", "inference")}
 
 
-def job_record(job: Job, serving: dict[str, str]) -> dict[str, Any]:
+def job_record(job: Job, serving: dict[str, str], sha256: str | None = None,
+               stored_as: str | None = None) -> dict[str, Any]:
     """The job's result object, or its failure record; it names the model that made the
-    predictions (a reload may have swapped it since), else ``serving``, the one serving now."""
+    predictions (a reload may have swapped it since), else ``serving``, the one serving now.
+    ``sha256`` and ``stored_as``: a folder input's (a camera frame has neither)."""
     model = job.model or serving
-    if job.error is not None:  # (``stored_as``: None for a camera frame, which is not filed)
-        return error_result(job.source, job.rel, job.sha256, job.error, model, job.stored_as)
+    if job.error is not None:
+        return error_result(job.source, job.rel, sha256, job.error, model, stored_as)
     assert job.predictions is not None
-    return ok_result(job.source, job.rel, job.sha256 or "", job.predictions, model, job.width,
-                     job.height, timings_ms(job), job.stored_as)
+    return ok_result(job.source, job.rel, sha256 or "", job.predictions, model, job.width,
+                     job.height, timings_ms(job), stored_as)
 
 
 def observe(metrics: Metrics, job: Job, write_s: float) -> None:

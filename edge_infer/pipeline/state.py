@@ -15,7 +15,7 @@ from .records import model_ref
 
 if TYPE_CHECKING:
     from ..classifier.session import ModelSession
-    from .jobs import Job
+    from .jobs import FolderInput
 
 
 class _Count:
@@ -48,7 +48,7 @@ class PipelineState:
     ``preparing``: inputs a worker is preparing now; ``inferring``: batches being run now; ``serving``: the
     model serving now (the inference threads set it as they swap in a reloaded one)."""
 
-    def __init__(self, *, jobs: "queue.Queue[Job]", serving: ModelSession) -> None:
+    def __init__(self, *, jobs: "queue.Queue[FolderInput]", serving: ModelSession) -> None:
         self._jobs = jobs
         self.in_flight = _Count()
         self.preparing = _Count()

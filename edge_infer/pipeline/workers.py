@@ -17,14 +17,14 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from ..commit.inflight import InflightJournal, input_key
+from ..commit.inflight import input_key
 from ..decoding.processes import Decoded, Decodes, DecoderStartError, Died, Outcome
 from ..errors import InputError, ResourceError
 from ..lifecycle import Stage, backoff_s
-from ..ops.faults import Faults
 from ..sinks.filing import find_result
 from .input_file import open_input
-from .jobs import Job
+from .context import StageContext
+from .jobs import FolderInput
 from .state import PipelineState
 from .tensor_pool import TensorPool
 
@@ -41,19 +41,17 @@ class PreprocessWorker(Stage):
 
     kind = "preprocess"
 
-    def __init__(self, *, index: int, jobs: "queue.Queue[Job]", prepared: "queue.Queue[Job]",
-                 finished: "queue.Queue[Job]", decoder: Decodes, output_dir: Path, max_bytes: int,
-                 decode_timeout_s: float, pool: TensorPool, state: PipelineState,
-                 journal: InflightJournal | None = None,
-                 faults: Faults = Faults()) -> None:
+    def __init__(self, ctx: StageContext, *, index: int, decoder: Decodes, output_dir: Path,
+                 max_bytes: int, decode_timeout_s: float) -> None:
         super().__init__(f"preprocess-{index}")
-        self._jobs, self._prepared, self._finished = jobs, prepared, finished
+        assert ctx.pool is not None and ctx.state is not None
+        self._jobs, self._prepared, self._finished = ctx.jobs, ctx.prepared, ctx.finished
         self._decoder, self._output_dir = decoder, output_dir
         self._max_bytes, self._timeout_s = max_bytes, decode_timeout_s
-        self._pool = pool
-        self._state = state
-        self._journal = journal
-        self._faults = faults
+        self._pool: TensorPool = ctx.pool
+        self._state: PipelineState = ctx.state
+        self._journal = ctx.journal
+        self._faults = ctx.faults
 
     def run(self) -> None:
         while self.should_keep_running():
@@ -77,8 +75,7 @@ class PreprocessWorker(Stage):
             # else: stopped while waiting for a tensor; the input stays for the next start
             self.in_hand = []
 
-    def process(self, job: Job) -> None:
-        assert job.path is not None  # workers take folder inputs; camera frames arrive prepared
+    def process(self, job: FolderInput) -> None:
         fd = -1
         try:
             fd, st = self._open(job)
@@ -121,7 +118,7 @@ class PreprocessWorker(Stage):
             self._pool.release(job.tensor)
             job.tensor = None
 
-    def _open(self, job: Job) -> tuple[int, os.stat_result]:
+    def _open(self, job: FolderInput) -> tuple[int, os.stat_result]:
         """``open_input``; out of descriptors or memory, the open is retried (descriptors come back as soon as
         someone lets go of one: a short backoff)."""
         path = job.path
@@ -142,7 +139,7 @@ class PreprocessWorker(Stage):
                 if self.wait(backoff_s(failures, lo_s, hi_s)):
                     raise _Stopping() from e
 
-    def _decode_in_flight(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
+    def _decode_in_flight(self, job: FolderInput, fd: int, size: int, slot: int) -> Decoded:
         """The decode, marked in the in-flight journal while it runs: only an input being decoded when the
         daemon dies is held against (a photo merely waiting for inference or its commit is not: with ~10
         of those at any moment, every kill would mark healthy photos, and two kills in a row quarantine them)."""
@@ -156,7 +153,7 @@ class PreprocessWorker(Stage):
             if self._journal is not None and key is not None:
                 self._journal.committed(key)  # decoded (or failed in its decoder): it did not take us down
 
-    def _decode(self, job: Job, fd: int, size: int, slot: int) -> Decoded:
+    def _decode(self, job: FolderInput, fd: int, size: int, slot: int) -> Decoded:
         """The decoder's answer; a decoder that dies or overruns is replaced and the input tried once more."""
         died: Died | None = None
         for attempt in (1, 2):
@@ -193,7 +190,7 @@ class PreprocessWorker(Stage):
                 return out
         return None
 
-    def _put(self, q: "queue.Queue[Job]", job: Job) -> None:
+    def _put(self, q: "queue.Queue[FolderInput]", job: FolderInput) -> None:
         while self.should_keep_running():
             try:
                 q.put(job, timeout=self.poll_s)

@@ -15,7 +15,8 @@ import time
 
 from ..lifecycle import Stage
 from ..ops.metrics import Metrics
-from ..pipeline.jobs import Job
+from ..pipeline.context import StageContext
+from ..pipeline.jobs import CameraFrame
 from ..pipeline.outcomes import job_record, observe
 from ..pipeline.records import frame_result
 from ..pipeline.state import PipelineState
@@ -31,12 +32,14 @@ class RegionsStage(Stage):
 
     kind = "regions"
 
-    def __init__(self, *, frames: "queue.Queue[list[Job]]", lines: dict[str, CameraLines],
-                 watches: dict[str, RegionWatch], mqtt: MqttSink | None, metrics: Metrics,
-                 state: PipelineState) -> None:
+    def __init__(self, ctx: StageContext, *, lines: dict[str, CameraLines],
+                 watches: dict[str, RegionWatch], mqtt: MqttSink | None) -> None:
         super().__init__("regions")
-        self._frames, self._lines, self._watches = frames, lines, watches
-        self._mqtt, self._metrics, self._state = mqtt, metrics, state
+        assert ctx.metrics is not None and ctx.state is not None
+        self._frames, self._lines, self._watches = ctx.frames, lines, watches
+        self._mqtt = mqtt
+        self._metrics: Metrics = ctx.metrics
+        self._state: PipelineState = ctx.state
 
     def run(self) -> None:
         for watch in self._watches.values():
@@ -57,7 +60,7 @@ class RegionsStage(Stage):
             for lines in self._lines.values():
                 lines.close()
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: CameraFrame) -> None:
         """One line in its camera's JSON Lines (every frame, or with regions only when asked to),
         and the region's state machine; there is no input to acknowledge."""
         t0 = time.monotonic()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..config import CameraSourceConfig
 from ..ops.metrics import Metrics
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import CameraFrame
 from ..pipeline.records import utc_now
 from ..sinks.mqtt_records import MqttSink
 from ..sinks.samples import SampleStore
@@ -50,7 +50,7 @@ class RegionWatch:
             if self._mqtt is not None:
                 self._mqtt.add_state(self.camera.name, r.name, UNKNOWN)
 
-    def observe(self, job: Job) -> None:
+    def observe(self, job: CameraFrame) -> None:
         """One region's classified frame."""
         region, crop, job.crop = job.region, job.crop, None  # the crop is only kept until here
         assert region is not None and job.frame is not None

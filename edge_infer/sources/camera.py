@@ -23,7 +23,7 @@ from ..config import CameraSourceConfig
 from ..decoding.preprocess import PreprocessSpec, crop_image
 from ..lifecycle import Stage, backoff_s
 from ..ops.metrics import Metrics
-from ..pipeline.jobs import Job
+from ..pipeline.jobs import CameraFrame, Job, Ticket
 from ..pipeline.tensor_pool import TensorPool
 from ..regions.crops import RegionCrop
 
@@ -69,7 +69,7 @@ class CameraSource(Stage):
     poll_s = 0.5
     kind = "camera"
 
-    def __init__(self, *, config: CameraSourceConfig, prepared: "queue.Queue[Job]",
+    def __init__(self, *, config: CameraSourceConfig, prepared: "queue.Queue[Job | Ticket]",
                  pool: TensorPool, spec: PreprocessSpec, metrics: Metrics, max_pixels: int = 50_000_000,
                  regions: tuple[RegionCrop, ...] = ()) -> None:
         super().__init__(f"camera-{config.name}")
@@ -86,8 +86,9 @@ class CameraSource(Stage):
         self.failures = 0  # failed connections in a row: what the reconnect backoff grows with
         self._last_hash = b""
         self._slot_lock = threading.Lock()
-        self._slot: list[Job] | None = None  # the newest sampled frame the batcher has not taken yet (a job for
-        # each region, or one for the whole frame)
+        # The newest sampled frame the batcher has not taken yet (a job for each region, or one for
+        # the whole frame):
+        self._slot: list[CameraFrame] | None = None
         self._announced = False  # a claim ticket for the slot is in the batcher's queue
         self._same_since = 0.0
 
@@ -224,7 +225,7 @@ class CameraSource(Stage):
             self._announced = True
         if announce:
             # The batcher gets a claim ticket, not the frame: it takes whatever is newest when it gets there.
-            self._prepared.put(Job(source=name, rel="", path=None, take=self.take))
+            self._prepared.put(Ticket(source=name, take=self.take))
 
     def _acquire(self, n: int) -> list[Any] | None:
         """``n`` free tensors, or None (and none taken): never wait, a busy daemon drops camera frames."""
@@ -238,26 +239,26 @@ class CameraSource(Stage):
             tensors.append(tensor)
         return tensors
 
-    def _prepare(self, image: Any, tensors: list[Any]) -> list[Job]:
+    def _prepare(self, image: Any, tensors: list[Any]) -> list[CameraFrame]:
         """The frame into ``tensors``: each region's crop, cut before resizing so that a small region keeps
         its detail, through the preprocessing of its own model; or the whole frame."""
         name = self.config.name
         if not self._regions:
             prepared = crop_image(image, self._spec, out=tensors[0])
-            job = Job(source=name, rel="", path=None)
+            job = CameraFrame(source=name, rel="")
             job.tensor, job.width, job.height = tensors[0], prepared.width, prepared.height
             return [job]
         jobs = []
         for region, tensor in zip(self._regions, tensors):
             part = image.crop(region.box(image.width, image.height))
             prepared = crop_image(part, region.spec, out=tensor)
-            job = Job(source=name, rel="", path=None, region=region.config.name, session=region.session,
-                      crop=part if self._keep_crops else None)
+            job = CameraFrame(source=name, rel="", region=region.config.name,
+                              session=region.session, crop=part if self._keep_crops else None)
             job.tensor, job.width, job.height = tensor, prepared.width, prepared.height
             jobs.append(job)
         return jobs
 
-    def take(self) -> list[Job] | None:
+    def take(self) -> list[CameraFrame] | None:
         """The newest sampled frame's jobs, handed to the batcher (None if they were already taken)."""
         with self._slot_lock:
             jobs, self._slot = self._slot, None

@@ -24,12 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..commit.parked import ParkedInputs
 from ..config import FolderSourceConfig
 from ..lifecycle import Stage
-from ..ops.metrics import Metrics
-from ..pipeline.jobs import Job
-from ..pipeline.state import PipelineState
+from ..pipeline.jobs import FolderInput
+from ..pipeline.context import StageContext
 from ..sinks.durable import make_dirs
 from .claims import QUIET_S, Claims
 from .folder_events import Handler, is_transient
@@ -40,17 +38,18 @@ log = logging.getLogger(__name__)
 
 
 class FolderSource(Stage):
-    """Watches ``config.path`` and puts ``Job`` objects on ``jobs`` (blocking: a full queue is backpressure)."""
+    """Watches ``config.path`` and puts ``FolderInput`` objects on ``jobs`` (blocking: a full
+    queue is backpressure)."""
 
     kind = "source"
 
-    def __init__(self, *, config: FolderSourceConfig, jobs: "queue.Queue[Job]", state: PipelineState | None = None,
-                 metrics: Metrics | None = None, parked: ParkedInputs | None = None) -> None:
+    def __init__(self, ctx: StageContext, *, config: FolderSourceConfig) -> None:
+        state, metrics, parked = ctx.state, ctx.metrics, ctx.parked
         super().__init__(f"source-{config.name}")
         self.config = config
         self.root = Path(config.path)
         self.polling = config.polling
-        self._jobs = jobs
+        self._jobs = ctx.jobs
         self._lock = threading.Lock()
         self._ready: dict[str, tuple[str, float]] = {}  # abs path -> (rel, detected_at), in arrival order
         # Taken (claimed, see claims.py) and waiting for room in the job queue, before anything ready.
@@ -204,7 +203,7 @@ class FolderSource(Stage):
         """Fault injection (tests): an entry the observer's dispatch cannot unpack kills its thread."""
         self.watch.break_observer()
 
-    def give_back(self, job: Job) -> bool:
+    def give_back(self, job: FolderInput) -> bool:
         """A job lost with a stage that died: no longer in flight, offered again; False if acknowledged."""
         path = str(job.path)
         with self._lock:
@@ -246,7 +245,8 @@ class FolderSource(Stage):
                     if taken is None:
                         return
                     path, (rel, detected) = taken
-                job = Job(source=self.config.name, rel=rel, path=Path(path), detected_at=detected)
+                job = FolderInput(source=self.config.name, rel=rel, path=Path(path),
+                                  detected_at=detected)
                 try:
                     self._jobs.put(job, block, self.poll_s)
                 except queue.Full:
@@ -278,7 +278,7 @@ class FolderSource(Stage):
                 self._held[taken] = (rel, detected)
         return next(iter(self._held.items()), None)
 
-    def done(self, job: Job) -> None:
+    def done(self, job: FolderInput) -> None:
         """The job is acknowledged (result durable, input moved/deleted/kept): forget it."""
         with self._lock:
             self._in_flight.discard(str(job.path))

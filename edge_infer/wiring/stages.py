@@ -7,23 +7,18 @@ thread.
 """
 from __future__ import annotations
 
-import queue
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..classifier.session import ModelSession, SessionOptions
-from ..commit.inflight import InflightJournal
-from ..commit.parked import ParkedInputs
 from ..commit.writer import ResultWriter, SourceRoute
 from ..config import AppConfig, CameraSourceConfig, FolderSourceConfig
 from ..decoding.processes import build_decoders
-from ..ops.faults import Faults
-from ..ops.metrics import Metrics
 from ..pipeline.inference import InferenceStage
-from ..pipeline.jobs import Job
+from ..pipeline.context import StageContext
 from ..pipeline.plan import ThreadPlan
 from ..pipeline.state import PipelineState
 from ..pipeline.tensor_pool import TensorPool
@@ -59,20 +54,6 @@ class Stages:
     publisher: MqttPublisher | None = None
 
 
-@dataclass(frozen=True)
-class Shared:
-    """What the app made before the model loaded, handed to the stages: the queues between them and
-    the stores they share."""
-    jobs: queue.Queue[Job]
-    prepared: queue.Queue[Job]
-    finished: queue.Queue[Job | list[Job]]  # jobs, or batches
-    frames: queue.Queue[list[Job]]  # camera frames, inferred, for the regions stage
-    metrics: Metrics
-    journal: InflightJournal
-    parked: ParkedInputs
-    faults: Faults
-
-
 def camera_region_crops(cams: list[CameraSourceConfig], serving: ModelSession, intra_op: int,
                         warm_batch: int) -> dict[str, tuple[RegionCrop, ...]]:
     """Each camera's regions with their own models loaded (once per file) and checked against
@@ -89,14 +70,15 @@ def camera_region_crops(cams: list[CameraSourceConfig], serving: ModelSession, i
 
 
 class StageBuilder:
-    def __init__(self, config: AppConfig, plan: ThreadPlan, shared: Shared) -> None:
-        self.config, self.plan, self.shared = config, plan, shared
+    def __init__(self, config: AppConfig, plan: ThreadPlan, ctx: StageContext) -> None:
+        assert ctx.metrics is not None
+        self.config, self.plan, self.ctx, self.metrics = config, plan, ctx, ctx.metrics
 
     def build(self, into: Stages, session: ModelSession, state: PipelineState) -> None:
-        c, m, sh = self.config, session.manifest, self.shared
-        into.sources = [FolderSource(config=s, jobs=sh.jobs, state=state, metrics=sh.metrics,
-                                     parked=sh.parked)
-                        for s in c.sources if isinstance(s, FolderSourceConfig)]
+        c, m = self.config, session.manifest
+        ctx = replace(self.ctx, state=state)
+        into.sources = [FolderSource(ctx, config=s) for s in c.sources
+                        if isinstance(s, FolderSourceConfig)]
         routes = {src.config.name: SourceRoute(src.config.after, src.config.done_dir,
                                                src.config.failed_dir, src.done, src.root,
                                                src.config.min_score)
@@ -114,25 +96,23 @@ class StageBuilder:
         count = ((lanes + 1) * c.batch.max_size + self.plan.workers
                  + sum(max(1, len(cam.regions)) for cam in cams))
         pool = into.pool = TensorPool(count, (crop, crop, 3), np.uint8)
+        ctx = replace(ctx, pool=pool)
         into.inference = [
-            InferenceStage(session=session, prepared=sh.prepared, finished=sh.finished,
-                           metrics=sh.metrics, top=c.model.top_k, max_size=c.batch.max_size,
-                           max_wait_s=c.batch.max_wait_ms / 1000.0, pool=pool, state=state,
-                           name=f"inference-{i}", trims_heap=i == 0, frames=sh.frames)
+            InferenceStage(ctx, session=session, top=c.model.top_k, max_size=c.batch.max_size,
+                           max_wait_s=c.batch.max_wait_ms / 1000.0, name=f"inference-{i}",
+                           trims_heap=i == 0)
             for i in range(lanes)]
-        decoders = build_decoders(c.pipeline, self.plan.workers, m.preprocess, pool, sh.metrics)
+        decoders = build_decoders(c.pipeline, self.plan.workers, m.preprocess, pool, self.metrics)
         into.workers = [
-            PreprocessWorker(index=i, jobs=sh.jobs, prepared=sh.prepared, finished=sh.finished,
-                             decoder=decoder, output_dir=c.output.dir,
+            PreprocessWorker(ctx, index=i, decoder=decoder, output_dir=c.output.dir,
                              max_bytes=c.pipeline.max_file_bytes,
-                             decode_timeout_s=c.pipeline.decode_timeout_s, pool=pool, state=state,
-                             journal=sh.journal, faults=sh.faults)
+                             decode_timeout_s=c.pipeline.decode_timeout_s)
             for i, decoder in enumerate(decoders)]
         if cams:
             from ..sources.camera import CameraSource  # PyAV loads only when a camera is configured
 
-            into.cameras = [CameraSource(config=cam, prepared=sh.prepared, pool=pool,
-                                         spec=m.preprocess, metrics=sh.metrics,
+            into.cameras = [CameraSource(config=cam, prepared=ctx.prepared, pool=pool,
+                                         spec=m.preprocess, metrics=self.metrics,
                                          max_pixels=c.pipeline.max_pixels,
                                          regions=crops[cam.name])
                             for cam in cams]
@@ -140,12 +120,9 @@ class StageBuilder:
                    for cam in into.cameras if cam.config.regions}
         # Results name the model that made them; error results, the one serving now (a reload may
         # swap it).
-        into.writer = ResultWriter(finished=sh.finished, output_dir=c.output.dir, routes=routes,
-                                   metrics=sh.metrics, state=state, mqtt=mqtt,
-                                   journal=sh.journal, parked=sh.parked, faults=sh.faults)
+        into.writer = ResultWriter(ctx, output_dir=c.output.dir, routes=routes, mqtt=mqtt)
         if cams:
-            into.regions = RegionsStage(frames=sh.frames, lines=sinks, watches=watches, mqtt=mqtt,
-                                        metrics=sh.metrics, state=state)
+            into.regions = RegionsStage(ctx, lines=sinks, watches=watches, mqtt=mqtt)
 
     def _region_watch(self, cam: CameraSource, sink: CameraLines,
                       mqtt: MqttSink | None) -> RegionWatch:
@@ -153,11 +130,11 @@ class StageBuilder:
         samples = None if cfg.samples_dir is None else SampleStore(
             cfg.samples_dir, max_files=cfg.samples_max_files, max_bytes=cfg.samples_max_bytes,
             per_hour={r.name: r.samples_per_hour for r in cfg.regions})
-        return RegionWatch(camera=cfg, sink=sink, mqtt=mqtt, metrics=self.shared.metrics,
+        return RegionWatch(camera=cfg, sink=sink, mqtt=mqtt, metrics=self.metrics,
                            samples=samples, last_frame=lambda: cam.last_frame_at)
 
     def _mqtt(self, into: Stages, cams: list[CameraSourceConfig]) -> MqttSink | None:
-        cfg, out, metrics = self.config.output.mqtt, self.config.output.dir, self.shared.metrics
+        cfg, out, metrics = self.config.output.mqtt, self.config.output.dir, self.metrics
         if cfg is None:
             return None
         device = device_name(cfg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import queue
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from edge_infer.commit.parked import PARKED_NAME, ParkedInputs
 from edge_infer.commit.writer import SourceRoute
 from edge_infer.config import FolderSourceConfig
 from edge_infer.errors import ResourceError
+from edge_infer.pipeline.context import StageContext
 from edge_infer.sinks import durable
 from edge_infer.sources.folder import FolderSource
 from tests.support.ci import skip_unless_ci
@@ -104,7 +104,7 @@ def test_an_input_that_cannot_be_moved_is_parked_remembered_skipped_and_moved_on
     assert [e["rel"] for e in saved] == [job.rel] and "ENOTDIR" in saved[0]["reason"]
     cfg = FolderSourceConfig(name="s", path=tmp_path / "inbox", done_dir=tmp_path / "done",
                              failed_dir=tmp_path / "failed")
-    src = FolderSource(config=cfg, jobs=queue.Queue(), parked=parked)
+    src = FolderSource(StageContext(parked=parked), config=cfg)
     assert src.scan() == 1 and not src._settling and not src._ready
     assert src.scan() == 1 and not src._settling  # and at every rescan
 
@@ -123,7 +123,7 @@ def test_a_parked_input_that_changes_is_a_new_input(tmp_path):
         writer.commit(job)
         cfg = FolderSourceConfig(name="s", path=tmp_path / "inbox", done_dir=tmp_path / "done",
                                  failed_dir=tmp_path / "failed")
-        src = FolderSource(config=cfg, jobs=queue.Queue(), parked=writer._parked)
+        src = FolderSource(StageContext(parked=writer._parked), config=cfg)
         src.scan()
         assert not src._settling
     finally:

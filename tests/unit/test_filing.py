@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from edge_infer.pipeline.jobs import Job
+from edge_infer.pipeline.jobs import FolderInput
 from edge_infer.sinks import durable, filing
 from edge_infer.sinks.durable import NAME_MAX, move_file, rename_noreplace
 from edge_infer.sinks.durable import record_name
@@ -72,7 +72,7 @@ def _drop(tmp_path, data: bytes, rel="IMG_0001.JPG", writer_args=None, commit=Tr
     path = tmp_path / "inbox" / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    job = Job("s", rel, path)
+    job = FolderInput("s", rel, path)
     make_worker(tmp_path).process(job)
     if job.error is None:
         job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
@@ -117,7 +117,7 @@ def test_a_crash_between_the_suffixed_result_and_the_move_is_a_duplicate_at_the_
     job, writer = _drop(tmp_path, b, commit=False)
     writer._write_records([job])  # durable; then the crash: the input is still in the inbox
     assert (tmp_path / "inbox" / "IMG_0001.JPG").read_bytes() == b
-    again = Job("s", "IMG_0001.JPG", tmp_path / "inbox" / "IMG_0001.JPG")
+    again = FolderInput("s", "IMG_0001.JPG", tmp_path / "inbox" / "IMG_0001.JPG")
     make_worker(tmp_path).process(again)  # the next start
     assert again.duplicate and again.stored_as == job.stored_as
     make_writer(tmp_path)[0].commit(again)
@@ -153,12 +153,12 @@ def test_a_failure_of_unread_bytes_keeps_its_record_after_an_interrupted_attempt
     _drop(tmp_path, b"x" * 200, rel="big.jpg")  # read: decode error, in failed/
     path = tmp_path / "inbox" / "big.jpg"
     path.write_bytes(b"y" * 20_000_000)  # over make_worker's 10 MB: too_large, never read
-    job = Job("s", "big.jpg", path)
+    job = FolderInput("s", "big.jpg", path)
     make_worker(tmp_path).process(job)
     assert job.error.kind == "too_large" and job.sha256 is None
     make_writer(tmp_path)[0]._write_records([job])  # then the crash
     written = (tmp_path / "failed" / "big~2.jpg.error.json").read_bytes()
-    again = Job("s", "big.jpg", path)
+    again = FolderInput("s", "big.jpg", path)
     make_worker(tmp_path).process(again)
     make_writer(tmp_path)[0].commit(again)
     assert again.stored_as == job.stored_as == "big~2.jpg"
@@ -231,7 +231,7 @@ def test_only_a_record_of_the_same_input_and_bytes_is_taken_as_its_own(tmp_path)
     path = tmp_path / "x.jpg.error.json"
     path.write_text(json.dumps({"input": "x.jpg", "input_sha256": "a" * 64, "status": "failed"}))
     for rel, sha in (("y.jpg", "a" * 64), ("x.jpg", "b" * 64), ("x.jpg", None)):
-        job = Job("s", rel, tmp_path / rel, sha256=sha)
+        job = FolderInput("s", rel, tmp_path / rel, sha256=sha)
         assert not adopt(job, path) and not job.committed
-    job = Job("s", "x.jpg", tmp_path / "x.jpg", sha256="a" * 64)
+    job = FolderInput("s", "x.jpg", tmp_path / "x.jpg", sha256="a" * 64)
     assert adopt(job, path) and job.committed and job.record["input_sha256"] == "a" * 64

@@ -8,7 +8,8 @@ import threading
 from typing import Iterator
 
 from edge_infer.config import FolderSourceConfig
-from edge_infer.pipeline.jobs import Job
+from edge_infer.pipeline.context import StageContext
+from edge_infer.pipeline.jobs import FolderInput
 from edge_infer.sources.folder import FolderSource
 
 
@@ -54,9 +55,9 @@ def _rename_in(tmp_path, name: str, data: bytes) -> None:
 
 def test_a_renamed_in_file_is_handed_over_by_the_observer_thread(tmp_path):
     jobs = RecordingQueue()
-    with running(IdleThreadSource(config=_config(tmp_path), jobs=jobs)):
+    with running(IdleThreadSource(StageContext(jobs=jobs), config=_config(tmp_path))):
         _rename_in(tmp_path, "a.jpg", b"x")
-        job: Job = jobs.get(timeout=10)
+        job: FolderInput = jobs.get(timeout=10)
         assert job.rel == "a.jpg"
         assert jobs.putters and not jobs.putters[0].startswith("source-")
 
@@ -65,8 +66,8 @@ def test_files_completed_while_the_queue_is_full_all_arrive_in_order(tmp_path):
     # The observer's hand-over gives up on a full queue (it must not wait there: it also reads inotify); the
     # files stay ready and the source's thread, or a later hand-over, delivers them once there is room.
     jobs = RecordingQueue(maxsize=1)
-    jobs.put(Job(source="in", rel="blocker", path=tmp_path / "blocker"))
-    with running(FolderSource(config=_config(tmp_path), jobs=jobs)):
+    jobs.put(FolderInput(source="in", rel="blocker", path=tmp_path / "blocker"))
+    with running(FolderSource(StageContext(jobs=jobs), config=_config(tmp_path))):
         (tmp_path / "in" / "a.jpg").write_bytes(b"x")
         (tmp_path / "in" / "b.jpg").write_bytes(b"x")
         assert jobs.get(timeout=10).rel == "blocker"
@@ -78,7 +79,7 @@ def test_a_late_event_for_an_input_already_done_is_not_offered_again(tmp_path):
     # watchdog can report a file twice (a new folder's files are also reported by its walk); when the second
     # report comes after the input was done and moved away, offering it again would fail it as "vanished".
     jobs = RecordingQueue()
-    with running(IdleThreadSource(config=_config(tmp_path), jobs=jobs)) as src:
+    with running(IdleThreadSource(StageContext(jobs=jobs), config=_config(tmp_path))) as src:
         _rename_in(tmp_path, "a.jpg", b"x")
         job = jobs.get(timeout=10)
         job.path.rename(tmp_path / "a.jpg")  # acknowledged (the claimed file): moved to done...

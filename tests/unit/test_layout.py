@@ -19,7 +19,8 @@ LAYERS = (
     ("classifier",),
     ("sinks",),
     # what the stages pass on
-    ("pipeline.jobs", "pipeline.records", "pipeline.outcomes", "pipeline.state", "pipeline.plan"),
+    ("pipeline.jobs", "pipeline.records", "pipeline.outcomes", "pipeline.state", "pipeline.plan",
+     "pipeline.context", "commit.inflight", "commit.parked"),  # and the stores the stages share
     ("regions",),
     ("commit",),
     ("pipeline",),  # the stages

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_infer.config import CameraSourceConfig, RegionConfig
 from edge_infer.ops.metrics import Metrics
-from edge_infer.pipeline.jobs import Job
+from edge_infer.pipeline.jobs import CameraFrame
 from edge_infer.regions.watcher import RegionWatch
 
 
@@ -17,8 +17,8 @@ class Sink:
         self.lines.append(obj)
 
 
-def frame(seq: int, label: str, score: float = 0.9) -> Job:
-    job = Job(source="cam", rel=f"cam/door#{seq}", path=None, region="door")
+def frame(seq: int, label: str, score: float = 0.9) -> CameraFrame:
+    job = CameraFrame(source="cam", rel=f"cam/door#{seq}", region="door")
     job.frame = {"timestamp": "t", "seq": seq}
     job.predictions = [{"index": 0, "label": label, "score": score}]
     return job

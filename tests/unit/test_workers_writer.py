@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_infer.pipeline.jobs import Job
+from edge_infer.pipeline.jobs import FolderInput
 from tests.support.images import write_images
 from tests.support.writer import finished_jobs, make_worker, make_writer
 
 
 def test_a_file_removed_before_it_is_read_gets_an_error_record(tmp_path):
-    job = Job("s", "gone.jpg", tmp_path / "inbox" / "gone.jpg")
+    job = FolderInput("s", "gone.jpg", tmp_path / "inbox" / "gone.jpg")
     make_worker(tmp_path).process(job)
     assert job.error is not None and job.error.kind == "io" and "vanished" in job.error.message
     writer, done = make_writer(tmp_path)
@@ -59,7 +59,7 @@ def test_a_read_error_from_the_device_is_an_io_error(tmp_path):
 
 def test_file_over_the_byte_limit_is_refused_before_reading(tmp_path):
     path = write_images(tmp_path, 1)[0]
-    job = Job("s", path.name, path)
+    job = FolderInput("s", path.name, path)
     make_worker(tmp_path, max_bytes=100).process(job)
     assert job.error.kind == "too_large" and "max_file_bytes" in job.error.message
 
@@ -67,7 +67,7 @@ def test_file_over_the_byte_limit_is_refused_before_reading(tmp_path):
 def test_the_workers_decode_limits_come_from_the_config(tmp_path):
     """pipeline.max_decode_mb and pipeline.formats reach the decoder, and its messages name them."""
     jpeg, png = write_images(tmp_path, 1, (3000, 2000))[0], write_images(tmp_path, 1, (3000, 2000), fmt="png")[0]
-    jobs = [Job("s", p.name, p) for p in (jpeg, png)]
+    jobs = [FolderInput("s", p.name, p) for p in (jpeg, png)]
     make_worker(tmp_path, max_decode_mb=8, formats=("JPEG",)).process(jobs[0])
     make_worker(tmp_path, formats=("JPEG",)).process(jobs[1])
     assert jobs[0].error is None  # drafted to 1/4 scale: under 8 MB
@@ -78,7 +78,7 @@ def test_the_workers_decode_limits_come_from_the_config(tmp_path):
 
 def test_ok_result_is_committed_before_the_input_moves(tmp_path):
     path = write_images(tmp_path / "inbox" / "sub", 1)[0]
-    job = Job("s", "sub/" + path.name, path)
+    job = FolderInput("s", "sub/" + path.name, path)
     make_worker(tmp_path).process(job)
     job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
     writer, done = make_writer(tmp_path)
@@ -91,7 +91,7 @@ def test_ok_result_is_committed_before_the_input_moves(tmp_path):
 
 def test_a_full_disk_holds_the_job_and_retries_instead_of_failing_it(tmp_path):
     path = write_images(tmp_path / "inbox", 1)[0]
-    job = Job("s", path.name, path)
+    job = FolderInput("s", path.name, path)
     make_worker(tmp_path).process(job)
     job.predictions = [{"index": 1, "label": "x", "score": 1.0}]
     writer, done = make_writer(tmp_path)
