@@ -1,9 +1,9 @@
 """The daemon's lifecycle: starts the stages in order, supervises them, and shuts down in order.
 
 ``wiring/stages.py`` builds the stages. Start order: HTTP (/readyz 503 during warm-up), model,
-writer, inference, workers, then the sources; READY=1 once all are armed. Each is registered with one
-``Supervisor`` as it starts. Stop order: sources first (no new work), drain what is in flight within
-``shutdown.drain_timeout_s``, then downstream-last, HTTP last, every join bounded by one deadline.
+writer, inference, workers, then the sources; READY=1 once all are armed. Each is registered with
+one ``Supervisor`` as it starts. Stop order: sources first, drain what is in flight (within
+``shutdown.drain_timeout_s``), downstream-last, HTTP last, every join bounded by one deadline.
 """
 from __future__ import annotations
 
