@@ -15,6 +15,7 @@ from .. import __version__
 from ..classifier.manifest import FORMAT_VERSION, MODEL_NAME, load_manifest, default_model_path, sha256_file, write_manifest
 from ..decoding.preprocess import PreprocessSpec
 from ..errors import ExportError, VerificationError
+from ..sinks.writable import check_writable
 from ..tools.bench_model import BurstResult, model_only
 from .images import list_images, load_images, read_label_names, read_labels_csv, split
 from .network import load_network
@@ -69,7 +70,7 @@ class ExportReport:
 
 def run_export(opts: ExportOptions) -> ExportReport:
     out = opts.out.resolve()
-    check_writable(out)
+    check_writable(out, ExportError)
     class_names = _class_names(opts.class_names)
     truth = read_labels_csv(opts.labels_csv) if opts.labels_csv else None
     model, impl, weights_sha = load_network(opts.weights, opts.width_mult, num_classes=len(class_names))
@@ -142,15 +143,6 @@ def write_manifests(fp32: Path, int8: Path, common: dict[str, Any], quant: Quant
     write_manifest(fp32, {**common, "precision": "fp32", "sha256": sha256_file(fp32)})
     write_manifest(int8, {**common, "precision": "int8", "sha256": sha256_file(int8),
                           "quantization": quant.to_dict(), "verification": verification, **int8_extra})
-
-
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise ExportError(f"output folder {out} is not writable: {e.strerror or e}") from e
 
 
 def _class_names(path: Path | None) -> list[str]:

@@ -16,12 +16,13 @@ from typing import Iterator
 import numpy as np
 
 from ..decoding.preprocess import PreprocessSpec, normalise
-from ..errors import VerificationError
+from ..errors import ExportError, VerificationError
 from ..export.images import load_images
 from ..export.network import TORCHVISION, load_network
 from ..export.quantize import QuantSettings
-from ..export.steps import check_writable, common_manifest, export_models, write_manifests
+from ..export.steps import common_manifest, export_models, write_manifests
 from ..export.verify import Verification, logits
+from ..sinks.writable import check_writable
 from .augment import views
 from .dataset import ClassImages, centre, find_classes, load_classes
 from .finetune import fine_tune, new_head
@@ -80,7 +81,7 @@ def run_training(opts: TrainOptions) -> TrainReport:
     start = time.monotonic()
     find_classes(opts.data)  # the cheap checks (folder, classes) before anything is created
     out = opts.out.resolve()
-    check_writable(out)
+    check_writable(out, ExportError)
     threads = opts.finetune.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     spec = PreprocessSpec()

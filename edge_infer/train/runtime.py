@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from .. import __version__
 from ..classifier.manifest import MODEL_NAME, default_model_path, sha256_file, write_manifest
 from ..decoding.preprocess import PreprocessSpec, prepare
 from ..errors import ExportError, VerificationError
+from ..sinks.writable import check_writable
 from ..tools.progress import Progress
 from .dataset import find_classes
 from .features import Features, backbone, extract, session_from_bytes
@@ -51,15 +51,6 @@ class RuntimeOptions:
     min_agreement: float = 0.90  # of the served graph with the numpy head, on the held-out split
 
 
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise ExportError(f"output folder {out} is not writable: {e.strerror or e}") from e
-
-
 def check_space(out: Path, need: int) -> None:
     free = shutil.disk_usage(out).free
     if free < need:
@@ -71,7 +62,7 @@ def run_runtime_training(opts: RuntimeOptions) -> RuntimeReport:
     start, cpu0 = time.monotonic(), time.process_time()
     classes = find_classes(opts.data)
     out = opts.out.resolve()
-    check_writable(out)
+    check_writable(out, ExportError)
     stratified_split({c: 2 for c in classes}, opts.held_out, opts.seed)  # checks the fraction first
     feats = extract(classes, opts.views, opts.seed, opts.threads)
     names = feats.classes
