@@ -23,13 +23,19 @@ def _serving(port: int) -> str:
                  if line.startswith("edge_infer_model_info{")), "")
 
 
-def test_deploy_and_rollback_swap_the_running_daemons_model_and_its_metrics_say_which(tmp_path):
-    three = make_three_class_model(tmp_path / "three" / "model").parent
+def _served_from_store(tmp_path):
+    """A config whose model is the store's ``current``: (the store, the metrics port, the config)."""
     store = tmp_path / "var" / "models"
     (tmp_path / "inbox").mkdir()
     port = free_port()
     cfg = write_config(tmp_path, model={"path": str(store / "current" / "model.onnx"),
                                         "store": str(store)}, metrics={"port": port})
+    return store, port, cfg
+
+
+def test_deploy_and_rollback_swap_the_running_daemons_model_and_its_metrics_say_which(tmp_path):
+    three = make_three_class_model(tmp_path / "three" / "model").parent
+    store, port, cfg = _served_from_store(tmp_path)
     c = ("-c", str(cfg))
     # The stock model, first in the store, deployed before the daemon starts.
     added = run_cli("models", "add", str(default_model_path().parent), *c)
@@ -70,11 +76,7 @@ def test_deploy_and_rollback_swap_the_running_daemons_model_and_its_metrics_say_
 def test_a_deploy_the_daemon_does_not_take_is_undone(tmp_path):
     """A daemon that serves from the store but does not swap (its reloader wedged, as a call that
     never returns would wedge it): the deploy waits --wait seconds, puts the links back, exits 1."""
-    store = tmp_path / "var" / "models"
-    (tmp_path / "inbox").mkdir()
-    port = free_port()
-    cfg = write_config(tmp_path, model={"path": str(store / "current" / "model.onnx"),
-                                        "store": str(store)}, metrics={"port": port})
+    store, port, cfg = _served_from_store(tmp_path)
     c = ("-c", str(cfg))
     for _ in range(2):
         assert run_cli("models", "add", str(default_model_path().parent), *c).returncode == 0
